@@ -1,0 +1,143 @@
+"""``memstore start|stop|status|info``: run a store in the background from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from memstore import address as addresses
+from memstore import launcher
+from memstore.config import DEFAULT_ADDRESS_FILE, DEFAULT_HOST, DEFAULT_PORT, ENV_ADDRESS_FILE
+from memstore.errors import MemstoreError
+
+
+def _address_file(args) -> str:
+    return args.address_file or os.environ.get(ENV_ADDRESS_FILE) or DEFAULT_ADDRESS_FILE
+
+
+def _cluster(args) -> list[str]:
+    """Addresses from --address, else the address file, else the environment."""
+    if args.address:
+        return addresses.parse(args.address)
+    path = _address_file(args)
+    if os.path.exists(path):
+        return addresses.read_file(path)
+    return addresses.resolve(None)
+
+
+def cmd_start(args) -> int:
+    log_dir = args.log_dir or os.path.dirname(os.path.abspath(_address_file(args)))
+    shards = launcher.start_shards(
+        args.shards,
+        host=args.host,
+        port=args.port,
+        ipc_dir=args.ipc_dir,
+        max_memory=args.max_memory,
+        log_dir=log_dir,
+        detach=True,
+        extra_args=["--log-level", args.log_level],
+    )
+    found = [s.address for s in shards]
+    addresses.write_file(_address_file(args), found)
+    print(
+        f"started {len(found)} shard(s); address file {_address_file(args)}; logs in {log_dir}",
+        file=sys.stderr,
+    )
+    print(f"export MEMSTORE_ADDRESS={','.join(found)}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    found = _cluster(args)
+    silent = launcher.stop_addresses(found, timeout=args.timeout)
+    for address in silent:
+        print(f"shard {address} did not answer (already stopped?)", file=sys.stderr)
+    path = _address_file(args)
+    if not args.address and os.path.exists(path):
+        os.remove(path)
+    print(f"stopped {len(found) - len(silent)} of {len(found)} shard(s)")
+    return 0 if not silent else 1
+
+
+def _infos(args) -> list[dict]:
+    from memstore.client import Client
+
+    with Client(_cluster(args), timeout=args.timeout) as client:
+        return client.get_db_node_info()
+
+
+def cmd_status(args) -> int:
+    infos = _infos(args)
+    print(f"{'address':<36} {'keys':>9} {'bytes':>14} {'clients':>8} {'uptime':>10}")
+    for info in infos:
+        print(
+            f"{info['address']:<36} {info['keys']:>9} {info['bytes']:>14} "
+            f"{info['clients']:>8} {_duration(info['uptime']):>10}"
+        )
+    return 0
+
+
+def cmd_info(args) -> int:
+    print(json.dumps(_infos(args), indent=2))
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    return (
+        time.strftime("%H:%M:%S", time.gmtime(seconds))
+        if seconds < 86400
+        else (f"{seconds / 86400:.1f}d")
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memstore", description="Run and inspect a memstore.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q):
+        q.add_argument(
+            "--address-file", help=f"default ${ENV_ADDRESS_FILE} or {DEFAULT_ADDRESS_FILE}"
+        )
+        q.add_argument("--timeout", type=float, default=5.0, help="seconds per shard")
+
+    start = sub.add_parser("start", help="start shards in the background")
+    common(start)
+    start.add_argument("--shards", type=int, default=1)
+    start.add_argument("--host", default=DEFAULT_HOST)
+    start.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="first port; shards use port, port+1, ... (0: free ports)",
+    )
+    start.add_argument("--ipc-dir", help="listen on ipc:// sockets in this folder instead")
+    start.add_argument("--max-memory", default="0", help="per shard, e.g. 2GiB")
+    start.add_argument("--log-dir", help="default: the address file's folder")
+    start.add_argument("--log-level", default="INFO")
+    start.set_defaults(run=cmd_start)
+    for name, run, text in (
+        ("stop", cmd_stop, "stop the shards"),
+        ("status", cmd_status, "keys, bytes, clients per shard"),
+        ("info", cmd_info, "every shard's statistics as JSON"),
+    ):
+        q = sub.add_parser(name, help=text)
+        common(q)
+        q.add_argument("--address", help="shard addresses instead of the address file")
+        q.set_defaults(run=run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MemstoreError as exc:
+        print(f"memstore {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,596 @@
+"""``Client``: put, wait for and get tensors, datasets and lists across the shards.
+
+Method and argument names follow SmartRedis's Python client, so switching is an import.
+Every data call ``x(...)`` has a non-blocking twin ``x_async(...)`` that returns a
+:class:`memstore.Future`; ``x`` is exactly ``x_async(...).result()``. Keys are routed to
+shards by :mod:`memstore.placement`; ensemble prefixes (``SSKEYIN``/``SSKEYOUT``) are applied
+as SmartRedis applies them.
+
+Buffer ownership: a put sends the array's own memory without copying, so an array handed
+to a ``*_async`` put must not be modified until its future is done. Arrays returned by a
+get wrap the received message: writable, private to the caller, no copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import zmq
+
+from memstore import address as addresses
+from memstore import tensors
+from memstore.config import DEFAULT_TIMEOUT, ENV_KEY_IN, ENV_KEY_OUT
+from memstore.dataset import DataSet
+from memstore.errors import ConnectionLost, Timeout
+from memstore.placement import key_shard
+from memstore.transport import Chained, Channel, Future, Gathered, _ignore
+
+log = logging.getLogger(__name__)
+
+TENSOR, DATASET, LIST, MODEL = "tensor", "dataset", "list", "model"
+
+
+def _sync_twins(cls: type) -> type:
+    """Give every ``x_async`` method a blocking twin ``x`` = ``x_async(...).result()``."""
+    for name, method in list(vars(cls).items()):
+        if name.endswith("_async") and name[: -len("_async")] not in vars(cls):
+            setattr(cls, name[: -len("_async")], _blocking(method))
+    return cls
+
+
+def _blocking(method: Callable[..., Future]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return method(self, *args, **kwargs).result()
+
+    call.__name__ = method.__name__[: -len("_async")]
+    call.__qualname__ = f"Client.{call.__name__}"
+    summary = (method.__doc__ or "").strip().splitlines()[0:1]
+    call.__doc__ = f"{summary[0] if summary else ''}\n\nBlocking form of ``{method.__name__}``."
+    return call
+
+
+def _found(header: dict, payload: list) -> bool:
+    return bool(header.get("found"))
+
+
+def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
+    return header["metas"][0], payload[0]
+
+
+@_sync_twins
+class Client:
+    """A connection to every shard of one memstore cluster.
+
+    Args:
+        address: comma-separated ``tcp://host:port`` / ``host:port`` / ``ipc://path`` (or a
+            list). Without it: ``MEMSTORE_ADDRESS``, then ``SSDB``, then the file named by
+            ``MEMSTORE_ADDRESS_FILE``. One shard's address is enough: shards started by
+            ``memstore start`` or ``LocalCluster`` hand out the full shard list.
+        timeout: seconds to wait for any one answer before ``ConnectionLost``.
+
+    Thread-safe: each thread gets its own sockets. Use as a context manager or ``close()``.
+    """
+
+    def __init__(
+        self,
+        address: str | list[str] | None = None,
+        cluster: bool | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        logger_name: str | None = None,
+    ):
+        if isinstance(address, bool):  # SmartRedis's older Client(cluster, address) order
+            address, cluster = cluster, address  # type: ignore[assignment]
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.timeout = float(timeout)
+        self._context = zmq.Context.instance()
+        self._local = threading.local()
+        self._channels: list[Channel] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.addresses = addresses.resolve(address)
+        self._discover()
+        self._put_prefix = os.environ.get(ENV_KEY_OUT, "")
+        self._get_prefixes = [p for p in os.environ.get(ENV_KEY_IN, "").split(",") if p]
+        self._get_prefix = self._get_prefixes[0] if self._get_prefixes else ""
+        self._use_prefix = {TENSOR: True, DATASET: True, LIST: True, MODEL: False}
+
+    def _discover(self) -> None:
+        """Ask the first shard for the cluster's shard list, which fixes key placement."""
+        try:
+            hello = self._submit(0, "hello", {}, decode=lambda h, p: h, what="hello").result()
+        except ConnectionLost:
+            self.close()
+            raise ConnectionLost(
+                f"no memstore shard answered at {self.addresses[0]} within {self.timeout}s: "
+                "is it running? (start one with `memstore start`)"
+            ) from None
+        shards = hello.get("shards") or []
+        if shards and shards != self.addresses:
+            log.debug("using the cluster's shard list %s", shards)
+            self.close()  # sockets were made for the old list
+            self._closed = False
+            self.addresses = shards
+
+    def __repr__(self) -> str:
+        return f"Client({','.join(self.addresses)!r}, timeout={self.timeout})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every thread's sockets; pending futures fail with ``ConnectionLost``."""
+        with self._lock:
+            self._closed = True
+            channels, self._channels = self._channels, []
+            self._local = threading.local()
+        for channel in channels:
+            channel.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _channel(self) -> Channel:
+        channel = getattr(self._local, "channel", None)
+        if channel is None:
+            with self._lock:
+                if self._closed:
+                    raise ConnectionLost("the client is closed")
+                channel = Channel(self._context, self.addresses)
+                self._channels.append(channel)
+            self._local.channel = channel
+        return channel
+
+    def _submit(
+        self,
+        shard: int,
+        op: str,
+        fields: dict,
+        payload: Iterable = (),
+        decode: Callable = _ignore,
+        wait: float = 0.0,
+        what: str = "",
+    ) -> Future:
+        return self._channel().submit(
+            shard, op, fields, list(payload), decode, self.timeout + wait, what or op
+        )
+
+    def _shard(self, key: str) -> int:
+        return key_shard(key, len(self.addresses))
+
+    def _call(
+        self,
+        op: str,
+        key: str,
+        fields: dict | None = None,
+        payload: Iterable = (),
+        decode: Callable = _ignore,
+        wait: float = 0.0,
+    ) -> Future:
+        """One request about ``key``, sent to the shard that owns it."""
+        return self._submit(
+            self._shard(key),
+            op,
+            {"key": key, **(fields or {})},
+            payload,
+            decode,
+            wait,
+            f"{op} {key!r}",
+        )
+
+    def _key(self, name: str, kind: str, read: bool) -> str:
+        """The stored key for ``name``: SmartRedis's ensemble prefix rules."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a {kind} name must be a non-empty string, got {name!r}")
+        prefix = self._get_prefix if read else self._put_prefix
+        return f"{prefix}.{name}" if prefix and self._use_prefix[kind] else name
+
+    def _broadcast(
+        self,
+        op: str,
+        shards: list[str] | None,
+        decode: Callable = _ignore,
+        combine: Callable[[list], Any] = list,
+    ) -> Future:
+        """``op`` on each of ``shards`` (addresses; default all), answers combined."""
+        targets = []
+        for shard in self.addresses if shards is None else shards:
+            address = addresses.normalize(shard)
+            if address not in self.addresses:
+                raise ValueError(f"{shard!r} is not a shard of this cluster ({self.addresses})")
+            targets.append(self.addresses.index(address))
+        return Gathered(
+            [
+                self._submit(i, op, {}, decode=decode, what=f"{op} on {self.addresses[i]}")
+                for i in targets
+            ],
+            combine,
+        )
+
+    # -- tensors ---------------------------------------------------------------------------
+
+    def put_tensor_async(self, name: str, data: Any) -> Future:
+        """Store ``data`` (numpy array or torch tensor) under ``name``."""
+        key = self._key(name, TENSOR, read=False)
+        meta, buffer = tensors.encode(data, key)
+        return self._call("put", key, {"keys": [key], "metas": [meta]}, [buffer])
+
+    def get_tensor_async(self, name: str, as_torch: bool = False) -> Future:
+        """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``)."""
+        key = self._key(name, TENSOR, read=True)
+        return self._call(
+            "get",
+            key,
+            {"keys": [key]},
+            decode=lambda h, p: tensors.decode(h["metas"][0], p[0], as_torch=as_torch, name=key),
+        )
+
+    def unpack_tensor_async(self, name: str, result: Any) -> Future:
+        """Copy tensor ``name`` into the preallocated array ``result`` (same shape/dtype)."""
+
+        def into(array):
+            if array.shape != result.shape or array.dtype != result.dtype:
+                raise TypeError(
+                    f"tensor {name!r} is {array.dtype}{list(array.shape)}, "
+                    f"result is {result.dtype}{list(result.shape)}"
+                )
+            result[...] = array
+            return result
+
+        return Chained(self.get_tensor_async(name), into)
+
+    def put_tensors_async(self, tensors_by_name: dict[str, Any]) -> Future:
+        """Store several tensors: one message per shard."""
+        per_shard: dict[int, tuple[list, list, list]] = {}
+        for name, data in tensors_by_name.items():
+            key = self._key(name, TENSOR, read=False)
+            meta, buffer = tensors.encode(data, key)
+            keys, metas, buffers = per_shard.setdefault(self._shard(key), ([], [], []))
+            keys.append(key)
+            metas.append(meta)
+            buffers.append(buffer)
+        return Gathered(
+            [
+                self._submit(shard, "put", {"keys": k, "metas": m}, b, what=f"put {k[0]!r}...")
+                for shard, (k, m, b) in per_shard.items()
+            ],
+            combine=lambda _: None,
+        )
+
+    def get_tensors_async(self, names: list[str], as_torch: bool = False) -> Future:
+        """Several tensors, in the order of ``names``: one message per shard."""
+        keys = [self._key(name, TENSOR, read=True) for name in names]
+        per_shard: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            per_shard.setdefault(self._shard(key), []).append(i)
+
+        def decode_for(positions):
+            return lambda h, p: [
+                tensors.decode(m, f, as_torch=as_torch, name=keys[i])
+                for i, m, f in zip(positions, h["metas"], p, strict=False)
+            ]
+
+        order = list(per_shard.values())
+        parts = [
+            self._submit(
+                shard,
+                "get",
+                {"keys": [keys[i] for i in pos]},
+                decode=decode_for(pos),
+                what=f"get {keys[pos[0]]!r}...",
+            )
+            for shard, pos in per_shard.items()
+        ]
+
+        def combine(results):
+            out: list[Any] = [None] * len(keys)
+            for positions, arrays in zip(order, results, strict=False):
+                for i, array in zip(positions, arrays, strict=False):
+                    out[i] = array
+            return out
+
+        return Gathered(parts, combine)
+
+    def delete_tensor_async(self, name: str) -> Future:
+        """Delete tensor ``name``; ``KeyNotFound`` if it does not exist."""
+        return self._call("delete", self._key(name, TENSOR, read=True), {"kind": TENSOR})
+
+    def copy_tensor_async(self, src_name: str, dest_name: str) -> Future:
+        """Copy tensor ``src_name`` to ``dest_name`` (across shards if they differ)."""
+        return self._copy(
+            TENSOR, self._key(src_name, TENSOR, read=True), self._key(dest_name, TENSOR, read=False)
+        )
+
+    def rename_tensor_async(self, old_name: str, new_name: str) -> Future:
+        """Rename tensor ``old_name`` to ``new_name``."""
+        return self._rename(
+            TENSOR, self._key(old_name, TENSOR, read=True), self._key(new_name, TENSOR, read=False)
+        )
+
+    def tensor_exists_async(self, name: str) -> Future:
+        """Whether tensor ``name`` exists."""
+        return self._exists(self._key(name, TENSOR, read=True), TENSOR)
+
+    def dataset_exists_async(self, name: str) -> Future:
+        """Whether dataset ``name`` exists."""
+        return self._exists(self._key(name, DATASET, read=True), DATASET)
+
+    def key_exists_async(self, key: str) -> Future:
+        """Whether ``key`` (taken as is, no prefix) holds anything."""
+        return self._exists(key, None)
+
+    def _exists(self, key: str, kind: str | None) -> Future:
+        return self._call("exists", key, {"kind": kind}, decode=lambda h, p: bool(h["exists"]))
+
+    def _copy(self, kind: str, src: str, dst: str) -> Future:
+        if self._shard(src) == self._shard(dst):
+            return self._call("copy", src, {"src": src, "dst": dst, "kind": kind})
+        if kind == TENSOR:  # move the raw bytes: no decode, so every dtype survives
+            return Chained(
+                self._call("get", src, {"keys": [src]}, decode=_raw_tensor),
+                lambda raw: self._call("put", dst, {"keys": [dst], "metas": [raw[0]]}, [raw[1]]),
+            )
+        return Chained(self._get_dataset(src, src), lambda ds: self._put_dataset(dst, ds))
+
+    def _rename(self, kind: str, src: str, dst: str) -> Future:
+        if self._shard(src) == self._shard(dst):
+            return self._call("rename", src, {"src": src, "dst": dst, "kind": kind})
+        return Chained(
+            self._copy(kind, src, dst), lambda _: self._call("delete", src, {"kind": kind})
+        )
+
+    # -- waiting on the server -------------------------------------------------------------
+
+    def _wait(
+        self, key: str, kind: str | None, seconds: float, cond: str = "exists", n: int = 0
+    ) -> Future:
+        if seconds < 0:
+            raise ValueError(f"cannot wait a negative time for {key!r}")
+        return self._call(
+            "wait",
+            key,
+            {"kind": kind, "cond": cond, "n": n, "timeout": seconds},
+            decode=_found,
+            wait=seconds,
+        )
+
+    def poll_tensor_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
+        """True as soon as tensor ``name`` exists; False after
+        ``poll_frequency_ms * num_tries`` ms. The shard waits; the client does not poll."""
+        return self._wait(
+            self._key(name, TENSOR, read=True), TENSOR, _poll_seconds(poll_frequency_ms, num_tries)
+        )
+
+    def poll_dataset_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
+        """True as soon as dataset ``name`` exists (see ``poll_tensor``)."""
+        return self._wait(
+            self._key(name, DATASET, read=True),
+            DATASET,
+            _poll_seconds(poll_frequency_ms, num_tries),
+        )
+
+    def poll_key_async(self, key: str, poll_frequency_ms: int, num_tries: int) -> Future:
+        """True as soon as ``key`` (no prefix) holds anything (see ``poll_tensor``)."""
+        return self._wait(key, None, _poll_seconds(poll_frequency_ms, num_tries))
+
+    def poll_list_length_async(
+        self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
+    ) -> Future:
+        """True as soon as list ``name`` has exactly ``list_length`` datasets."""
+        return self._poll_list(name, list_length, poll_frequency_ms, num_tries, "len_eq")
+
+    def poll_list_length_gte_async(
+        self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
+    ) -> Future:
+        """True as soon as list ``name`` has at least ``list_length`` datasets."""
+        return self._poll_list(name, list_length, poll_frequency_ms, num_tries, "len_ge")
+
+    def poll_list_length_lte_async(
+        self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
+    ) -> Future:
+        """True as soon as list ``name`` has at most ``list_length`` datasets."""
+        return self._poll_list(name, list_length, poll_frequency_ms, num_tries, "len_le")
+
+    def _poll_list(self, name, list_length, poll_frequency_ms, num_tries, cond) -> Future:
+        if not isinstance(list_length, int) or list_length < 0:
+            raise ValueError(f"list {name!r}: list_length must be a non-negative int")
+        return self._wait(
+            self._key(name, LIST, read=True),
+            LIST,
+            _poll_seconds(poll_frequency_ms, num_tries),
+            cond,
+            list_length,
+        )
+
+    def wait_tensor_async(
+        self, name: str, timeout: float | None = None, as_torch: bool = False
+    ) -> Future:
+        """The tensor ``name`` as soon as it is stored; ``Timeout`` after ``timeout`` seconds
+        (default: the client's timeout)."""
+        key = self._key(name, TENSOR, read=True)
+        seconds = self.timeout if timeout is None else float(timeout)
+
+        def decode(header, payload):
+            if not header.get("found"):
+                raise Timeout(f"tensor {key!r} did not appear within {seconds}s")
+            return tensors.decode(header["meta"], payload[0], as_torch=as_torch, name=key)
+
+        return self._call(
+            "wait",
+            key,
+            {"kind": TENSOR, "timeout": seconds, "fetch": True},
+            decode=decode,
+            wait=seconds,
+        )
+
+    # -- datasets --------------------------------------------------------------------------
+
+    def put_dataset_async(self, dataset: DataSet) -> Future:
+        """Store ``dataset`` whole on one shard, in one message."""
+        if not isinstance(dataset, DataSet):
+            raise TypeError(f"put_dataset takes a memstore.DataSet, got {type(dataset).__name__}")
+        return self._put_dataset(self._key(dataset.name, DATASET, read=False), dataset)
+
+    def _put_dataset(self, key: str, dataset: DataSet) -> Future:
+        layout, buffers = dataset.to_wire()
+        return self._call("put_dataset", key, {"dataset": layout}, buffers)
+
+    def get_dataset_async(self, name: str) -> Future:
+        """The dataset ``name``."""
+        return self._get_dataset(self._key(name, DATASET, read=True), name)
+
+    def _get_dataset(self, key: str, name: str) -> Future:
+        return self._call(
+            "get_dataset", key, decode=lambda h, p: DataSet.from_wire(name, h["dataset"], p)
+        )
+
+    def delete_dataset_async(self, name: str) -> Future:
+        """Delete dataset ``name``; ``KeyNotFound`` if it does not exist."""
+        return self._call("delete", self._key(name, DATASET, read=True), {"kind": DATASET})
+
+    def copy_dataset_async(self, src_name: str, dest_name: str) -> Future:
+        """Copy dataset ``src_name`` to ``dest_name``."""
+        return self._copy(
+            DATASET,
+            self._key(src_name, DATASET, read=True),
+            self._key(dest_name, DATASET, read=False),
+        )
+
+    def rename_dataset_async(self, old_name: str, new_name: str) -> Future:
+        """Rename dataset ``old_name`` to ``new_name``."""
+        return self._rename(
+            DATASET,
+            self._key(old_name, DATASET, read=True),
+            self._key(new_name, DATASET, read=False),
+        )
+
+    # -- aggregation lists -----------------------------------------------------------------
+
+    def append_to_list_async(self, list_name: str, dataset: DataSet) -> Future:
+        """Store ``dataset``, then append it to list ``list_name``; the list's new length.
+
+        The dataset is stored before it is listed, so a reader never sees a listed dataset
+        that is not there yet."""
+        list_key = self._key(list_name, LIST, read=False)
+        dataset_key = self._key(dataset.name, DATASET, read=False)
+        return Chained(
+            self.put_dataset_async(dataset),
+            lambda _: self._call(
+                "list_push", list_key, {"items": [dataset_key]}, decode=lambda h, p: h["length"]
+            ),
+        )
+
+    def delete_list_async(self, list_name: str) -> Future:
+        """Delete list ``list_name`` (not the datasets in it)."""
+        return self._call("delete", self._key(list_name, LIST, read=True), {"kind": LIST})
+
+    def copy_list_async(self, src_name: str, dest_name: str) -> Future:
+        """Copy list ``src_name`` to ``dest_name`` (the dataset references, not the datasets)."""
+        dst = self._key(dest_name, LIST, read=False)
+        return Chained(
+            self._list_range(self._key(src_name, LIST, read=True), 0, -1),
+            lambda items: self._call("list_set", dst, {"items": items}),
+        )
+
+    def rename_list_async(self, src_name: str, dest_name: str) -> Future:
+        """Rename list ``src_name`` to ``dest_name``."""
+        src = self._key(src_name, LIST, read=True)
+        return Chained(
+            self.copy_list_async(src_name, dest_name),
+            lambda _: self._call("delete", src, {"kind": LIST}),
+        )
+
+    def get_list_length_async(self, list_name: str) -> Future:
+        """Number of datasets in list ``list_name`` (0 if it does not exist)."""
+        return self._call(
+            "list_len", self._key(list_name, LIST, read=True), decode=lambda h, p: h["length"]
+        )
+
+    def get_datasets_from_list_async(self, list_name: str) -> Future:
+        """Every dataset in list ``list_name``, in order (fetched in parallel)."""
+        return self.get_dataset_list_range_async(list_name, 0, -1)
+
+    def get_dataset_list_range_async(
+        self, list_name: str, start_index: int, end_index: int
+    ) -> Future:
+        """Datasets ``start_index..end_index`` of the list, inclusive; negative indices
+        count from the end (Redis LRANGE)."""
+        key = self._key(list_name, LIST, read=True)
+        return Chained(
+            self._list_range(key, start_index, end_index),
+            lambda keys: Gathered(
+                [self._get_dataset(k, _unprefixed(k, self._get_prefix)) for k in keys]
+            ),
+        )
+
+    def _list_range(self, key: str, start: int, end: int) -> Future:
+        if not isinstance(start, int) or not isinstance(end, int):
+            raise TypeError(f"list {key!r}: start and end indices must be ints")
+        return self._call(
+            "list_range", key, {"start": start, "end": end}, decode=lambda h, p: h["items"]
+        )
+
+    # -- ensembles -------------------------------------------------------------------------
+
+    def set_data_source(self, source_id: str) -> None:
+        """Read keys with prefix ``source_id`` (one of SSKEYIN, or SSKEYOUT)."""
+        allowed = [*self._get_prefixes, self._put_prefix]
+        if source_id not in allowed:
+            raise ValueError(
+                f"data source {source_id!r} is not in SSKEYIN ({self._get_prefixes})"
+                f" nor SSKEYOUT ({self._put_prefix!r})"
+            )
+        self._get_prefix = source_id
+
+    def use_tensor_ensemble_prefix(self, use_prefix: bool) -> None:
+        """Apply ensemble prefixes to tensor names (on by default)."""
+        self._use_prefix[TENSOR] = bool(use_prefix)
+
+    def use_dataset_ensemble_prefix(self, use_prefix: bool) -> None:
+        """Apply ensemble prefixes to dataset names (on by default)."""
+        self._use_prefix[DATASET] = bool(use_prefix)
+
+    def use_list_ensemble_prefix(self, use_prefix: bool) -> None:
+        """Apply ensemble prefixes to aggregation list names (on by default)."""
+        self._use_prefix[LIST] = bool(use_prefix)
+
+    def use_model_ensemble_prefix(self, use_prefix: bool) -> None:
+        """Apply ensemble prefixes to model and script names (off by default)."""
+        self._use_prefix[MODEL] = bool(use_prefix)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def flush_db_async(self, addresses: list[str] | None = None) -> Future:
+        """Delete every key on the given shards (default: all)."""
+        return self._broadcast("flush", addresses, combine=lambda _: None)
+
+    def get_db_node_info_async(self, addresses: list[str] | None = None) -> Future:
+        """Per shard: address, keys, bytes, ops, clients, uptime."""
+        return self._broadcast(
+            "info",
+            addresses,
+            decode=lambda h, p: {k: v for k, v in h.items() if k not in ("v", "id", "ok")},
+        )
+
+    def shutdown_async(self, addresses: list[str] | None = None) -> Future:
+        """Stop the given shards (default: all); their data is gone."""
+        return self._broadcast("shutdown", addresses, combine=lambda _: None)
+
+
+def _poll_seconds(poll_frequency_ms: int, num_tries: int) -> float:
+    if poll_frequency_ms < 0 or num_tries < 0:
+        raise ValueError("poll_frequency_ms and num_tries must be non-negative")
+    return poll_frequency_ms * num_tries / 1000.0
+
+
+def _unprefixed(key: str, prefix: str) -> str:
+    return key[len(prefix) + 1 :] if prefix and key.startswith(prefix + ".") else key

@@ -1,0 +1,55 @@
+"""Defaults and the environment variables that override them, in one place.
+
+| variable | meaning | default |
+| --- | --- | --- |
+| ``MEMSTORE_ADDRESS`` | shard addresses, comma-separated (``tcp://h:p``, ``ipc://p``) | — |
+| ``SSDB`` | the SmartRedis variable, same format, read when ``MEMSTORE_ADDRESS`` is unset | — |
+| ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
+| ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
+| ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_PORT = 6780
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_ADDRESS_FILE = "memstore.addr"
+
+#: Seconds a client waits for any one answer before raising ``ConnectionLost``.
+DEFAULT_TIMEOUT = float(os.environ.get("MEMSTORE_TIMEOUT", "30"))
+#: Seconds ``memstore start`` / ``LocalCluster`` wait for a new shard to answer.
+STARTUP_TIMEOUT = 30.0
+#: Longest key accepted, in bytes (UTF-8).
+MAX_KEY_BYTES = 64 * 1024
+#: How long a waiter on a future that another thread is pumping sleeps before retrying.
+PUMP_SLICE = 0.002
+
+#: The line a shard prints on stdout once it serves; launchers read the address from it.
+READY_LINE = "memstore shard ready at "
+
+ENV_ADDRESS = "MEMSTORE_ADDRESS"
+ENV_SSDB = "SSDB"
+ENV_ADDRESS_FILE = "MEMSTORE_ADDRESS_FILE"
+ENV_KEY_IN = "SSKEYIN"
+ENV_KEY_OUT = "SSKEYOUT"
+
+
+def parse_size(text: str | int) -> int:
+    """Parse ``2GiB``, ``512M``, ``1e9`` or ``0`` (unlimited) into bytes."""
+    if isinstance(text, int):
+        return text
+    units = {
+        "": 1, "b": 1,
+        "k": 10**3, "kb": 10**3, "kib": 2**10,
+        "m": 10**6, "mb": 10**6, "mib": 2**20,
+        "g": 10**9, "gb": 10**9, "gib": 2**30,
+        "t": 10**12, "tb": 10**12, "tib": 2**40,
+    }  # fmt: skip
+    s = text.strip().lower()
+    number = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = s[len(number) :].strip()
+    if unit not in units or not number:
+        raise ValueError(f"cannot read size {text!r}: use e.g. 2GiB, 512MiB, 1G or a byte count")
+    return int(float(number) * units[unit])

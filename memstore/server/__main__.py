@@ -1,0 +1,71 @@
+"""``memstore-server`` / ``python -m memstore.server``: run one shard in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from memstore.config import DEFAULT_HOST, DEFAULT_PORT, READY_LINE, parse_size
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memstore-server", description=__doc__)
+    p.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="TCP port; 0 picks a free one (default %(default)s)",
+    )
+    p.add_argument(
+        "--bind",
+        metavar="ADDRESS",
+        help="full address instead of host/port, e.g. ipc:///tmp/memstore-0.sock",
+    )
+    p.add_argument(
+        "--max-memory",
+        default="0",
+        type=parse_size,
+        help="cap on stored bytes, e.g. 2GiB (default: unlimited)",
+    )
+    p.add_argument(
+        "--max-message",
+        default="0",
+        type=parse_size,
+        help="largest request accepted, e.g. 1GiB (default: unlimited)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _interrupt(signum, frame):
+    """SIGTERM ends the loop like Ctrl-C does; later signals are ignored while closing."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from memstore.server.shard import Shard
+
+    address = args.bind or f"tcp://{args.host}:{args.port}"
+    try:
+        shard = Shard(address, max_memory=args.max_memory, max_message=args.max_message)
+    except Exception as exc:
+        print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    print(READY_LINE + shard.address, flush=True)
+    shard.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""One shard: a ZeroMQ ROUTER socket served by a single thread, Redis-style.
+
+The loop receives a request, runs its handler against the :class:`Store` and sends the
+reply. Nothing in a handler blocks: polls park a waiter in the store and are answered when
+the key changes or their deadline passes. Every request gets an answer — a bad one gets a
+``ProtocolError`` — and nothing a client sends can stop the loop except ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from memstore import tensors, wire
+from memstore.config import MAX_KEY_BYTES
+from memstore.errors import MemstoreError, ProtocolError, RemoteError
+from memstore.placement import key_shard
+from memstore.server.store import DATASET, LIST, TENSOR, Entry, Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[wire.Request, bytes], "list | None"]
+#: Longest the loop sleeps in poll, so ``stop()`` from another thread takes effect.
+_IDLE_POLL_MS = 500
+_KINDS = (TENSOR, DATASET, LIST, None)
+_CONDITIONS = {
+    "exists": lambda n, length: True,
+    "len_eq": lambda n, length: length == n,
+    "len_ge": lambda n, length: length >= n,
+    "len_le": lambda n, length: length <= n,
+}
+
+
+class Shard:
+    """A shard server bound to one address (``tcp://host:port`` or ``ipc://path``).
+
+    Args:
+        address: where to bind; ``tcp://127.0.0.1:0`` picks a free port.
+        max_memory: byte cap on stored data (0 = unlimited); writes past it get ``StoreFull``.
+        max_message: largest request accepted, in bytes (0 = unlimited).
+    """
+
+    def __init__(self, address: str, *, max_memory: int = 0, max_message: int = 0):
+        self.store = Store(max_memory)
+        self.max_message = max_message
+        self.cluster: list[str] = []
+        self.index = 0
+        self.ops = 0
+        self.clients = 0
+        self.started = time.time()
+        self._running = False
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDHWM, 0)  # never drop a reply to a slow reader
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        if address.startswith("tcp://") and address.rsplit(":", 1)[1] in ("0", "*"):
+            port = self._socket.bind_to_random_port(address.rsplit(":", 1)[0])
+            address = f"{address.rsplit(':', 1)[0]}:{port}"
+        else:
+            self._socket.bind(address)
+        self.address = address
+        self._handlers: dict[str, Handler] = {
+            name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_op_")
+        }
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve until ``shutdown`` is requested, :meth:`stop` is called or KeyboardInterrupt."""
+        self._running = True
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        log.info("shard %s serving (pid %d)", self.address, os.getpid())
+        try:
+            while self._running:
+                events = dict(poller.poll(self._poll_timeout_ms()))
+                if self._monitor in events:
+                    self._count_clients()
+                if self._socket in events:
+                    self._drain()
+                self.store.expire()
+        except KeyboardInterrupt:
+            log.info("shard %s interrupted", self.address)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask the loop to exit (thread-safe; takes effect within half a second)."""
+        self._running = False
+
+    def close(self) -> None:
+        self._running = False
+        if not self._socket.closed:
+            self._monitor.close(linger=0)
+            self._socket.close(linger=0)
+            log.info("shard %s closed", self.address)
+
+    def _poll_timeout_ms(self) -> int:
+        deadline = self.store.next_deadline()
+        if deadline is None:
+            return _IDLE_POLL_MS
+        return max(0, min(_IDLE_POLL_MS, int((deadline - time.monotonic()) * 1000) + 1))
+
+    def _drain(self, budget: int = 256) -> None:
+        """Answer up to ``budget`` queued requests without going back to poll."""
+        socket = self._socket
+        for _ in range(budget):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            reply = self._handle(frames[0].bytes, frames[1:])
+            if reply is not None:
+                self._send(frames[0].bytes, reply)
+
+    def _send(self, identity: bytes, frames: list) -> None:
+        try:
+            self._socket.send_multipart([identity, *frames], copy=False)
+        except zmq.ZMQError as exc:  # the client went away; its answer has nowhere to go
+            log.debug("reply to a departed client dropped: %s", exc)
+
+    def _handle(self, identity: bytes, frames: list) -> list | None:
+        self.ops += 1
+        req_id = -1
+        try:
+            size = sum(len(f) for f in frames)
+            if self.max_message and size > self.max_message:
+                raise ProtocolError(
+                    f"request of {size} bytes exceeds this shard's --max-message "
+                    f"{self.max_message}: split the data or raise the limit"
+                )
+            request = wire.parse_request(frames)
+            req_id = request.id
+            handler = self._handlers.get(request.op)
+            if handler is None:
+                raise ProtocolError(f"unknown operation {request.op!r}")
+            return handler(request, identity)
+        except MemstoreError as exc:
+            return wire.error_reply(req_id, exc)
+        except Exception as exc:  # a bug in a handler must not take the shard down
+            log.exception("request %s failed", req_id)
+            detail = "".join(traceback.format_exception(exc))
+            return wire.error_reply(req_id, RemoteError(f"shard {self.address}: {detail}"))
+
+    def _count_clients(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.clients += 1 if event["event"] == zmq.EVENT_ACCEPTED else -1
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _key(self, request: wire.Request, name: str = "key") -> str:
+        return self._check_key(wire.field(request.header, name, str), request.op)
+
+    def _check_key(self, key: object, op: str) -> str:
+        """Refuse keys that are not strings, are empty or too long, or live on another shard."""
+        if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES:
+            raise ProtocolError(f"{op}: key {key!r} must be a string of 1 to {MAX_KEY_BYTES} bytes")
+        if len(self.cluster) > 1 and key_shard(key, len(self.cluster)) != self.index:
+            owner = self.cluster[key_shard(key, len(self.cluster))]
+            raise ProtocolError(
+                f"key {key!r} belongs to shard {owner}, not {self.address}: this client's "
+                "shard list differs from the cluster's; connect with the cluster's address list"
+            )
+        return key
+
+    @staticmethod
+    def _kind(request: wire.Request) -> str | None:
+        kind = request.header.get("kind")
+        if kind not in _KINDS:
+            raise ProtocolError(f"{request.op}: unknown kind {kind!r}")
+        return kind
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def _op_hello(self, request, identity):
+        return wire.reply(
+            request.id,
+            {
+                "shards": self.cluster,
+                "index": self.index,
+                "address": self.address,
+                "pid": os.getpid(),
+            },
+        )
+
+    def _op_cluster(self, request, identity):
+        shards = wire.field(request.header, "shards", list)
+        index = wire.field(request.header, "index", int)
+        if not all(isinstance(s, str) for s in shards) or not 0 <= index < len(shards):
+            raise ProtocolError("cluster: shards must be addresses and index one of them")
+        self.cluster, self.index = shards, index
+        return wire.reply(request.id)
+
+    def _op_info(self, request, identity):
+        return wire.reply(request.id, {
+            "address": self.address, "keys": len(self.store), "bytes": self.store.used,
+            "max_memory": self.store.max_memory, "ops": self.ops, "clients": self.clients,
+            "parked": self.store.parked, "uptime": time.time() - self.started,
+            "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
+        })  # fmt: skip
+
+    def _op_flush(self, request, identity):
+        self.store.flush()
+        return wire.reply(request.id)
+
+    def _op_keys(self, request, identity):
+        return wire.reply(request.id, {"keys": self.store.keys()})
+
+    def _op_shutdown(self, request, identity):
+        log.info("shard %s: shutdown requested", self.address)
+        self._running = False
+        return wire.reply(request.id)
+
+    # -- tensors ---------------------------------------------------------------------------
+
+    def _tensor_entries(self, request) -> list[tuple[str, Entry]]:
+        keys = wire.field(request.header, "keys", list)
+        metas = wire.field(request.header, "metas", list)
+        if not (len(keys) == len(metas) == len(request.payload)):
+            raise ProtocolError(
+                f"put: {len(keys)} keys, {len(metas)} metas and {len(request.payload)} "
+                "payload frames must match"
+            )
+        entries = []
+        for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
+            key = self._check_key(keys[i], request.op)
+            tensors.parse_meta(meta, len(frame), key)
+            entries.append((key, Entry.of(TENSOR, meta, [frame], key)))
+        return entries
+
+    def _op_put(self, request, identity):
+        entries = self._tensor_entries(request)
+        self.store.check_room([(key, e.nbytes) for key, e in entries])
+        for key, entry in entries:
+            self.store.put(key, entry)
+        return wire.reply(request.id)
+
+    def _op_get(self, request, identity):
+        keys = wire.field(request.header, "keys", list)
+        entries = [self.store.get(self._check_key(k, request.op), TENSOR) for k in keys]
+        return wire.reply(
+            request.id, {"metas": [e.meta for e in entries]}, [e.frames[0] for e in entries]
+        )
+
+    def _op_delete(self, request, identity):
+        self.store.delete(self._key(request), self._kind(request))
+        return wire.reply(request.id)
+
+    def _op_exists(self, request, identity):
+        return wire.reply(
+            request.id, {"exists": self.store.exists(self._key(request), self._kind(request))}
+        )
+
+    def _op_copy(self, request, identity):
+        self.store.copy(self._key(request, "src"), self._key(request, "dst"), self._kind(request))
+        return wire.reply(request.id)
+
+    def _op_rename(self, request, identity):
+        self.store.rename(self._key(request, "src"), self._key(request, "dst"), self._kind(request))
+        return wire.reply(request.id)
+
+    # -- datasets and lists ----------------------------------------------------------------
+
+    def _op_put_dataset(self, request, identity):
+        key = self._key(request)
+        layout = wire.field(request.header, "dataset", dict)
+        specs = layout.get("tensors", [])
+        if not isinstance(specs, list) or len(specs) != len(request.payload):
+            raise ProtocolError(f"dataset {key!r}: tensor list and payload frames differ")
+        for spec, frame in zip(specs, request.payload, strict=False):
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise ProtocolError(f"dataset {key!r}: each tensor needs a name")
+            tensors.parse_meta(spec.get("meta"), len(frame), f"{key}.{spec['name']}")
+        self.store.put(key, Entry.of(DATASET, layout, list(request.payload), key))
+        return wire.reply(request.id)
+
+    def _op_get_dataset(self, request, identity):
+        entry = self.store.get(self._key(request), DATASET)
+        return wire.reply(request.id, {"dataset": entry.meta}, entry.frames)
+
+    def _op_list_push(self, request, identity):
+        items = wire.field(request.header, "items", list)
+        if not all(isinstance(i, str) for i in items):
+            raise ProtocolError("list_push: items must be strings")
+        return wire.reply(request.id, {"length": self.store.list_push(self._key(request), items)})
+
+    def _op_list_set(self, request, identity):
+        key = self._key(request)
+        items = wire.field(request.header, "items", list)
+        if not all(isinstance(i, str) for i in items):
+            raise ProtocolError("list_set: items must be strings")
+        self.store.put(key, Entry.of(LIST, list(items), [], key))
+        return wire.reply(request.id)
+
+    def _op_list_range(self, request, identity):
+        key = self._key(request)
+        start = wire.field(request.header, "start", int)
+        end = wire.field(request.header, "end", int)
+        items = self.store.get(key, LIST).meta
+        # Redis LRANGE: inclusive end, negative indices count from the back.
+        n = len(items)
+        start = max(start + n if start < 0 else start, 0)
+        end = end + n if end < 0 else min(end, n - 1)
+        return wire.reply(request.id, {"items": items[start : end + 1] if start <= end else []})
+
+    def _op_list_len(self, request, identity):
+        key = self._key(request)
+        length = len(self.store.get(key, LIST).meta) if self.store.exists(key) else 0
+        return wire.reply(request.id, {"length": length})
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _op_wait(self, request, identity):
+        """Answer when the key exists (with the right kind) or a list length condition holds,
+        or at the deadline with ``found: False``. With ``fetch`` the tensor comes along."""
+        key = self._key(request)
+        kind = self._kind(request)
+        condition = _CONDITIONS.get(request.header.get("cond", "exists"))
+        if condition is None:
+            raise ProtocolError(f"wait {key!r}: unknown condition {request.header.get('cond')!r}")
+        n = wire.field(request.header, "n", int, 0)
+        timeout = wire.field(request.header, "timeout", (int, float))
+        fetch = bool(request.header.get("fetch")) and kind == TENSOR
+        if timeout < 0:
+            raise ProtocolError(f"wait {key!r}: timeout must be >= 0")
+
+        def ready(entry: Entry | None) -> bool:
+            if entry is None:
+                return kind == LIST and condition(n, 0)
+            if kind is not None and entry.kind != kind:
+                return False
+            return condition(n, len(entry.meta) if entry.kind == LIST else 0)
+
+        def answer(entry: Entry | None) -> None:
+            if entry is None and not ready(None):
+                self._send(identity, wire.reply(request.id, {"found": False}))
+            elif fetch:
+                self._send(
+                    identity,
+                    wire.reply(request.id, {"found": True, "meta": entry.meta}, entry.frames),
+                )
+            else:
+                self._send(identity, wire.reply(request.id, {"found": True}))
+
+        self.store.wait(key, ready, float(timeout), answer)
+        return None  # answered by `answer`, now or later

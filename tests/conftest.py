@@ -1,0 +1,41 @@
+"""Fixtures that start real shard processes and always stop them.
+
+``cluster`` is parametrised over TCP and ipc:// so every client test runs on both
+transports; it is module-scoped (starting shards costs ~0.5 s) and ``client`` flushes it
+before each test so tests stay independent.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import memstore
+
+os.environ.pop("MEMSTORE_ADDRESS", None)  # tests name their cluster explicitly
+os.environ.pop("SSDB", None)
+os.environ.pop("SSKEYIN", None)
+os.environ.pop("SSKEYOUT", None)
+
+
+@pytest.fixture(scope="module", params=["tcp", "ipc"])
+def cluster(request):
+    """A 3-shard store on loopback TCP or ipc:// sockets."""
+    with memstore.LocalCluster(shards=3, ipc=request.param == "ipc") as running:
+        yield running
+
+
+@pytest.fixture
+def client(cluster):
+    """A client of ``cluster``, on an empty store, closed after the test."""
+    with cluster.client(timeout=10) as connected:
+        connected.flush_db()
+        yield connected
+
+
+@pytest.fixture
+def single():
+    """A fresh 1-shard store for tests that break or fill it."""
+    with memstore.LocalCluster(shards=1) as running:
+        yield running
