@@ -63,11 +63,12 @@ def unpack_header(frame: Any) -> dict:
         raise ProtocolError(f"header frame is not valid msgpack: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}")
-    if header.get("v") != VERSION:
+    version = header.get("v")
+    if type(version) is not int or version != VERSION:  # True == 1 and 1.0 == 1: not a version
         raise ProtocolError(
             f"protocol version {header.get('v')!r} is not supported (this side speaks {VERSION})"
         )
-    if not isinstance(header.get("id"), int):
+    if type(header.get("id")) is not int:  # bool is an int to Python, not to msgpack
         raise ProtocolError("header has no integer request id")
     return header
 
