@@ -11,6 +11,7 @@ and private to the caller (the store keeps its own copy in the shard process).
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -21,6 +22,8 @@ from memstore.errors import ProtocolError
 #: numpy kinds that have a fixed size and a meaning in every language we serve.
 _KINDS = "biufc"
 BFLOAT16 = "bfloat16"
+#: numpy's limit on dimensions (NPY_MAXDIMS); a longer shape could be stored but never read.
+_MAX_DIMS = 64
 
 
 def check_dtype(dtype: np.dtype, name: str = "") -> None:
@@ -101,9 +104,11 @@ def parse_meta(meta: dict, nbytes: int, name: str = "") -> tuple[np.dtype, tuple
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise ProtocolError(f"{where}: shape must be a list of non-negative integers")
+    if len(shape) > _MAX_DIMS:
+        raise ProtocolError(f"{where}: {len(shape)} dimensions, numpy holds at most {_MAX_DIMS}")
     if order not in ("C", "F"):
         raise ProtocolError(f"{where}: order must be 'C' or 'F', got {order!r}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps at 2**64
     if expected != nbytes:
         raise ProtocolError(
             f"{where}: dtype {dtype_name} shape {shape} needs {expected} bytes, got {nbytes}"
