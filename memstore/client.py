@@ -24,6 +24,7 @@ import zmq
 
 from memstore import address as addresses
 from memstore import tensors
+from memstore.client_models import ModelCalls
 from memstore.config import DEFAULT_TIMEOUT, ENV_KEY_IN, ENV_KEY_OUT
 from memstore.dataset import DataSet
 from memstore.errors import ConnectionLost, Timeout
@@ -36,10 +37,12 @@ TENSOR, DATASET, LIST, MODEL = "tensor", "dataset", "list", "model"
 
 
 def _sync_twins(cls: type) -> type:
-    """Give every ``x_async`` method a blocking twin ``x`` = ``x_async(...).result()``."""
-    for name, method in list(vars(cls).items()):
-        if name.endswith("_async") and name[: -len("_async")] not in vars(cls):
-            setattr(cls, name[: -len("_async")], _blocking(method))
+    """Give every ``x_async`` method (own or mixed in) a blocking twin ``x`` =
+    ``x_async(...).result()``, unless ``x`` is written out."""
+    for klass in cls.__mro__[:-1]:
+        for name, method in list(vars(klass).items()):
+            if name.endswith("_async") and not hasattr(cls, name[: -len("_async")]):
+                setattr(cls, name[: -len("_async")], _blocking(method))
     return cls
 
 
@@ -64,7 +67,7 @@ def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
 
 
 @_sync_twins
-class Client:
+class Client(ModelCalls):
     """A connection to every shard of one memstore cluster.
 
     Args:

@@ -36,6 +36,25 @@ def parser() -> argparse.ArgumentParser:
         type=parse_size,
         help="largest request accepted, e.g. 1GiB (default: unlimited)",
     )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="run cloudpickled client code (nn.Module, functions): arbitrary code "
+        "execution, so only on networks you trust (TorchScript is always allowed)",
+    )
+    p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for model runs (default: torch's choice)",
+    )
+    p.add_argument(
+        "--model-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a model run may take before its caller gets ModelError",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -56,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
 
     address = args.bind or f"tcp://{args.host}:{args.port}"
     try:
-        shard = Shard(address, max_memory=args.max_memory, max_message=args.max_message)
+        shard = Shard(
+            address,
+            max_memory=args.max_memory,
+            max_message=args.max_message,
+            allow_pickle=args.allow_pickle,
+            model_threads=args.model_threads,
+            intra_op_threads=args.intra_op_threads,
+            model_timeout=args.model_timeout,
+        )
     except Exception as exc:
         print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)
         return 1

@@ -21,14 +21,16 @@ from memstore import tensors, wire
 from memstore.config import MAX_KEY_BYTES
 from memstore.errors import MemstoreError, ProtocolError, RemoteError
 from memstore.placement import key_shard
-from memstore.server.store import DATASET, LIST, TENSOR, Entry, Store
+from memstore.server.model_ops import ModelOps
+from memstore.server.models import Executor
+from memstore.server.store import DATASET, LIST, REPLICATED, TENSOR, Entry, Store
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[wire.Request, bytes], "list | None"]
 #: Longest the loop sleeps in poll, so ``stop()`` from another thread takes effect.
 _IDLE_POLL_MS = 500
-_KINDS = (TENSOR, DATASET, LIST, None)
+_KINDS = (TENSOR, DATASET, LIST, *REPLICATED, None)
 _CONDITIONS = {
     "exists": lambda n, length: True,
     "len_eq": lambda n, length: length == n,
@@ -37,18 +39,40 @@ _CONDITIONS = {
 }
 
 
-class Shard:
+class Shard(ModelOps):
     """A shard server bound to one address (``tcp://host:port`` or ``ipc://path``).
 
     Args:
         address: where to bind; ``tcp://127.0.0.1:0`` picks a free port.
         max_memory: byte cap on stored data (0 = unlimited); writes past it get ``StoreFull``.
         max_message: largest request accepted, in bytes (0 = unlimited).
+        allow_pickle: run cloudpickled client code (models, functions): arbitrary code!
+        model_threads: model workers per device.
+        intra_op_threads: ``torch.set_num_threads`` for model runs (0: torch's default).
+        model_timeout: seconds a model run may take before its caller gets ``ModelError``.
     """
 
-    def __init__(self, address: str, *, max_memory: int = 0, max_message: int = 0):
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_memory: int = 0,
+        max_message: int = 0,
+        allow_pickle: bool = False,
+        model_threads: int = 1,
+        intra_op_threads: int = 0,
+        model_timeout: float = 300.0,
+    ):
         self.store = Store(max_memory)
         self.max_message = max_message
+        self.model_timeout = model_timeout
+        self.executor = Executor(
+            self._worker_client,
+            model_threads=model_threads,
+            intra_op_threads=intra_op_threads,
+            allow_pickle=allow_pickle,
+        )
+        self._running_jobs: set = set()
         self.cluster: list[str] = []
         self.index = 0
         self.ops = 0
@@ -79,6 +103,7 @@ class Shard:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
+        poller.register(self.executor.wake_fd, zmq.POLLIN)
         log.info("shard %s serving (pid %d)", self.address, os.getpid())
         try:
             while self._running:
@@ -87,6 +112,8 @@ class Shard:
                     self._count_clients()
                 if self._socket in events:
                     self._drain()
+                if self.executor.wake_fd in events:
+                    self.executor.run_completions()
                 self.store.expire()
         except KeyboardInterrupt:
             log.info("shard %s interrupted", self.address)
@@ -100,12 +127,18 @@ class Shard:
     def close(self) -> None:
         self._running = False
         if not self._socket.closed:
+            self.executor.close()
             self._monitor.close(linger=0)
             self._socket.close(linger=0)
             log.info("shard %s closed", self.address)
 
     def _poll_timeout_ms(self) -> int:
-        deadline = self.store.next_deadline()
+        deadlines = [
+            d
+            for d in (self.store.next_deadline(), self._expire_jobs(time.monotonic()))
+            if d is not None
+        ]
+        deadline = min(deadlines) if deadlines else None
         if deadline is None:
             return _IDLE_POLL_MS
         return max(0, min(_IDLE_POLL_MS, int((deadline - time.monotonic()) * 1000) + 1))
@@ -161,14 +194,18 @@ class Shard:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _key(self, request: wire.Request, name: str = "key") -> str:
-        return self._check_key(wire.field(request.header, name, str), request.op)
+    def _key(self, request: wire.Request, name: str = "key", kind: str | None = None) -> str:
+        kind = kind or request.header.get("kind")
+        return self._check_key(
+            wire.field(request.header, name, str), request.op, owned=kind not in REPLICATED
+        )
 
-    def _check_key(self, key: object, op: str) -> str:
-        """Refuse keys that are not strings, are empty or too long, or live on another shard."""
+    def _check_key(self, key: object, op: str, owned: bool = True) -> str:
+        """Refuse keys that are not strings, are empty or too long, or (``owned``) live on
+        another shard; models and scripts live on every shard."""
         if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES:
             raise ProtocolError(f"{op}: key {key!r} must be a string of 1 to {MAX_KEY_BYTES} bytes")
-        if len(self.cluster) > 1 and key_shard(key, len(self.cluster)) != self.index:
+        if owned and len(self.cluster) > 1 and key_shard(key, len(self.cluster)) != self.index:
             owner = self.cluster[key_shard(key, len(self.cluster))]
             raise ProtocolError(
                 f"key {key!r} belongs to shard {owner}, not {self.address}: this client's "
@@ -182,6 +219,12 @@ class Shard:
         if kind not in _KINDS:
             raise ProtocolError(f"{request.op}: unknown kind {kind!r}")
         return kind
+
+    def _worker_client(self):
+        """A client of this cluster for model workers (inputs and outputs go through it)."""
+        from memstore.client import Client
+
+        return Client(self.cluster or [self.address], timeout=max(30.0, self.model_timeout))
 
     # -- admin -----------------------------------------------------------------------------
 
@@ -214,6 +257,8 @@ class Shard:
 
     def _op_flush(self, request, identity):
         self.store.flush()
+        for name in list(self.executor.models):
+            self.executor.discard(name)
         return wire.reply(request.id)
 
     def _op_keys(self, request, identity):
@@ -256,7 +301,10 @@ class Shard:
         )
 
     def _op_delete(self, request, identity):
-        self.store.delete(self._key(request), self._kind(request))
+        key, kind = self._key(request), self._kind(request)
+        self.store.delete(key, kind)
+        if kind in REPLICATED:
+            self.executor.discard(key)
         return wire.reply(request.id)
 
     def _op_exists(self, request, identity):

@@ -18,7 +18,9 @@ from memstore.errors import KeyNotFound, StoreFull, WrongType
 #: Bytes charged per entry on top of its payload (dict slot, header, key).
 ENTRY_OVERHEAD = 128
 
-TENSOR, DATASET, LIST = "tensor", "dataset", "list"
+TENSOR, DATASET, LIST, MODEL, SCRIPT = "tensor", "dataset", "list", "model", "script"
+#: Kinds every shard holds a copy of (so their keys are not routed by placement).
+REPLICATED = (MODEL, SCRIPT)
 
 
 @dataclass
