@@ -130,8 +130,11 @@ class Store:
         entry = self.get(src, kind)
         if src == dst:
             return
-        self.put(dst, Entry.of(entry.kind, entry.meta, entry.frames, dst))
+        moved = Entry.of(entry.kind, entry.meta, entry.frames, dst)
+        # A move frees the source: check room for the result, not for two copies at once.
+        self.check_room([(src, 0), (dst, moved.nbytes)])
         self.delete(src)
+        self.put(dst, moved)
 
     def list_push(self, key: str, items: list[str]) -> int:
         """Append ``items`` to the list at ``key`` (created if absent); its new length."""
