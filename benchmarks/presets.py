@@ -1,0 +1,185 @@
+"""The parameters of a run: sizes, counts, durations. Every loop in the suite is bounded here.
+
+``quick`` is ``make bench`` (under 5 minutes on 2 cores), ``full`` is ``make bench-full``,
+``tiny`` is for the suite's own test (seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much to measure. Times are seconds; every loop stops at its count or its time."""
+
+    name: str
+    # latency: sizes in bytes; per (size, round, system, op) at most `latency_iters` calls
+    # and at most `latency_batch_s` seconds; `wake_iters` poll wake-ups per round.
+    latency_sizes: tuple[int, ...]
+    latency_rounds: int
+    latency_iters: int
+    latency_batch_s: float
+    wake_iters: int
+    # bandwidth: sizes in bytes; per (size, round, system, op) at most `bandwidth_reps`
+    # transfers and at most `bandwidth_batch_s` seconds (at least one transfer).
+    bandwidth_sizes: tuple[int, ...]
+    bandwidth_rounds: int
+    bandwidth_reps: int
+    bandwidth_batch_s: float
+    # throughput: small puts from N client processes on M shards, for `throughput_s` each.
+    small_size: int
+    throughput_clients: tuple[int, ...]
+    throughput_shards: tuple[int, ...]
+    throughput_rounds: int
+    throughput_s: float
+    pipeline_window: int
+    keys_per_client: int
+    # scaling: shards x clients grid; async small puts and sync gets of `scaling_get_size`.
+    scaling_shards: tuple[int, ...]
+    scaling_clients: tuple[int, ...]
+    scaling_s: float
+    scaling_get_size: int
+    # inference: run_model calls from `inference_clients` processes, batching off / on.
+    inference_clients: int
+    inference_window: int
+    inference_batch_size: int
+    inference_s: float
+    inference_features: int
+    # online learning: producers put a snapshot every 1/rate s; consumers wait and get.
+    online_producers: int
+    online_consumers: int
+    online_rate_hz: float
+    online_snapshots: int
+    online_size: int
+    # a request that takes longer than this fails the run instead of hanging it
+    timeout_s: float = 60.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_grid(self, shards: tuple[int, ...] | None, clients: tuple[int, ...] | None) -> Preset:
+        """This preset with the scaling grid replaced (``--shards`` / ``--clients``)."""
+        return replace(
+            self,
+            scaling_shards=shards or self.scaling_shards,
+            scaling_clients=clients or self.scaling_clients,
+        )
+
+
+def _pow2(lo: int, hi: int, step: int = 1) -> tuple[int, ...]:
+    sizes, size = [], lo
+    while size <= hi:
+        sizes.append(size)
+        size <<= step
+    return tuple(sizes)
+
+
+TINY = Preset(
+    name="tiny",
+    latency_sizes=(8, 1 * KiB),
+    latency_rounds=2,
+    latency_iters=20,
+    latency_batch_s=0.5,
+    wake_iters=5,
+    bandwidth_sizes=(1 * MiB,),
+    bandwidth_rounds=2,
+    bandwidth_reps=2,
+    bandwidth_batch_s=0.5,
+    small_size=256,
+    throughput_clients=(1,),
+    throughput_shards=(1,),
+    throughput_rounds=1,
+    throughput_s=0.3,
+    pipeline_window=64,
+    keys_per_client=200,
+    scaling_shards=(1, 2),
+    scaling_clients=(1, 2),
+    scaling_s=0.3,
+    scaling_get_size=64 * KiB,
+    inference_clients=1,
+    inference_window=4,
+    inference_batch_size=4,
+    inference_s=0.5,
+    inference_features=16,
+    online_producers=1,
+    online_consumers=1,
+    online_rate_hz=20.0,
+    online_snapshots=5,
+    online_size=64 * KiB,
+    timeout_s=30.0,
+)
+
+QUICK = Preset(
+    name="quick",
+    latency_sizes=(8, 64, 512, 1 * KiB, 4 * KiB, 32 * KiB, 256 * KiB, 1 * MiB),
+    latency_rounds=3,
+    latency_iters=100,
+    latency_batch_s=1.0,
+    wake_iters=20,
+    bandwidth_sizes=(1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB),
+    bandwidth_rounds=3,
+    bandwidth_reps=3,
+    bandwidth_batch_s=2.0,
+    small_size=256,
+    throughput_clients=(1, 2),
+    throughput_shards=(1, 2),
+    throughput_rounds=2,
+    throughput_s=1.0,
+    pipeline_window=256,
+    keys_per_client=5000,
+    scaling_shards=(1, 2, 4),
+    scaling_clients=(1, 2, 4),
+    scaling_s=1.0,
+    scaling_get_size=1 * MiB,
+    inference_clients=2,
+    inference_window=8,
+    inference_batch_size=8,
+    inference_s=2.0,
+    inference_features=64,
+    online_producers=2,
+    online_consumers=2,
+    online_rate_hz=20.0,
+    online_snapshots=40,
+    online_size=1 * MiB,
+)
+
+FULL = Preset(
+    name="full",
+    latency_sizes=_pow2(8, 1 * MiB),
+    latency_rounds=5,
+    latency_iters=300,
+    latency_batch_s=2.0,
+    wake_iters=50,
+    bandwidth_sizes=_pow2(1 * MiB, 256 * MiB, 1),
+    bandwidth_rounds=5,
+    bandwidth_reps=5,
+    bandwidth_batch_s=5.0,
+    small_size=256,
+    throughput_clients=(1, 2, 4),
+    throughput_shards=(1, 2, 4),
+    throughput_rounds=3,
+    throughput_s=2.0,
+    pipeline_window=512,
+    keys_per_client=20000,
+    scaling_shards=(1, 2, 4, 8),
+    scaling_clients=(1, 2, 4, 8),
+    scaling_s=2.0,
+    scaling_get_size=1 * MiB,
+    inference_clients=4,
+    inference_window=16,
+    inference_batch_size=16,
+    inference_s=5.0,
+    inference_features=256,
+    online_producers=2,
+    online_consumers=4,
+    online_rate_hz=50.0,
+    online_snapshots=250,
+    online_size=4 * MiB,
+    timeout_s=120.0,
+)
+
+PRESETS = {p.name: p for p in (TINY, QUICK, FULL)}
