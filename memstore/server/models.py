@@ -134,6 +134,8 @@ class Executor:
 
     Args:
         client_factory: makes a :class:`memstore.Client` of this cluster for a worker.
+        owns: whether this shard holds a key (its outputs are stored without a round trip).
+        store_local: stores ``[(key, (meta, buffer))]`` on this shard; called on the loop.
         model_threads: workers per device.
         intra_op_threads: ``torch.set_num_threads`` (0 keeps torch's default).
         allow_pickle: accept cloudpickled modules and functions (arbitrary code!).
@@ -142,6 +144,8 @@ class Executor:
     def __init__(
         self,
         client_factory: Callable[[], Any],
+        owns: Callable[[str], bool],
+        store_local: Callable[[list], None],
         *,
         model_threads: int = 1,
         intra_op_threads: int = 0,
@@ -150,6 +154,8 @@ class Executor:
         self.allow_pickle = allow_pickle
         self.models: dict[str, Loaded] = {}
         self._client_factory = client_factory
+        self._owns = owns
+        self._store_local = store_local
         self._model_threads = max(1, model_threads)
         self._intra_op_threads = intra_op_threads
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -339,7 +345,7 @@ class Executor:
                 model.batcher.add(job)
                 return
             outputs = self._execute(model, job.fn_name, job.tensors, batch=1)
-            self._finish(job, outputs)
+            self._finish([(job, outputs)])
         except Exception as exc:
             self._fail([job], exc)
 
@@ -379,17 +385,52 @@ class Executor:
                 )
         return [out.detach().cpu() for out in outputs]
 
-    def _finish(self, job: Job, outputs: list) -> None:
-        """Worker: write outputs (only for jobs not yet answered), then answer."""
-        if len(outputs) != len(job.outputs):
-            raise ModelError(
-                f"{job.model.kind} {job.model.name!r} produced {len(outputs)} "
-                f"output(s) but {len(job.outputs)} output key(s) were given"
-            )
-        if job.done:  # timed out: its caller has its answer and no outputs are written
-            return
-        self.client().put_tensors(dict(zip(job.outputs, outputs)))
-        self.call_on_loop(lambda: self._answer(job, None))
+    def _finish(self, results: list[tuple[Job, list]]) -> None:
+        """Worker: store the outputs of finished jobs, then answer them.
+
+        Outputs this shard owns are handed to the loop, which stores them without a round
+        trip; the others go out in one message per shard for the whole batch. Jobs already
+        answered (timed out) write nothing.
+        """
+        ready, remote = [], {}
+        for job, outputs in results:
+            if len(outputs) != len(job.outputs):
+                self._fail(
+                    [job],
+                    ModelError(
+                        f"{job.model.kind} {job.model.name!r} produced {len(outputs)} "
+                        f"output(s) but {len(job.outputs)} output key(s) were given"
+                    ),
+                )
+                continue
+            if job.done:
+                continue
+            local = []
+            for key, out in zip(job.outputs, outputs):
+                if self._owns(key):
+                    local.append((key, tensors.encode(out, key)))
+                else:
+                    remote[key] = out
+            ready.append((job, local))
+        if remote:
+            try:
+                self.client().put_tensors(remote)
+            except Exception as exc:
+                self._fail([job for job, _ in ready], exc)
+                return
+
+        def store_and_answer() -> None:
+            for job, local in ready:
+                if job.done:
+                    continue
+                try:
+                    self._store_local(local)
+                except MemstoreError as exc:
+                    self._answer(job, exc)
+                    continue
+                self._answer(job, None)
+
+        self.call_on_loop(store_and_answer)
 
     def _fail(self, jobs: list[Job], exc: BaseException) -> None:
         """Answer ``jobs`` with ``exc``: store errors (a missing input, a full shard) as they
@@ -480,7 +521,7 @@ class Batcher:
         try:
             if len(batch) == 1:
                 outputs = executor._execute(model, None, batch[0].tensors, 1)
-                executor._finish(batch[0], outputs)
+                executor._finish([(batch[0], outputs)])
                 return
             sizes = [_rows([job]) for job in batch]
             merged = [torch.cat(parts) for parts in zip(*(job.tensors for job in batch))]
@@ -492,12 +533,9 @@ class Batcher:
                         f"{tuple(out.shape)[:1]} but the batch has {sum(sizes)} "
                         "rows; batching needs outputs batched along dim 0"
                     )
-            pieces = [out.split(sizes) for out in outputs]
-            for i, job in enumerate(batch):
-                try:
-                    executor._finish(job, [p[i] for p in pieces])
-                except Exception as exc:
-                    executor._fail([job], exc)
+            # Clone each piece: a view would keep the whole batch's output alive in the store.
+            pieces = [[piece.clone() for piece in out.split(sizes)] for out in outputs]
+            executor._finish([(job, [p[i] for p in pieces]) for i, job in enumerate(batch)])
         except Exception as exc:
             executor._fail(batch, exc)
 

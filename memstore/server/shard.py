@@ -68,6 +68,8 @@ class Shard(ModelOps):
         self.model_timeout = model_timeout
         self.executor = Executor(
             self._worker_client,
+            self._owns,
+            self._store_outputs,
             model_threads=model_threads,
             intra_op_threads=intra_op_threads,
             allow_pickle=allow_pickle,
@@ -219,6 +221,17 @@ class Shard(ModelOps):
         if kind not in _KINDS:
             raise ProtocolError(f"{request.op}: unknown kind {kind!r}")
         return kind
+
+    def _owns(self, key: str) -> bool:
+        n = len(self.cluster)
+        return n <= 1 or key_shard(key, n) == self.index
+
+    def _store_outputs(self, items: list) -> None:
+        """Store model outputs this shard owns, all or none (loop thread)."""
+        entries = [(key, Entry.of(TENSOR, meta, [buffer], key)) for key, (meta, buffer) in items]
+        self.store.check_room([(key, entry.nbytes) for key, entry in entries])
+        for key, entry in entries:
+            self.store.put(key, entry)
 
     def _worker_client(self):
         """A client of this cluster for model workers (inputs and outputs go through it)."""
@@ -376,7 +389,7 @@ class Shard(ModelOps):
         or at the deadline with ``found: False``. With ``fetch`` the tensor comes along."""
         key = self._key(request)
         kind = self._kind(request)
-        condition = _CONDITIONS.get(request.header.get("cond", "exists"))
+        condition = _CONDITIONS.get(wire.field(request.header, "cond", str, "exists"))
         if condition is None:
             raise ProtocolError(f"wait {key!r}: unknown condition {request.header.get('cond')!r}")
         n = wire.field(request.header, "n", int, 0)
@@ -393,7 +406,9 @@ class Shard(ModelOps):
             return condition(n, len(entry.meta) if entry.kind == LIST else 0)
 
         def answer(entry: Entry | None) -> None:
-            if entry is None and not ready(None):
+            if entry is None and self.store.exists(key):  # the deadline: judge what is there
+                entry = self.store.get(key)
+            if not ready(entry):
                 self._send(identity, wire.reply(request.id, {"found": False}))
             elif fetch:
                 self._send(
