@@ -27,9 +27,9 @@ from memstore import tensors
 from memstore.client_models import ModelCalls
 from memstore.config import DEFAULT_TIMEOUT, ENV_KEY_IN, ENV_KEY_OUT
 from memstore.dataset import DataSet
-from memstore.errors import ConnectionLost, Timeout
+from memstore.errors import ConnectionLost, KeyNotFound, Timeout
 from memstore.placement import key_shard
-from memstore.transport import Chained, Channel, Future, Gathered, _ignore
+from memstore.transport import Chained, Channel, Future, Gathered, Resolved, _ignore
 
 log = logging.getLogger(__name__)
 
@@ -497,15 +497,22 @@ class Client(ModelCalls):
         return self._call("delete", self._key(list_name, LIST, read=True), {"kind": LIST})
 
     def copy_list_async(self, src_name: str, dest_name: str) -> Future:
-        """Copy list ``src_name`` to ``dest_name`` (the dataset references, not the datasets)."""
+        """Copy list ``src_name`` to ``dest_name`` (the dataset references, not the datasets);
+        a missing or empty source is ``KeyNotFound``, as in SmartRedis."""
+        src = self._key(src_name, LIST, read=True)
         dst = self._key(dest_name, LIST, read=False)
-        return Chained(
-            self._list_range(self._key(src_name, LIST, read=True), 0, -1),
-            lambda items: self._call("list_set", dst, {"items": items}),
-        )
+
+        def store_copy(items: list) -> Future:
+            if not items:  # a missing list reads as empty (LRANGE), but is nothing to copy
+                raise KeyNotFound(f"list {src!r} not found (or empty): nothing to copy")
+            return self._call("list_set", dst, {"items": items})
+
+        return Chained(self._list_range(src, 0, -1), store_copy)
 
     def rename_list_async(self, src_name: str, dest_name: str) -> Future:
-        """Rename list ``src_name`` to ``dest_name``."""
+        """Rename list ``src_name`` to ``dest_name`` (nothing to do if the names are equal)."""
+        if src_name == dest_name:  # copy-then-delete onto itself would delete the list
+            return Resolved(None)
         src = self._key(src_name, LIST, read=True)
         return Chained(
             self.copy_list_async(src_name, dest_name),

@@ -70,9 +70,14 @@ class DataSet:
     def add_meta_scalar(self, name: str, data: int | float | np.number) -> None:
         """Append a number to metadata field ``name``; a field keeps one numeric type."""
         _check_name(name, "metadata field")
-        if isinstance(data, (bool, np.bool_)) or not isinstance(data, (int, float, np.number)):
+        numeric = (int, float, np.integer, np.floating)  # complex has no metadata type
+        if isinstance(data, (bool, np.bool_)) or not isinstance(data, numeric):
             raise TypeError(
                 f"metadata {name!r}: a scalar must be an int or float, got {type(data).__name__}"
+            )
+        if isinstance(data, int) and not -(2**63) <= data < 2**63:
+            raise OverflowError(
+                f"metadata {name!r}: {data} does not fit an int64 (use np.uint64 for unsigned)"
             )
         dtype = (
             np.asarray(data).dtype.str

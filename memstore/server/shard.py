@@ -370,8 +370,8 @@ class Shard(ModelOps):
         key = self._key(request)
         start = wire.field(request.header, "start", int)
         end = wire.field(request.header, "end", int)
-        items = self.store.get(key, LIST).meta
-        # Redis LRANGE: inclusive end, negative indices count from the back.
+        items = self.store.get(key, LIST).meta if self.store.exists(key) else []
+        # Redis LRANGE: inclusive end, negative indices count from the back; no list is empty.
         n = len(items)
         start = max(start + n if start < 0 else start, 0)
         end = end + n if end < 0 else min(end, n - 1)
