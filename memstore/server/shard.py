@@ -167,14 +167,14 @@ class Shard(ModelOps):
         self.ops += 1
         req_id = -1
         try:
+            request = wire.parse_request(frames)
+            req_id = request.id  # first, so that even a refusal reaches the waiting caller
             size = sum(len(f) for f in frames)
             if self.max_message and size > self.max_message:
                 raise ProtocolError(
                     f"request of {size} bytes exceeds this shard's --max-message "
                     f"{self.max_message}: split the data or raise the limit"
                 )
-            request = wire.parse_request(frames)
-            req_id = request.id
             handler = self._handlers.get(request.op)
             if handler is None:
                 raise ProtocolError(f"unknown operation {request.op!r}")

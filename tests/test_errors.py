@@ -1,0 +1,436 @@
+"""Every error the issue lists, caused for real: malformed frames sent raw to a shard, a full
+store, an oversized message, a killed shard, missing addresses; and the error classes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+import memstore
+from memstore import errors, wire
+from memstore.placement import key_shard
+
+V = wire.VERSION
+F4 = {"dtype": "<f4", "shape": [4], "order": "C"}
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def req(op: str, req_id: int = 9, **fields) -> bytes:
+    return pack({"v": V, "id": req_id, "op": op, **fields})
+
+
+@pytest.fixture(scope="module")
+def shard():
+    """One shard, for raw-socket abuse."""
+    with memstore.LocalCluster(shards=1) as running:
+        yield running
+
+
+@pytest.fixture
+def guarded(shard):
+    """A client of ``shard`` that stored a tensor before the test; the test must leave the
+    shard serving and that tensor intact."""
+    with shard.client(timeout=10) as client:
+        client.flush_db()
+        client.put_tensor("precious", np.arange(5, dtype=np.float64))
+        yield client
+        np.testing.assert_array_equal(client.get_tensor("precious"), np.arange(5))
+        client.put_tensor("after", np.ones(2))
+        assert client.tensor_exists("after")
+
+
+@pytest.fixture
+def raw(shard):
+    """A bare DEALER socket connected to ``shard``."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(shard.addresses[0])
+    yield sock
+    sock.close()
+
+
+def ask(sock, frames: list, timeout_s: float = 10.0) -> tuple[dict, list]:
+    """Send raw frames, return the decoded reply header and its payload frames."""
+    sock.send_multipart(frames)
+    assert sock.poll(int(timeout_s * 1000)), "the shard did not answer"
+    header, *payload = sock.recv_multipart()
+    return msgpack.unpackb(header), payload
+
+
+MALFORMED = {
+    "garbage-bytes": [b"\xc1\xff garbage"],
+    "empty-frame": [b""],
+    "not-a-map": [pack([V, 9, "get"])],
+    "wrong-version": [pack({"v": V + 1, "id": 9, "op": "get", "keys": ["k"]})],
+    "bool-version": [pack({"v": True, "id": 9, "op": "get", "keys": ["k"]})],
+    "no-id": [pack({"v": V, "op": "get", "keys": ["k"]})],
+    "no-op": [pack({"v": V, "id": 9, "keys": ["k"]})],
+    "op-not-str": [pack({"v": V, "id": 9, "op": 5})],
+    "unknown-op": [req("frobnicate")],
+    "put-short-payload": [req("put", keys=["k"], metas=[F4]), b"\0" * 15],
+    "put-long-payload": [req("put", keys=["k"], metas=[F4]), b"\0" * 17],
+    "put-object-dtype": [req("put", keys=["k"], metas=[{**F4, "dtype": "|O"}]), b"\0" * 32],
+    "put-unknown-dtype": [req("put", keys=["k"], metas=[{**F4, "dtype": "nope"}]), b"\0" * 16],
+    "put-str-dtype": [req("put", keys=["k"], metas=[{**F4, "dtype": "<U1"}]), b"\0" * 16],
+    "put-bad-shape": [req("put", keys=["k"], metas=[{**F4, "shape": [-4]}]), b"\0" * 16],
+    "put-bad-order": [req("put", keys=["k"], metas=[{**F4, "order": "K"}]), b"\0" * 16],
+    "put-overflowing-shape": [
+        req("put", keys=["k"], metas=[{**F4, "shape": [2**32, 2**32]}]),
+        b"",
+    ],
+    "put-meta-not-map": [req("put", keys=["k"], metas=["f4"]), b"\0" * 16],
+    "put-no-keys": [req("put", metas=[F4]), b"\0" * 16],
+    "put-no-metas": [req("put", keys=["k"]), b"\0" * 16],
+    "put-no-payload": [req("put", keys=["k"], metas=[F4])],
+    "put-more-keys-than-frames": [req("put", keys=["k", "j"], metas=[F4, F4]), b"\0" * 16],
+    "put-keys-not-list": [req("put", keys="k", metas=[F4]), b"\0" * 16],
+    "put-key-not-str": [req("put", keys=[7], metas=[F4]), b"\0" * 16],
+    "put-empty-key": [req("put", keys=[""], metas=[F4]), b"\0" * 16],
+    "put-huge-key": [req("put", keys=["k" * 70_000], metas=[F4]), b"\0" * 16],
+    "get-no-keys": [req("get")],
+    "get-key-not-str": [req("get", keys=[b"k"])],
+    "delete-no-key": [req("delete", kind="tensor")],
+    "delete-unknown-kind": [req("delete", key="k", kind="blob")],
+    "exists-key-list": [req("exists", key=["k"], kind=None)],
+    "copy-no-dst": [req("copy", src="precious", kind="tensor")],
+    "wait-no-timeout": [req("wait", key="k", kind="tensor")],
+    "wait-negative-timeout": [req("wait", key="k", kind="tensor", timeout=-1)],
+    "wait-str-timeout": [req("wait", key="k", kind="tensor", timeout="1")],
+    "wait-unknown-cond": [req("wait", key="k", kind="list", cond="len_ne", timeout=1)],
+    "wait-cond-not-str": [req("wait", key="k", kind="list", cond=["len_eq"], timeout=1)],
+    "wait-n-not-int": [req("wait", key="k", kind="list", cond="len_eq", n="3", timeout=1)],
+    "list-push-not-strs": [req("list_push", key="l", items=[1, 2])],
+    "list-push-no-items": [req("list_push", key="l")],
+    "list-set-not-strs": [req("list_set", key="l", items=[None])],
+    "list-range-float": [req("list_range", key="l", start=0.5, end=1)],
+    "dataset-not-map": [req("put_dataset", key="ds", dataset=[1])],
+    "dataset-frames-mismatch": [req("put_dataset", key="ds", dataset={"tensors": []}), b"x"],
+    "dataset-tensor-no-name": [
+        req("put_dataset", key="ds", dataset={"tensors": [{"meta": F4}]}),
+        b"\0" * 16,
+    ],
+    "dataset-tensor-bad-size": [
+        req("put_dataset", key="ds", dataset={"tensors": [{"name": "u", "meta": F4}]}),
+        b"\0" * 3,
+    ],
+    "cluster-bad-index": [req("cluster", shards=["tcp://127.0.0.1:1"], index=5)],
+    "cluster-not-addresses": [req("cluster", shards=[1, 2], index=0)],
+}
+
+
+@pytest.mark.parametrize("frames", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_malformed_request_gets_protocol_error_and_shard_keeps_serving(raw, guarded, frames):
+    """A malformed request is answered with code "protocol" (with its id when it has one);
+    the shard keeps serving and nothing stored is lost or created."""
+    header, payload = ask(raw, frames)
+    assert header["ok"] is False, header
+    assert header["code"] == "protocol", header
+    assert header["msg"]
+    assert payload == []
+    if header["id"] != -1:
+        assert header["id"] == 9
+    assert isinstance(errors.from_wire(header["code"], header["msg"]), memstore.ProtocolError)
+    for key in ("k", "j", "ds", "l"):
+        assert not guarded.key_exists(key)
+    assert guarded.get_db_node_info()[0]["keys"] == 1
+
+
+def test_unknown_op_is_named_and_keeps_the_request_id(raw, guarded):
+    """The error for an unknown op names the op and answers the request's own id."""
+    header, _ = ask(raw, [req("frobnicate", req_id=123456)])
+    assert header["id"] == 123456 and "frobnicate" in header["msg"]
+
+
+def test_size_mismatch_message_names_key_and_sizes(raw, guarded):
+    """A wrong payload size is explained: key, dtype, shape, expected and actual bytes."""
+    header, _ = ask(raw, [req("put", keys=["snap"], metas=[F4]), b"\0" * 15])
+    assert all(text in header["msg"] for text in ("snap", "<f4", "16", "15"))
+
+
+def test_a_burst_of_bad_requests_then_a_good_one(raw, guarded):
+    """Every malformed request in a burst is answered, then a valid one on the same socket."""
+    for frames in MALFORMED.values():
+        raw.send_multipart(frames)
+    raw.send_multipart([req("exists", req_id=77, key="precious", kind="tensor")])
+    replies = []
+    while len(replies) < len(MALFORMED) + 1:
+        assert raw.poll(10_000), f"only {len(replies)} answers"
+        replies.append(msgpack.unpackb(raw.recv_multipart()[0]))
+    assert all(r["code"] == "protocol" for r in replies[:-1])
+    assert replies[-1] == {"v": V, "id": 77, "ok": True, "exists": True}
+
+
+def test_a_valid_raw_put_and_get(raw, guarded):
+    """The raw frames the tests above spoil do work when well formed (the tests test
+    the error, not a typo)."""
+    data = np.arange(4, dtype="<f4")
+    header, _ = ask(raw, [req("put", keys=["k"], metas=[F4]), data.tobytes()])
+    assert header["ok"] is True
+    header, payload = ask(raw, [req("get", keys=["k"])])
+    assert header["metas"] == [F4]
+    np.testing.assert_array_equal(np.frombuffer(payload[0], "<f4"), data)
+    guarded.delete_tensor("k")
+
+
+def test_a_bug_in_a_handler_is_remote_error_and_shard_keeps_serving(raw, guarded):
+    """A request that trips an unexpected exception is answered (remote error), not fatal."""
+    # list_range on a dataset entry: WrongType is the expected answer here, not a crash.
+    guarded.put_dataset(memstore.DataSet("ds"))
+    header, _ = ask(raw, [req("list_range", key="ds", start=0, end=-1)])
+    assert header["ok"] is False and header["code"] in ("wrong_type", "remote")
+    guarded.delete_dataset("ds")
+
+
+# -- full store, oversized messages ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited():
+    """One shard with a 1 MiB store and a 700 KiB message limit."""
+    with memstore.LocalCluster(
+        shards=1, max_memory="1MiB", extra_args=["--max-message", "700KiB"]
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def small(limited):
+    with limited.client(timeout=10) as client:
+        client.flush_db()
+        yield client
+
+
+def kib(n: int) -> np.ndarray:
+    return np.ones(n * 1024, dtype=np.uint8)
+
+
+def test_store_full_refuses_and_loses_nothing(small):
+    """A put past --max-memory raises StoreFull naming the key; what is stored stays."""
+    small.put_tensor("a", kib(600))
+    used = small.get_db_node_info()[0]["bytes"]
+    with pytest.raises(memstore.StoreFull, match="'b'") as info:
+        small.put_tensor("b", kib(600))
+    assert isinstance(info.value, MemoryError)
+    assert not small.tensor_exists("b")
+    np.testing.assert_array_equal(small.get_tensor("a"), kib(600))
+    assert small.get_db_node_info()[0]["bytes"] == used
+    small.put_tensor("c", kib(100))  # still serving, room left is still usable
+    small.put_tensor("a", kib(300))  # a smaller replacement frees room
+    small.put_tensor("b", kib(500))
+
+
+def test_store_full_refuses_a_batch_whole(small):
+    """A put_tensors batch that does not fit on its shard stores none of its tensors."""
+    small.put_tensor("a", kib(500))
+    with pytest.raises(memstore.StoreFull):
+        small.put_tensors({"x": kib(200), "y": kib(200), "z": kib(200)})
+    assert not any(small.key_exists(k) for k in "xyz")
+    assert small.get_db_node_info()[0]["keys"] == 1
+
+
+def test_store_full_on_list_push_and_dataset(small):
+    """Datasets and list appends are refused the same way when the store is full."""
+    small.put_tensor("a", kib(600))
+    big = memstore.DataSet("big")
+    big.add_tensor("u", kib(600))
+    with pytest.raises(memstore.StoreFull):
+        small.put_dataset(big)
+    assert not small.key_exists("big")
+    with pytest.raises(memstore.StoreFull):
+        small.append_to_list("agg", big)
+    assert small.get_list_length("agg") == 0
+
+
+def test_oversized_message_is_protocol_error(small):
+    """A request over --max-message is refused with ProtocolError naming the limit; the
+    shard keeps serving."""
+    with pytest.raises(memstore.ProtocolError, match="max-message"):
+        small.put_tensor("huge", kib(800))
+    assert not small.key_exists("huge")
+    small.put_tensor("fine", kib(10))
+    np.testing.assert_array_equal(small.get_tensor("fine"), kib(10))
+
+
+# -- a killed shard --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def doomed():
+    """Two shards, one of which the test kills."""
+    with memstore.LocalCluster(shards=2) as running:
+        yield running
+
+
+def key_on(addresses: list[str], shard: int, prefix: str = "k") -> str:
+    return next(
+        f"{prefix}{i}" for i in range(1000) if key_shard(f"{prefix}{i}", len(addresses)) == shard
+    )
+
+
+def test_killed_shard_gives_connection_lost_naming_it(doomed):
+    """After a shard is killed, a request for a key on it raises ConnectionLost naming its
+    address within the client's timeout; the other shard keeps working."""
+    with doomed.client(timeout=1) as client:
+        alive, dead = key_on(client.addresses, 0), key_on(client.addresses, 1)
+        client.put_tensor(alive, np.ones(2))
+        client.put_tensor(dead, np.ones(2))
+        victim = doomed.shards[1]
+        victim.process.kill()
+        victim.process.wait(timeout=10)
+        for call in (
+            lambda: client.get_tensor(dead),
+            lambda: client.put_tensor(dead, np.zeros(1)),
+            lambda: client.tensor_exists(dead),
+        ):
+            start = time.monotonic()
+            with pytest.raises(memstore.ConnectionLost) as info:
+                call()
+            elapsed = time.monotonic() - start
+            assert victim.address in str(info.value)
+            assert isinstance(info.value, ConnectionError)
+            assert 0.9 <= elapsed < 1 + 2.0, elapsed
+        np.testing.assert_array_equal(client.get_tensor(alive), np.ones(2))
+        with pytest.raises(memstore.ConnectionLost):
+            client.get_db_node_info()
+
+
+def test_killed_first_shard_fails_client_construction(doomed):
+    """A client whose first shard is down raises ConnectionLost naming it, not a hang."""
+    doomed.shards[0].process.kill()
+    doomed.shards[0].process.wait(timeout=10)
+    start = time.monotonic()
+    with pytest.raises(memstore.ConnectionLost, match=doomed.addresses[0]):
+        memstore.Client(doomed.address, timeout=1)
+    assert time.monotonic() - start < 3
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    for name in ("MEMSTORE_ADDRESS", "SSDB", "MEMSTORE_ADDRESS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_no_address_explains_how_to_give_one(no_env):
+    """Client() with no address anywhere raises MemstoreError naming every way to give one."""
+    with pytest.raises(memstore.MemstoreError) as info:
+        memstore.Client()
+    message = str(info.value)
+    for way in ("address=", "MEMSTORE_ADDRESS", "SSDB", "MEMSTORE_ADDRESS_FILE"):
+        assert way in message
+
+
+def test_address_from_environment(no_env, shard):
+    """MEMSTORE_ADDRESS, then SSDB, then MEMSTORE_ADDRESS_FILE give the address."""
+    no_env.setenv("SSDB", shard.address)
+    with memstore.Client(timeout=5) as client:
+        assert client.addresses == shard.addresses
+    no_env.setenv("SSDB", "127.0.0.1:1")  # MEMSTORE_ADDRESS wins over SSDB
+    no_env.setenv("MEMSTORE_ADDRESS", shard.address)
+    with memstore.Client(timeout=5) as client:
+        assert client.addresses == shard.addresses
+
+
+def test_address_file_errors_name_the_file(no_env, tmp_path):
+    """A missing or empty address file is a MemstoreError naming it."""
+    no_env.setenv("MEMSTORE_ADDRESS_FILE", str(tmp_path / "missing.addr"))
+    with pytest.raises(memstore.MemstoreError, match="missing.addr"):
+        memstore.Client()
+    empty = tmp_path / "empty.addr"
+    empty.write_text("\n# nothing\n")
+    no_env.setenv("MEMSTORE_ADDRESS_FILE", str(empty))
+    with pytest.raises(memstore.MemstoreError, match="empty.addr"):
+        memstore.Client()
+
+
+@pytest.mark.parametrize("address", ["http://h:1", "justahost", "host:port", ":80", " , "])
+def test_bad_addresses_are_memstore_errors(address):
+    """Addresses that are not host:port, tcp:// or ipc:// are refused, naming the address."""
+    with pytest.raises(memstore.MemstoreError):
+        memstore.Client(address, timeout=1)
+
+
+def test_bad_timeout_is_value_error():
+    """A non-positive timeout is refused before anything connects."""
+    with pytest.raises(ValueError):
+        memstore.Client("127.0.0.1:1", timeout=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "bare", "ipc"])
+def test_nothing_listening_is_connection_lost(scheme, tmp_path):
+    """A client pointed at an address where no shard listens raises ConnectionLost naming
+    it, within its timeout."""
+    port = _free_port()
+    address = {
+        "tcp": f"tcp://127.0.0.1:{port}",
+        "bare": f"127.0.0.1:{port}",
+        "ipc": f"ipc://{tmp_path}/nobody.sock",
+    }[scheme]
+    start = time.monotonic()
+    with pytest.raises(memstore.ConnectionLost, match=address.split("//")[-1]):
+        memstore.Client(address, timeout=0.5)
+    assert time.monotonic() - start < 2.5
+
+
+# -- the classes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "builtin", "code"),
+    [
+        (memstore.KeyNotFound, KeyError, "not_found"),
+        (memstore.Timeout, TimeoutError, "timeout"),
+        (memstore.StoreFull, MemoryError, "store_full"),
+        (memstore.ProtocolError, ValueError, "protocol"),
+        (memstore.WrongType, TypeError, "wrong_type"),
+        (memstore.ConnectionLost, ConnectionError, "connection_lost"),
+        (memstore.AuthError, memstore.MemstoreError, "auth"),
+        (memstore.RemoteError, memstore.MemstoreError, "remote"),
+        (memstore.ModelError, memstore.RemoteError, "model"),
+    ],
+)
+def test_error_hierarchy(cls, builtin, code):
+    """Each error is a MemstoreError and the builtin it stands for, and crosses the wire by
+    its code as the same class with the same message."""
+    assert issubclass(cls, memstore.MemstoreError)
+    assert issubclass(cls, builtin)
+    assert cls.code == code
+    rebuilt = errors.from_wire(code, "key 'x' is wrong")
+    assert type(rebuilt) is cls
+    assert str(rebuilt) == "key 'x' is wrong"
+
+
+def test_unknown_wire_code_is_remote_error():
+    """A code this client does not know becomes a RemoteError carrying the message."""
+    rebuilt = errors.from_wire("brand_new_code", "something odd")
+    assert type(rebuilt) is memstore.RemoteError and "something odd" in str(rebuilt)
+
+
+def test_key_not_found_message_is_not_quoted():
+    """str(KeyNotFound) is the message itself, not KeyError's repr of it."""
+    assert str(memstore.KeyNotFound("tensor 'u' not found")) == "tensor 'u' not found"
+
+
+def test_every_exported_error_is_in_the_tree():
+    """The package exports the whole error tree and nothing outside it pretends to be one."""
+    exported = {name for name in memstore.__all__ if name.endswith(("Error", "Lost"))}
+    exported |= {"KeyNotFound", "Timeout", "StoreFull", "WrongType"}
+    for name in exported:
+        assert issubclass(getattr(memstore, name), memstore.MemstoreError)
