@@ -76,6 +76,8 @@ class Client(ModelCalls):
             ``MEMSTORE_ADDRESS_FILE``. One shard's address is enough: shards started by
             ``memstore start`` or ``LocalCluster`` hand out the full shard list.
         timeout: seconds to wait for any one answer before ``ConnectionLost``.
+        aliases: ``{cluster address: address to connect to instead}``, e.g. a node-local
+            ``ipc://`` socket of a ``tcp://`` shard (``memstore.mpi`` passes these).
 
     Thread-safe: each thread gets its own sockets. Use as a context manager or ``close()``.
     """
@@ -87,6 +89,7 @@ class Client(ModelCalls):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         logger_name: str | None = None,
+        aliases: dict[str, str] | None = None,
     ):
         if isinstance(address, bool):  # SmartRedis's older Client(cluster, address) order
             address, cluster = cluster, address  # type: ignore[assignment]
@@ -98,7 +101,8 @@ class Client(ModelCalls):
         self._channels: list[Channel] = []
         self._lock = threading.Lock()
         self._closed = False
-        self.addresses = addresses.resolve(address)
+        self._aliases = dict(aliases or {})
+        self.addresses = [self._aliases.get(a, a) for a in addresses.resolve(address)]
         self._discover()
         self._put_prefix = os.environ.get(ENV_KEY_OUT, "")
         self._get_prefixes = [p for p in os.environ.get(ENV_KEY_IN, "").split(",") if p]
@@ -115,7 +119,7 @@ class Client(ModelCalls):
                 f"no memstore shard answered at {self.addresses[0]} within {self.timeout}s: "
                 "is it running? (start one with `memstore start`)"
             ) from None
-        shards = hello.get("shards") or []
+        shards = [self._aliases.get(a, a) for a in hello.get("shards") or []]
         if shards and shards != self.addresses:
             log.debug("using the cluster's shard list %s", shards)
             self.close()  # sockets were made for the old list

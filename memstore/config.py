@@ -6,6 +6,8 @@
 | ``SSDB`` | the SmartRedis variable, same format, read when ``MEMSTORE_ADDRESS`` is unset | — |
 | ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
 | ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
+| ``MEMSTORE_MPI_TIMEOUT`` | seconds every rank has to reach ``memstore.mpi.init``/``connect`` | 120 |
+| ``MEMSTORE_MPI_GRACE`` | seconds a failed rank waits for the others before ``MPI_Abort`` | 10 |
 | ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
 """
 
@@ -19,6 +21,10 @@ DEFAULT_ADDRESS_FILE = "memstore.addr"
 
 #: Seconds a client waits for any one answer before raising ``ConnectionLost``.
 DEFAULT_TIMEOUT = float(os.environ.get("MEMSTORE_TIMEOUT", "30"))
+#: Seconds every rank of an MPI job has to reach the memstore bootstrap (``memstore.mpi``).
+MPI_TIMEOUT = float(os.environ.get("MEMSTORE_MPI_TIMEOUT", "120"))
+#: Seconds a rank that failed waits at shutdown for the others before aborting the job.
+MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 #: Seconds ``memstore start`` / ``LocalCluster`` wait for a new shard to answer.
 STARTUP_TIMEOUT = 30.0
 #: Longest key accepted, in bytes (UTF-8).

@@ -56,6 +56,21 @@ def parser() -> argparse.ArgumentParser:
         help="seconds a model run may take before its caller gets ModelError",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    mpi = p.add_argument_group("MPI (see memstore.mpi and docs/cluster.md)")
+    mpi.add_argument(
+        "--mpi",
+        action="store_true",
+        help="run under mpiexec: every rank of this program serves one shard, bootstrapped "
+        "with the application ranks (memstore.mpi.connect()); --host and --port default to "
+        "auto (loopback on one node) and free ports",
+    )
+    mpi.add_argument("--address-file", help="with --mpi: write the shard list to this file")
+    mpi.add_argument(
+        "--mpi-timeout",
+        type=float,
+        default=None,
+        help="with --mpi: seconds every rank has to reach the bootstrap (MEMSTORE_MPI_TIMEOUT)",
+    )
     return p
 
 
@@ -71,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.mpi:
+        from memstore.mpi import _program
+
+        return _program.main(args)
     from memstore.server.shard import Shard
 
     address = args.bind or f"tcp://{args.host}:{args.port}"

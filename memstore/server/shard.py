@@ -126,6 +126,13 @@ class Shard(ModelOps):
         """Ask the loop to exit (thread-safe; takes effect within half a second)."""
         self._running = False
 
+    def bind(self, address: str) -> None:
+        """Listen on one more address, e.g. a node-local ``ipc://`` path next to TCP.
+
+        ``address`` stays the shard's name in the cluster list; call before :meth:`serve`.
+        """
+        self._socket.bind(address)
+
     def close(self) -> None:
         self._running = False
         if not self._socket.closed:

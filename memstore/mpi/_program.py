@@ -1,0 +1,62 @@
+"""``memstore-server --mpi``: every rank of this program serves one shard.
+
+Started next to the application programs (``mpiexec -n 2 memstore-server --mpi : -n 8
+python app.py``, where the apps call :func:`memstore.mpi.connect`) or alone as a store for
+other jobs (``--address-file``; stopped by ``memstore stop``). The lowest server rank
+prints the ready line with the whole shard list, which launchers read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import signal
+import sys
+from functools import partial
+
+from memstore.config import DEFAULT_HOST, DEFAULT_PORT, READY_LINE
+from memstore.errors import MemstoreError
+from memstore.mpi._core import bootstrap
+from memstore.mpi._plan import SERVER
+
+
+def _interrupt(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def main(args: argparse.Namespace) -> int:
+    """Bootstrap with the application ranks, serve, take part in the shutdown."""
+    from memstore.server.shard import Shard
+
+    # Every Shard option that has a same-named command-line option (max_memory,
+    # max_message, model options, ...), so the two stay in step without a list here.
+    names = set(inspect.signature(Shard).parameters) - {"address"}
+    options = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        store = bootstrap(
+            None,
+            SERVER,
+            make_shard=partial(Shard, **options),
+            # the loopback/port defaults suit one shard, not a job: auto and free ports
+            host=None if args.host == DEFAULT_HOST else args.host,
+            port=0 if args.port == DEFAULT_PORT else args.port,
+            address_file=args.address_file,
+            timeout=args.mpi_timeout,
+        )
+    except MemstoreError as exc:
+        print(f"memstore-server --mpi: {exc}", file=sys.stderr)
+        return 1
+    if store.servers and store.rank == store.servers[0]:
+        sys.stdout.write(f"{READY_LINE}{','.join(store.addresses)}\n")  # one write: one line
+        sys.stdout.flush()
+    sys.stdout = sys.stderr  # a launcher may close our stdout once it has the ready line
+    try:
+        store.serve()
+    except BaseException as exc:  # a crashed shard or a signal: fail, don't hang others
+        store.shutdown(error=exc)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return 1 if store.shutdown() else 0

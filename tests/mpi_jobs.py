@@ -1,0 +1,145 @@
+"""Programs that tests/test_mpi.py runs under ``mpiexec`` (and, some, in-process).
+
+``python tests/mpi_jobs.py SCENARIO [ARGS]``; each application rank prints ``ok <rank>``
+when its checks pass, so the test can count them. Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+
+def say(text: str) -> None:
+    """One line in one write: mpiexec merges the ranks' output at write boundaries."""
+    os.write(1, f"{text}\n".encode())
+
+
+def exchange(store) -> None:
+    """Every app rank puts a tensor, then reads every other app rank's."""
+    client, comm = store.client, store.comm
+    me = comm.Get_rank()
+    client.put_tensor(f"rank-{store.appnum}-{me}", np.full(16, me, dtype=np.int64))
+    comm.Barrier()
+    for other in range(comm.Get_size()):
+        got = client.get_tensor(f"rank-{store.appnum}-{other}")
+        assert got.shape == (16,) and int(got[0]) == other, (other, got)
+
+
+def spmd(shards_per_node: str = "1") -> None:
+    """``mpi.init``: roles, node-local ipc, every rank reads every other rank's key."""
+    from memstore import mpi
+
+    k = int(shards_per_node)
+    with mpi.init(shards_per_node=k, timeout=60, grace=5, client_timeout=10) as store:
+        if store.is_server:
+            store.serve()
+            return
+        assert store.comm.Get_size() == store.size - len(store.servers), store
+        assert len(store.addresses) == max(len(store.servers), k), store.addresses
+        local = [a for a in store.client_addresses if not a.startswith("tcp://")]
+        assert local, f"no node-local address in {store.client_addresses}"
+        exchange(store)
+        say(f"ok {store.rank}")
+
+
+def world() -> None:
+    """Any world size, also 1 (shards in threads): init, exchange, shutdown."""
+    spmd("1")
+
+
+def mpmd() -> None:
+    """``mpi.connect`` next to ``memstore-server --mpi``: program numbers and comms."""
+    import memstore
+    from memstore import mpi
+
+    with mpi.connect(timeout=60, grace=5, client_timeout=10) as store:
+        assert not store.is_server and store.appnum >= 1, store
+        exchange(store)
+        with memstore.Client(timeout=10) as plain:  # found through MEMSTORE_ADDRESS
+            key = f"rank-{store.appnum}-{store.comm.Get_rank()}"
+            assert int(plain.get_tensor(key)[0]) == store.comm.Get_rank()
+        say(f"ok {store.rank} appnum {store.appnum} of {store.comm.Get_size()}")
+
+
+def fail(variant: str) -> None:
+    """App rank 1 raises. ``with``: the others finish; ``stuck``: they wait in a
+    barrier for rank 1, so it aborts the job; ``uncaught``: no ``with`` at all."""
+    from memstore import mpi
+
+    store = mpi.init(timeout=60, grace=2, client_timeout=10)
+    if store.is_server:
+        store.serve()
+        store.shutdown()
+        return
+    if variant == "uncaught":
+        if store.comm.Get_rank() == 1:
+            raise RuntimeError("failing on purpose")
+        store.shutdown()
+        say(f"ok {store.rank}")
+        return
+    with store:
+        if store.comm.Get_rank() == 1:
+            raise RuntimeError("failing on purpose")
+        if variant == "stuck":
+            store.comm.Barrier()  # never completes: rank 1 is gone
+        say(f"ok {store.rank}")
+
+
+def crash() -> None:
+    """A shard's loop dies: its rank reports it and the job ends."""
+    from memstore import mpi
+
+    store = mpi.init(timeout=60, grace=20, client_timeout=3)
+    with store:
+        if store.is_server:
+
+            def broken(*args, **kwargs):
+                raise RuntimeError("shard bug on purpose")
+
+            store.shards[0]._drain = broken
+            store.serve()
+        else:
+            store.comm.Barrier()
+            store.client.put_tensor(f"x{store.rank}", np.zeros(4))
+
+
+def handoff() -> None:
+    """A separate job: plain ``Client()`` through ``MEMSTORE_ADDRESS_FILE``."""
+    from mpi4py import MPI
+
+    import memstore
+
+    comm = MPI.COMM_WORLD
+    with memstore.Client(timeout=10) as client:
+        client.put_tensor(f"handoff-{comm.rank}", np.arange(4) + comm.rank)
+        comm.Barrier()
+        for other in range(comm.size):
+            assert int(client.get_tensor(f"handoff-{other}")[0]) == other
+    say(f"ok {comm.rank}")
+
+
+def hello_app() -> None:
+    """For Launcher tests: a plain app with MEMSTORE_ADDRESS from the launcher."""
+    import memstore
+
+    with memstore.Client(timeout=10) as client:
+        name = f"app-{os.environ.get('MEMSTORE_RANK', os.environ.get('PMI_RANK', '0'))}"
+        client.put_tensor(name, np.ones(3))
+        assert client.tensor_exists(name)
+    say(f"ok {name}")
+
+
+if __name__ == "__main__":
+    scenario, *args = sys.argv[1:]
+    {
+        "spmd": spmd,
+        "world": world,
+        "mpmd": mpmd,
+        "fail": fail,
+        "crash": crash,
+        "handoff": handoff,
+        "hello_app": hello_app,
+    }[scenario](*args)

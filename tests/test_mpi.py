@@ -1,0 +1,185 @@
+"""memstore.mpi under real ``mpiexec`` jobs, started from pytest with deadlines.
+
+Each test runs a scenario of tests/mpi_jobs.py as a whole MPI job in its own process
+group, killed if it outlives its deadline (a hang fails the test, it does not stall it).
+Under ``mpiexec -n N python -m pytest tests/test_mpi.py`` the job tests skip (no nested
+jobs) and ``test_world_in_process`` runs the bootstrap across the N pytest ranks instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpi4py")
+
+pytestmark = pytest.mark.mpi
+
+HERE = Path(__file__).parent
+JOBS = str(HERE / "mpi_jobs.py")
+PY = sys.executable
+MPIEXEC = (
+    str(Path(PY).parent / "mpiexec")
+    if (Path(PY).parent / "mpiexec").exists()
+    else shutil.which("mpiexec")
+)
+SERVER = [PY, "-m", "memstore.server", "--mpi", "--log-level", "WARNING"]
+#: Set by mpiexec (Hydra / PMIx / Open MPI) in every rank it starts.
+UNDER_MPI = any(v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK"))
+
+needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install mpich)")
+not_nested = pytest.mark.skipif(UNDER_MPI, reason="pytest itself runs under mpiexec")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMSTORE_")}
+    env.pop("SSDB", None)
+    env.update(extra)
+    return env
+
+
+def run_job(args: list[str], timeout: float, **env: str) -> tuple[int, str, float]:
+    """Run a command (an ``mpiexec`` line) to its end: exit code, output, seconds."""
+    start = time.monotonic()
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=_env(**env),
+        start_new_session=True,
+    )
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, _ = process.communicate()
+        pytest.fail(f"{' '.join(args)} hung past {timeout}s:\n{out.decode(errors='replace')}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, out.decode(errors="replace"), time.monotonic() - start
+
+
+def oks(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("ok ")]
+
+
+@needs_mpiexec
+@not_nested
+@pytest.mark.parametrize("shards_per_node", [1, 2])
+def test_spmd_every_rank_reads_every_other(shards_per_node):
+    rc, out, _ = run_job([MPIEXEC, "-n", "4", PY, JOBS, "spmd", str(shards_per_node)], 60)
+    assert rc == 0, out
+    assert len(oks(out)) == 4 - shards_per_node, out
+
+
+@not_nested
+def test_world_of_one_runs_shards_in_threads():
+    """Without mpiexec (a singleton MPI world) the one rank is an app with its shard."""
+    rc, out, _ = run_job([PY, JOBS, "world"], 60)
+    assert rc == 0, out
+    assert oks(out) == ["ok 0"], out
+
+
+@pytest.mark.skipif(not UNDER_MPI, reason="runs across the ranks of `mpiexec pytest`")
+def test_world_in_process():
+    """``mpiexec -n N python -m pytest tests/test_mpi.py``: bootstrap over the N ranks."""
+    sys.path.insert(0, str(HERE))
+    try:
+        import mpi_jobs
+    finally:
+        sys.path.remove(str(HERE))
+    mpi_jobs.world()
+
+
+@needs_mpiexec
+@not_nested
+def test_mpmd_programs_know_their_appnum():
+    args = [MPIEXEC, "-n", "1", *SERVER, ":", "-n", "2", PY, JOBS, "mpmd"]
+    rc, out, _ = run_job([*args, ":", "-n", "1", PY, JOBS, "mpmd"], 60)
+    assert rc == 0, out
+    found = sorted(line.split(" ", 2)[2] for line in oks(out))
+    assert found == ["appnum 1 of 2", "appnum 1 of 2", "appnum 2 of 1"], out
+
+
+@needs_mpiexec
+@not_nested
+@pytest.mark.parametrize("variant", ["with", "uncaught"])
+def test_failing_rank_lets_the_others_finish(variant):
+    rc, out, _ = run_job([MPIEXEC, "-n", "4", PY, JOBS, "fail", variant], 60)
+    assert rc != 0, out
+    assert "failing on purpose" in out
+    assert len(oks(out)) == 2, out  # app ranks 0 and 2 finished their work and exited
+
+
+@needs_mpiexec
+@not_nested
+def test_failing_rank_aborts_peers_stuck_waiting_for_it():
+    rc, out, seconds = run_job([MPIEXEC, "-n", "4", PY, JOBS, "fail", "stuck"], 60)
+    assert rc != 0, out
+    assert "aborting the MPI job" in out, out
+    assert oks(out) == [], out
+    assert seconds < 30, f"aborted only after {seconds:.0f}s (grace is 2s)"
+
+
+@needs_mpiexec
+@not_nested
+def test_crashed_shard_is_reported_and_the_job_ends():
+    rc, out, _ = run_job([MPIEXEC, "-n", "3", PY, JOBS, "crash"], 60)
+    assert rc != 0, out
+    assert "crashed: RuntimeError: shard bug on purpose" in out, out
+
+
+@needs_mpiexec
+@not_nested
+def test_address_file_hands_the_store_to_a_second_job(tmp_path):
+    from memstore import launcher
+    from memstore.config import READY_LINE
+
+    address_file = tmp_path / "store.addr"
+    store = subprocess.Popen(
+        [MPIEXEC, "-n", "2", *SERVER, "--address-file", str(address_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    )
+    try:
+        line = _ready_line(store, 60)
+        assert line.startswith(READY_LINE), line
+        shards = line[len(READY_LINE) :].strip().split(",")
+        assert address_file.read_text().split() == [",".join(shards)]
+        rc, out, _ = run_job(
+            [MPIEXEC, "-n", "2", PY, JOBS, "handoff"], 60, MEMSTORE_ADDRESS_FILE=str(address_file)
+        )
+        assert rc == 0, out
+        assert len(oks(out)) == 2, out
+        assert launcher.stop_addresses(shards, timeout=10) == []
+        assert store.wait(30) == 0
+        assert not address_file.exists()  # the store removed it on the way out
+    finally:
+        if store.poll() is None:
+            os.killpg(store.pid, signal.SIGKILL)
+            store.wait()
+        store.stdout.close()
+
+
+def _ready_line(process: subprocess.Popen, timeout: float) -> str:
+    """The store job's first stdout line, or fail with what it printed."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            pytest.fail(f"the store printed nothing within {timeout}s")
+    return process.stdout.readline().decode()
