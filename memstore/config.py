@@ -6,7 +6,7 @@
 | ``SSDB`` | the SmartRedis variable, same format, read when ``MEMSTORE_ADDRESS`` is unset | — |
 | ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
 | ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
-| ``MEMSTORE_MPI_TIMEOUT`` | seconds every rank has to reach ``memstore.mpi.init``/``connect`` | 120 |
+| ``MEMSTORE_MPI_TIMEOUT`` | seconds all ranks have to reach ``memstore.mpi.init/connect`` | 120 |
 | ``MEMSTORE_MPI_GRACE`` | seconds a failed rank waits for the others before ``MPI_Abort`` | 10 |
 | ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
 """
