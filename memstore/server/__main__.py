@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    print(READY_LINE + shard.address, flush=True)
-    shard.serve()
+    try:
+        print(READY_LINE + shard.address, flush=True)
+        shard.serve()
+    except KeyboardInterrupt:  # a signal that came before serve() was ready to take it
+        shard.close()
     return 0
 
 

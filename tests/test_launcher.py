@@ -1,0 +1,128 @@
+"""LocalCluster: real shard processes that are always stopped, over TCP or ipc://."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import memstore
+from memstore.launcher import start_shards, stop_processes
+
+
+def children() -> set[int]:
+    """Living (not zombie) child processes of this test process."""
+    pids: set[int] = set()
+    for path in Path("/proc/self/task").glob("*/children"):
+        pids.update(int(pid) for pid in path.read_text().split())
+    living = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            living.add(pid)
+    return living
+
+
+def test_local_cluster_stops_its_processes_on_exit():
+    """Leaving the with-block stops every shard process cleanly (exit status 0)."""
+    with memstore.LocalCluster(shards=2) as cluster:
+        processes = [shard.process for shard in cluster.shards]
+        assert all(shard.alive() for shard in cluster.shards)
+        assert {p.pid for p in processes} <= children()
+        with cluster.client(timeout=10) as client:
+            client.put_tensor("x", np.ones(3))
+    assert [p.returncode for p in processes] == [0, 0]
+    assert not {p.pid for p in processes} & children()
+
+
+def test_local_cluster_stops_its_processes_after_an_exception():
+    """An exception inside the with-block still stops every shard, and propagates."""
+    processes = []
+    with pytest.raises(RuntimeError, match="boom"), memstore.LocalCluster(shards=2) as cluster:
+        processes = [shard.process for shard in cluster.shards]
+        raise RuntimeError("boom")
+    assert len(processes) == 2
+    assert [p.returncode for p in processes] == [0, 0]
+
+
+def test_ipc_local_cluster():
+    """ipc=True listens on ipc:// sockets, which work and are gone after the block."""
+    with memstore.LocalCluster(shards=2, ipc=True) as cluster:
+        assert all(address.startswith("ipc://") for address in cluster.addresses)
+        paths = [Path(address[len("ipc://") :]) for address in cluster.addresses]
+        assert all(path.exists() for path in paths)
+        with cluster.client(timeout=10) as client:
+            assert client.addresses == cluster.addresses
+            client.put_tensors({f"k{i}": np.full(2, i) for i in range(10)})
+            assert [int(a[0]) for a in client.get_tensors([f"k{i}" for i in range(10)])] == list(
+                range(10)
+            )
+    assert not any(path.exists() for path in paths)
+
+
+def test_cluster_address_and_shard_list():
+    """address is the comma-joined shard list, and every shard hands it out."""
+    with memstore.LocalCluster(shards=3) as cluster:
+        assert cluster.address == ",".join(cluster.addresses)
+        assert len(set(cluster.addresses)) == 3
+        for one in cluster.addresses:
+            with memstore.Client(one, timeout=10) as client:
+                assert client.addresses == cluster.addresses
+        with memstore.Client(cluster.address, timeout=10) as client:
+            infos = client.get_db_node_info()
+        assert [info["index"] for info in infos] == [0, 1, 2]
+        assert all(info["shards"] == 3 for info in infos)
+        assert "serving" in cluster.logs()
+
+
+def test_options_reach_the_shards():
+    """max_memory and extra_args are passed to every shard."""
+    with (
+        memstore.LocalCluster(
+            shards=2, max_memory="1MiB", extra_args=["--log-level", "DEBUG"]
+        ) as cluster,
+        cluster.client(timeout=10) as client,
+    ):
+        assert [info["max_memory"] for info in client.get_db_node_info()] == [2**20] * 2
+
+
+def test_zero_shards_is_value_error():
+    """A cluster needs at least one shard."""
+    with pytest.raises(ValueError):
+        memstore.LocalCluster(shards=0)
+
+
+def test_a_shard_that_cannot_start_fails_fast_and_leaves_nothing_running(tmp_path):
+    """If a shard fails to start, the error carries its log and no shard is left running."""
+    before = children()
+    with pytest.raises(memstore.MemstoreError, match="did not start") as info:
+        start_shards(2, extra_args=["--no-such-option"], log_dir=tmp_path, timeout=30)
+    assert "--no-such-option" in str(info.value)
+    assert children() <= before
+
+
+def test_start_and_stop_shards(tmp_path):
+    """start_shards returns serving processes with logs; stop_processes ends them."""
+    shards = start_shards(2, log_dir=tmp_path)
+    try:
+        assert all(shard.alive() for shard in shards)
+        assert all(shard.log_path.parent == tmp_path for shard in shards)
+        with memstore.Client(shards[0].address, timeout=10) as client:
+            assert client.addresses == [shard.address for shard in shards]
+    finally:
+        stop_processes(shards)
+    assert not any(shard.alive() for shard in shards)
+    assert [shard.process.returncode for shard in shards] == [0, 0]
+
+
+def test_stop_processes_tolerates_dead_shards():
+    """Stopping a cluster one of whose shards was killed does not fail or hang."""
+    with memstore.LocalCluster(shards=2) as cluster:
+        cluster.shards[0].process.kill()
+        cluster.shards[0].process.wait(timeout=10)
+    assert not any(shard.alive() for shard in cluster.shards)
+    assert cluster.shards[1].process.returncode == 0
