@@ -29,7 +29,7 @@ from benchmarks.redis_baseline import RedisServer, client_info
 from benchmarks.targets import FLOOR, MEMSTORE, REDIS, Spec
 
 #: Seconds between handing tasks to worker processes and their common start.
-START_LEAD_S = 0.5
+START_LEAD_S = 0.3
 
 
 def summarize(samples: Sequence[float]) -> dict:
@@ -268,23 +268,34 @@ def _warm() -> int:
     return os.getpid()
 
 
+#: distributions whose versions a run records, when installed
+_DISTRIBUTIONS = (
+    "numpy",
+    "pyzmq",
+    "msgpack",
+    "redis",
+    "hiredis",
+    "matplotlib",
+    "tqdm",
+    "torch",
+    "mpi4py",
+)
+
+
 def versions() -> dict:
-    import msgpack
+    from importlib import metadata
+
     import zmq
 
     info = {
         "python": sys.version.split()[0],
         "memstore": memstore.__version__,
-        "numpy": np.__version__,
-        "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
-        "msgpack": ".".join(map(str, msgpack.version)),
         **client_info(),
     }
-    for name in ("matplotlib", "tqdm", "torch", "mpi4py"):
-        module = sys.modules.get(name)
-        if module is not None:
-            info[name] = getattr(module, "__version__", "?")
+    for name in _DISTRIBUTIONS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info[name] = metadata.version(name)
     return info
 
 

@@ -36,12 +36,24 @@ def _size_axis(ax, sizes: list[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _log_y(ax) -> None:
+    """A log y axis with plain-number labels at 1, 2, 5 x 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs="auto"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+
+
 def _label(n: int) -> str:
     if n >= 1 << 20:
-        return f"{n >> 20}M"
+        return f"{n >> 20} MiB"
     if n >= 1 << 10:
-        return f"{n >> 10}K"
-    return f"{n}"
+        return f"{n >> 10} KiB"
+    return f"{n} B"
 
 
 def latency(result: dict, path: Path, title: str) -> None:
@@ -63,10 +75,10 @@ def latency(result: dict, path: Path, title: str) -> None:
         if op == "wake" and "get" in summary.get(MEMSTORE, {}):
             get = [summary[MEMSTORE]["get"][str(s)]["p50"] for s in sizes]
             ax.plot(sizes, get, color=STYLE[MEMSTORE]["color"], linestyle=":", label="memstore get")
-        ax.set_yscale("log")
+        _log_y(ax)
         _size_axis(ax, sizes)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("tensor size (bytes)")
+        ax.set_xlabel("tensor size")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("latency, µs (line p50, band to p99)")
     fig.suptitle(title, fontsize=11)
@@ -92,10 +104,10 @@ def bandwidth(result: dict, path: Path, title: str) -> None:
             label="numpy.copyto (memcpy)",
             **STYLE["memcpy"],
         )
-        ax.set_yscale("log")
+        _log_y(ax)
         _size_axis(ax, sizes)
         ax.set_title(op, fontsize=10)
-        ax.set_xlabel("tensor size (bytes)")
+        ax.set_xlabel("tensor size")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("GB/s (median)")
     fig.suptitle(title, fontsize=11)
@@ -129,7 +141,7 @@ def throughput(result: dict, path: Path, title: str) -> None:
         )
     ax.set_xticks(range(len(configs)))
     ax.set_xticklabels([f"{s} shard(s)\n{c} client(s)" for s, c in configs], fontsize=8)
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.set_ylabel(f"{result['params']['size']} B puts per second (aggregate)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=len(kinds))
@@ -143,37 +155,34 @@ def scaling(result: dict, path: Path, title: str) -> None:
 
     params, summary = result["params"], result["summary"]
     clients = params["clients"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    panels = (
-        ("puts", "pipelined small puts / s"),
-        ("gets", f"GB/s of {_label(params['get_size'])}B gets"),
-    )
+    get_size = _label(params["get_size"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    panels = (("puts", "pipelined small puts / s"), ("gets", f"GB/s of {get_size} gets"))
+    markers = "osDv^<>p"
     for ax, (metric, ylabel) in zip(axes, panels, strict=True):
         for n, shards in enumerate(params["shards"]):
-            values = [
+            rows = [
                 lookup(summary, system=MEMSTORE, metric=metric, shards=shards, clients=c)
                 for c in clients
             ]
-            ys = [v["value"] if v else float("nan") for v in values]
-            shade = 0.35 + 0.65 * (n + 1) / len(params["shards"])
+            ys = [r["value"] if r else float("nan") for r in rows]
+            color = plt.cm.Blues(0.45 + 0.55 * n / max(1, len(params["shards"]) - 1))
             ax.plot(
                 clients,
                 ys,
-                marker="o",
-                color=(0.12, 0.47, 0.71, shade),
+                marker=markers[n % len(markers)],
+                color=color,
                 label=f"memstore, {shards} shard(s)",
             )
-            if values[0]:
+            if rows[0]:
                 ax.plot(
-                    clients,
-                    [ys[0] * c / clients[0] for c in clients],
-                    linestyle=":",
-                    color=(0.12, 0.47, 0.71, shade * 0.6),
+                    clients, [ys[0] * c / clients[0] for c in clients], linestyle=":", color=color
                 )
         redis = [lookup(summary, system=REDIS, metric=metric, clients=c) for c in clients]
         if any(redis):
             ys = [r["value"] if r else float("nan") for r in redis]
             ax.plot(clients, ys, label=LABELS[REDIS], **STYLE[REDIS])
+        _log_y(ax)
         ax.set_xscale("log", base=2)
         ax.set_xticks(clients)
         ax.set_xticklabels([str(c) for c in clients])
@@ -211,7 +220,7 @@ def online(result: dict, path: Path, title: str) -> None:
     p = result["params"]
     setup = (
         f"{p['producers']} producers at {p['rate_hz']:g} Hz, "
-        f"{p['consumers']} consumers, {_label(p['size'])}B snapshots"
+        f"{p['consumers']} consumers, {_label(p['size'])} snapshots"
     )
     ax.set_title(f"{title}\n{setup}", fontsize=10)
     _save(fig, path)
