@@ -278,7 +278,8 @@ class Channel:
         done); the lock must be held. Polls in slices so overdue requests fail on time."""
         deadline = time.monotonic() + timeout
         while True:
-            slice_ms = min(_POLL_SLICE_MS, int(max(0.0, deadline - time.monotonic()) * 1000) + 1)
+            left = min(max(0.0, deadline - time.monotonic()), 1.0)  # clamped: may be infinite
+            slice_ms = min(_POLL_SLICE_MS, int(left * 1000) + 1)
             ready = self._poller.poll(slice_ms if timeout > 0 else 0)
             for socket, _ in ready:
                 self._receive_all(socket)

@@ -431,3 +431,11 @@ def test_10000_small_keys_pipelined(four_client):
     assert all(f.exception(0) is None for f in futures)
     got = four_client.get_tensors([f"pipe{i}" for i in range(10_000)])
     assert [int(a[0]) for a in got] == list(range(10_000))
+
+
+def test_infinite_client_timeout(cluster):
+    """Client(timeout=inf) means "never give up"; every call still works."""
+    with cluster.client(timeout=float("inf")) as client:
+        client.put_tensor("inf", np.arange(3))
+        np.testing.assert_array_equal(client.get_tensor("inf"), np.arange(3))
+        assert client.poll_tensor("inf", 10, 1) is True

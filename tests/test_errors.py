@@ -11,6 +11,8 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import memstore
 from memstore import errors, wire
@@ -105,6 +107,8 @@ MALFORMED = {
     "wait-no-timeout": [req("wait", key="k", kind="tensor")],
     "wait-negative-timeout": [req("wait", key="k", kind="tensor", timeout=-1)],
     "wait-str-timeout": [req("wait", key="k", kind="tensor", timeout="1")],
+    "wait-nan-timeout": [req("wait", key="k", kind="tensor", timeout=float("nan"))],
+    "wait-inf-timeout": [req("wait", key="k", kind="tensor", timeout=float("inf"))],
     "wait-unknown-cond": [req("wait", key="k", kind="list", cond="len_ne", timeout=1)],
     "wait-cond-not-str": [req("wait", key="k", kind="list", cond=["len_eq"], timeout=1)],
     "wait-n-not-int": [req("wait", key="k", kind="list", cond="len_eq", n="3", timeout=1)],
@@ -435,3 +439,103 @@ def test_every_exported_error_is_in_the_tree():
     exported |= {"KeyNotFound", "Timeout", "StoreFull", "WrongType"}
     for name in exported:
         assert issubclass(getattr(memstore, name), memstore.MemstoreError)
+
+
+# -- fuzzing the protocol --------------------------------------------------------------------
+
+junk = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=4)
+    | st.binary(max_size=4)
+    | st.lists(st.integers(-2, 2), max_size=3)
+    | st.dictionaries(st.text(max_size=3), st.integers(-5, 5), max_size=2)
+)
+keyish = st.sampled_from(["k", "j", "l", "ds", "{t}x"]) | junk
+metas = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "dtype": st.sampled_from(["<f4", "|u1", "bfloat16", "|O", "<M8[s]", "x"]) | junk,
+            "shape": st.lists(st.integers(-1, 4) | junk, max_size=3) | junk,
+            "order": st.sampled_from(["C", "F"]) | junk,
+        },
+    )
+    | junk
+)
+small_timeouts = (
+    st.none()
+    | st.booleans()
+    | st.floats(-1, 0.3)
+    | st.sampled_from([float("nan"), float("inf"), float("-inf")])
+    | st.text(max_size=3)
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "key": keyish,
+        "keys": st.lists(keyish, max_size=3) | junk,
+        "metas": st.lists(metas, max_size=3) | junk,
+        "src": keyish,
+        "dst": keyish,
+        "kind": st.sampled_from(["tensor", "dataset", "list", None]) | junk,
+        "items": st.lists(st.text(max_size=3) | junk, max_size=3) | junk,
+        "start": st.integers(-5, 5) | junk,
+        "end": st.integers(-5, 5) | junk,
+        "cond": st.sampled_from(["exists", "len_eq", "len_ge", "len_le"]) | junk,
+        "n": st.integers(0, 3) | junk,
+        "timeout": small_timeouts,
+        "fetch": st.booleans() | junk,
+        "dataset": st.fixed_dictionaries(
+            {},
+            optional={
+                "tensors": st.lists(
+                    st.fixed_dictionaries({}, optional={"name": keyish, "meta": metas}) | junk,
+                    max_size=2,
+                )
+                | junk,
+                "meta": junk,
+            },
+        )
+        | junk,
+    },
+)
+FOUNDATION_OPS = [
+    "put",
+    "get",
+    "delete",
+    "exists",
+    "copy",
+    "rename",
+    "put_dataset",
+    "get_dataset",
+    "list_push",
+    "list_set",
+    "list_range",
+    "list_len",
+    "wait",
+    "info",
+    "keys",
+    "hello",
+]
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    op=st.sampled_from(FOUNDATION_OPS),
+    extra=fields,
+    payload=st.lists(st.binary(max_size=24), max_size=3),
+)
+def test_any_request_gets_an_answer_and_never_an_internal_error(raw, guarded, op, extra, payload):
+    """Whatever fields and frames a request carries, the shard answers it (same id) with a
+    value or a precise error; none is an unexpected internal failure (code "remote")."""
+    header, _ = ask(raw, [pack({"v": V, "id": 5, "op": op, **extra}), *payload], timeout_s=5)
+    assert header["id"] == 5
+    if not header["ok"]:
+        assert header["code"] in {"protocol", "not_found", "wrong_type", "store_full"}, header

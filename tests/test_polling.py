@@ -291,3 +291,20 @@ def test_many_parked_polls_do_not_block_their_shards(client, other):
     other.put_tensors({f"wait{i}": np.array([i]) for i in range(50)})
     memstore.wait(polls, timeout=LONG_S / 3)
     assert all(p.result(0) is True for p in polls)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.wait_tensor("never", timeout=float("inf")),
+        lambda c: c.poll_tensor("never", float("nan"), 3),
+        lambda c: c.poll_key("never", float("inf"), 1),
+    ],
+    ids=["wait-inf", "poll-nan", "poll-inf"],
+)
+def test_non_finite_waits_are_refused_and_the_shard_survives(client, call):
+    """A NaN or infinite wait is refused with an error, and its shard keeps serving."""
+    with pytest.raises((memstore.ProtocolError, ValueError)):
+        call(client)
+    client.put_tensor("never", np.ones(1))
+    assert client.poll_tensor("never", 10, 1) is True

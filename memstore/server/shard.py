@@ -402,8 +402,8 @@ class Shard(ModelOps):
         n = wire.field(request.header, "n", int, 0)
         timeout = wire.field(request.header, "timeout", (int, float))
         fetch = bool(request.header.get("fetch")) and kind == TENSOR
-        if timeout < 0:
-            raise ProtocolError(f"wait {key!r}: timeout must be >= 0")
+        if not 0 <= timeout < float("inf"):  # NaN or inf would break the loop's deadline math
+            raise ProtocolError(f"wait {key!r}: timeout must be a finite number >= 0")
 
         def ready(entry: Entry | None) -> bool:
             if entry is None:
