@@ -17,14 +17,17 @@ _HOW = (
 def normalize(address: str) -> str:
     """``host:port`` → ``tcp://host:port``; ``tcp://`` and ``ipc://`` pass unchanged."""
     address = address.strip()
-    if address.startswith(("tcp://", "ipc://", "inproc://")):
+    if address.startswith(("ipc://", "inproc://")):
+        if address.endswith("://"):
+            raise MemstoreError(f"address {address!r} has no path: use e.g. ipc:///tmp/m.sock")
         return address
-    if "://" in address:
+    bare = address.removeprefix("tcp://")
+    if "://" in bare:
         raise MemstoreError(f"address {address!r}: only tcp:// and ipc:// are supported")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    host, sep, port = bare.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise MemstoreError(f"address {address!r} is not host:port, tcp://host:port or ipc://path")
-    return f"tcp://{address}"
+    return f"tcp://{bare}"
 
 
 def parse(text: str) -> list[str]:

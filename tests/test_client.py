@@ -439,3 +439,24 @@ def test_infinite_client_timeout(cluster):
         client.put_tensor("inf", np.arange(3))
         np.testing.assert_array_equal(client.get_tensor("inf"), np.arange(3))
         assert client.poll_tensor("inf", 10, 1) is True
+
+
+def test_shard_memory_returns_to_zero(client):
+    """Whatever is stored, copied, renamed, listed and deleted, the shards' byte counts
+    return to 0 once everything is deleted."""
+    src, dst = two_shards(client)
+    client.put_tensor(src, np.ones(1000))
+    client.copy_tensor(src, dst)
+    client.rename_tensor(dst, "moved")
+    client.put_tensors({f"m{i}": np.ones(i + 1) for i in range(20)})
+    client.append_to_list("agg", memstore.DataSet("d"))
+    client.copy_list("agg", "agg2")
+    client.rename_dataset("d", "d2")
+    assert sum(info["bytes"] for info in client.get_db_node_info()) > 8000
+    for name in (src, "moved", *(f"m{i}" for i in range(20))):
+        client.delete_tensor(name)
+    client.delete_dataset("d2")
+    client.delete_list("agg")
+    client.delete_list("agg2")
+    infos = client.get_db_node_info()
+    assert [(info["keys"], info["bytes"]) for info in infos] == [(0, 0)] * len(infos)

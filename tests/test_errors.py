@@ -359,7 +359,21 @@ def test_address_file_errors_name_the_file(no_env, tmp_path):
         memstore.Client()
 
 
-@pytest.mark.parametrize("address", ["http://h:1", "justahost", "host:port", ":80", " , "])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://h:1",
+        "justahost",
+        "host:port",
+        ":80",
+        " , ",
+        "tcp://127.0.0.1",
+        "tcp://:5",
+        "tcp://127.0.0.1:abc",
+        "127.0.0.1:99999",
+        "ipc://",
+    ],
+)
 def test_bad_addresses_are_memstore_errors(address):
     """Addresses that are not host:port, tcp:// or ipc:// are refused, naming the address."""
     with pytest.raises(memstore.MemstoreError):

@@ -308,3 +308,15 @@ def test_non_finite_waits_are_refused_and_the_shard_survives(client, call):
         call(client)
     client.put_tensor("never", np.ones(1))
     assert client.poll_tensor("never", 10, 1) is True
+
+
+def test_many_wait_tensors_on_one_key_all_get_the_array(client, other):
+    """Every parked wait_tensor on a key receives the array from its one put."""
+    waits = [client.wait_tensor_async("shared", timeout=LONG_S) for _ in range(10)]
+    barrier(client, "shared")
+    other.put_tensor("shared", np.arange(1000, dtype=np.int32))
+    memstore.wait(waits, timeout=LONG_S / 3)
+    arrays = [w.result(0) for w in waits]
+    assert all(np.array_equal(a, np.arange(1000)) for a in arrays)
+    arrays[0][:] = -1
+    assert arrays[1][0] == 0
