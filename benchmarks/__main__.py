@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import re
+import signal
 import sys
 import time
 import traceback
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": {},
     }
     started = time.monotonic()
+    handlers: dict = {}
     try:
         with Env(
             preset,
@@ -120,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             log=bar.write,
         ) as env:
             run["redis"] = env.redis_note
+            handlers.update(_stop_on_signals(env))
             for workload in chosen:
                 t0 = time.monotonic()
                 try:
                     run["results"][workload] = WORKLOADS[workload].run(env)
                 except Exception as exc:  # one broken workload must not lose the others
+                    if env.interrupted:
+                        raise KeyboardInterrupt from None
                     bar.write(f"{workload} failed: {exc!r}")
                     run["results"][workload] = {
                         "error": repr(exc),
@@ -137,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         bar.close()
+        for signum, previous in handlers.items():
+            signal.signal(signum, previous)
     run["seconds"]["total"] = round(time.monotonic() - started, 2)
     run["versions"] = versions()  # after the run: records the optional modules it imported
     run["targets"] = [r.as_dict() for r in report.ratios(run["results"])]
@@ -148,6 +155,23 @@ def main(argv: list[str] | None = None) -> int:
         _plot(run, args.out)
     print(f"took {run['seconds']['total']:.0f} s")
     return 0
+
+
+def _stop_on_signals(env: Env) -> dict:
+    """On Ctrl-C or SIGTERM, stop every process of the run at once, then unwind.
+
+    Stopping happens in the handler itself because pyzmq's poll retries after EINTR and
+    can swallow the KeyboardInterrupt; closing our sockets makes the pending call fail
+    instead, and ``env.interrupted`` turns that failure into the end of the run."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        env.interrupted = True
+        env.close()
+        raise KeyboardInterrupt
+
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def to_json(run: dict) -> str:

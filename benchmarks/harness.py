@@ -134,6 +134,7 @@ class Env:
         self._pool: Any = None
         self._pool_size = 0
         self._connected: set[Spec] = set()
+        self.interrupted = False
         self.redis: Spec | None = None
         self.redis_note = "Redis baseline disabled (--no-redis)"
         self.redis_version = ""
@@ -233,6 +234,8 @@ class Env:
             self._pool = None
 
     def step(self, n: int = 1) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
         if self.progress is not None:
             self.progress.update(n)
 
