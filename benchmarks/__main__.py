@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import signal
 import sys
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum, previous in handlers.items():
             signal.signal(signum, previous)
     run["seconds"]["total"] = round(time.monotonic() - started, 2)
+    run["machine"]["load_average_at_end"] = list(os.getloadavg())
     run["versions"] = versions()  # after the run: records the optional modules it imported
     run["targets"] = [r.as_dict() for r in report.ratios(run["results"])]
     path = args.out / f"{name}.json"

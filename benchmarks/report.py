@@ -309,4 +309,13 @@ def render(run: dict) -> str:
             parts.append(table(result))
     parts.append("targets (ratios of this run's measurements)\n" + targets_table(ratios(results)))
     parts.append(f"baseline: {run['redis']}")
+    m = run["machine"]
+    loads = [m.get("load_average_at_start"), m.get("load_average_at_end")]
+    start, end = (f"{x[0]:.2f}" if x else "?" for x in loads)
+    parts.append(
+        f"machine: {m['usable_cores']} usable cores, {m['cpu']}; 1-minute load average "
+        f"{start} at start, {end} at the end. Other processes on the machine make timings "
+        "noisy: compare systems within this run (they were measured in alternating rounds), "
+        "not across runs."
+    )
     return "\n\n".join(parts)
