@@ -460,3 +460,21 @@ def test_shard_memory_returns_to_zero(client):
     client.delete_list("agg2")
     infos = client.get_db_node_info()
     assert [(info["keys"], info["bytes"]) for info in infos] == [(0, 0)] * len(infos)
+
+
+def test_got_arrays_wrap_the_received_frame(client):
+    """A got array is a view of the received ZeroMQ frame, not a copy of it."""
+    zmq = pytest.importorskip("zmq")
+    client.put_tensor("big", np.ones(1 << 18))
+    array = client.get_tensor("big")
+    owner = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    assert isinstance(owner, zmq.Frame)
+
+
+def test_smartredis_argument_order(cluster):
+    """SmartRedis's older Client(cluster, address) order is accepted too."""
+    for flag in (False, True):
+        with memstore.Client(flag, cluster.address, timeout=10) as client:
+            assert client.addresses == cluster.addresses
