@@ -386,3 +386,35 @@ def test_a_listed_dataset_that_was_deleted_is_key_not_found(client):
     client.delete_dataset("gone")
     with pytest.raises(memstore.KeyNotFound, match="gone"):
         client.get_datasets_from_list("agg")
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ints=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=5),
+    floats=st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=5),
+    f32=st.lists(st.floats(width=32), max_size=5),
+    strings=st.lists(st.text(max_size=20), max_size=5),
+)
+def test_metadata_round_trip_property(client, ints, floats, f32, strings):
+    """Any int64, float64 (NaN and inf too), float32 and str metadata survives the store."""
+    ds = memstore.DataSet("meta")
+    for value in ints:
+        ds.add_meta_scalar("ints", value)
+    for value in floats:
+        ds.add_meta_scalar("floats", value)
+    for value in f32:
+        ds.add_meta_scalar("f32", np.float32(value))
+    for value in strings:
+        ds.add_meta_string("strings", value)
+    client.put_dataset(ds)
+    back = client.get_dataset("meta")
+    assert back.get_metadata_field_names() == ds.get_metadata_field_names()
+    for name in ("ints", "floats", "f32"):
+        if name in ds.get_metadata_field_names():
+            got, expected = back.get_meta_scalars(name), ds.get_meta_scalars(name)
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(got, expected)
+    if strings:
+        assert back.get_meta_strings("strings") == strings
