@@ -320,3 +320,22 @@ def test_many_wait_tensors_on_one_key_all_get_the_array(client, other):
     assert all(np.array_equal(a, np.arange(1000)) for a in arrays)
     arrays[0][:] = -1
     assert arrays[1][0] == 0
+
+
+@pytest.mark.parametrize("op", ["copy_tensor", "rename_tensor"])
+@pytest.mark.parametrize("same_shard", [True, False], ids=["same", "across"])
+def test_copy_and_rename_wake_polls_on_the_destination(client, other, op, same_shard):
+    """A tensor that appears by copy or rename (within or across shards) wakes its polls."""
+    count = len(client.addresses)
+    src = "origin"
+    dst = next(
+        f"dest{i}"
+        for i in range(1000)
+        if (key_shard(f"dest{i}", count) == key_shard(src, count)) == same_shard
+    )
+    other.put_tensor(src, np.arange(3))
+    poll = client.poll_tensor_async(dst, LONG_MS, LONG_TRIES)
+    barrier(client, dst)
+    assert not poll.done()
+    getattr(other, op)(src, dst)
+    assert poll.result(timeout=LONG_S / 3) is True
