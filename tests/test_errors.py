@@ -269,7 +269,7 @@ def test_oversized_message_is_protocol_error(small):
 
 @pytest.fixture
 def doomed():
-    """Two shards, one of which the test kills."""
+    """Two shards (which the test may kill)."""
     with memstore.LocalCluster(shards=2) as running:
         yield running
 
@@ -305,6 +305,25 @@ def test_killed_shard_gives_connection_lost_naming_it(doomed):
         np.testing.assert_array_equal(client.get_tensor(alive), np.ones(2))
         with pytest.raises(memstore.ConnectionLost):
             client.get_db_node_info()
+
+
+def test_a_key_sent_to_the_wrong_shard_is_refused_naming_its_owner(doomed):
+    """A shard refuses a key another shard owns (a client with a stale shard list), naming
+    the owner, and stores nothing."""
+    mine, theirs = key_on(doomed.addresses, 0), key_on(doomed.addresses, 1)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(doomed.addresses[0])
+    try:
+        header, _ = ask(sock, [req("put", keys=[theirs], metas=[F4]), b"\0" * 16])
+        assert header["code"] == "protocol"
+        assert doomed.addresses[1] in header["msg"] and theirs in header["msg"]
+        header, _ = ask(sock, [req("put", keys=[mine], metas=[F4]), b"\0" * 16])
+        assert header["ok"] is True
+    finally:
+        sock.close()
+    with doomed.client(timeout=10) as client:
+        assert not client.key_exists(theirs) and client.key_exists(mine)
 
 
 def test_killed_first_shard_fails_client_construction(doomed):
