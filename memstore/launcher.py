@@ -1,7 +1,9 @@
 """Start, watch and stop shard processes on this machine, and the address file.
 
 ``LocalCluster`` is the Python form (``with LocalCluster(shards=4) as c: c.client()``);
-``memstore start|stop|status`` is the shell form. Each shard is a ``memstore-server``
+``memstore start|stop|status`` is the shell form. ``Launcher`` starts a store and its
+applications through ``mpiexec``, Slurm or PBS too (commands built in
+:mod:`memstore.schedulers`). Each shard is a ``memstore-server``
 process; once all answer, each is told the full shard list so that any one address is
 enough for a client.
 """
@@ -11,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,9 +25,16 @@ from pathlib import Path
 from typing import IO
 
 from memstore import address as addresses
-from memstore import wire
-from memstore.config import DEFAULT_HOST, READY_LINE, STARTUP_TIMEOUT
-from memstore.errors import MemstoreError
+from memstore import schedulers, wire
+from memstore.config import (
+    DEFAULT_HOST,
+    ENV_ADDRESS,
+    ENV_ADDRESS_FILE,
+    ENV_SSDB,
+    READY_LINE,
+    STARTUP_TIMEOUT,
+)
+from memstore.errors import MemstoreError, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +246,278 @@ class LocalCluster:
 
 def write_address_file(path: str | os.PathLike, shard_addresses: list[str]) -> None:
     addresses.write_file(path, shard_addresses)
+
+
+@dataclass
+class Job:
+    """A command the :class:`Launcher` started (or, with ``dry_run``, would start)."""
+
+    name: str
+    argv: list[str]
+    processes: list[subprocess.Popen]
+    log_path: Path
+    store: bool = False
+
+    def state(self) -> str:
+        """``planned``, ``running``, ``done`` or ``failed (exit N)``."""
+        if not self.processes:
+            return "planned"
+        codes = [p.poll() for p in self.processes]
+        if any(c is None for c in codes):
+            return "running"
+        bad = [c for c in codes if c != 0]
+        return f"failed (exit {bad[0]})" if bad else "done"
+
+    def returncode(self) -> int | None:
+        codes = [p.poll() for p in self.processes]
+        if not codes or any(c is None for c in codes):
+            return None
+        return next((c for c in codes if c != 0), 0)
+
+
+class Launcher:
+    """Start, watch and stop a store and its applications, as SmartSim's Experiment does.
+
+    Args:
+        kind: ``"local"`` (processes on this machine), ``"mpiexec"`` (MPICH Hydra syntax),
+            ``"slurm"`` (``srun`` steps in an allocation) or ``"pbs"`` (``mpiexec`` on hosts
+            from ``$PBS_NODEFILE``).
+        workdir: address file and logs (default: a new temporary folder).
+        hosts: the allocation's node names, for ``mpiexec``/``pbs`` placement by node.
+        dry_run: build the commands (``jobs``, ``batch_script``) without running them.
+        python: interpreter for the store (default: this one).
+        mpiexec: the ``mpiexec`` to use (default: the one next to ``python``, else PATH).
+
+    The store takes the first nodes it is given; each application the next ones, so
+    ``start_store(4, nodes=1)`` then ``start_app(cmd, ranks=8, nodes=2)`` puts them on
+    nodes 0 and 1-2. ``stop()`` (or leaving the ``with`` block) ends everything started.
+    """
+
+    def __init__(self, kind: str = "local", *, workdir: str | os.PathLike | None = None,
+                 hosts: list[str] | None = None, dry_run: bool = False,
+                 python: str | None = None, mpiexec: str | None = None,
+                 timeout: float = STARTUP_TIMEOUT):  # fmt: skip
+        schedulers._check(kind)
+        self.kind = kind
+        self.dry_run = dry_run
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="memstore-launch-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.python = python or sys.executable
+        self.mpiexec = mpiexec or schedulers.find_mpiexec(self.python)
+        self.hosts = hosts if hosts is not None else schedulers.allocation_hosts(kind)
+        self.timeout = timeout
+        self.address_file = str(self.workdir / "memstore.addr")
+        self.addresses: list[str] = []
+        self.jobs: dict[str, Job] = {}
+        self.steps: list[schedulers.Step] = []
+        self._shards: list[ShardProcess] = []
+        self._next_node = 0
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        """The value for ``MEMSTORE_ADDRESS`` (empty before the store runs)."""
+        return ",".join(self.addresses)
+
+    def _place(self, ranks: int, nodes: int | None, per_node: int | None) -> schedulers.Placement:
+        first = self._next_node
+        if nodes:
+            self._next_node += nodes
+        where = schedulers.Placement(ranks, nodes, per_node, first)
+        if self.kind in ("mpiexec", "pbs"):
+            hosts = schedulers.hosts_for(where, self.hosts)
+            where = schedulers.Placement(ranks, nodes, per_node, first, hosts)
+        return where
+
+    def start_store(self, shards: int = 1, nodes: int | None = None, *,
+                    shards_per_node: int | None = None, max_memory: str | int = 0,
+                    ipc: bool = False, host: str | None = None, port: int = 0,
+                    server_args: list[str] | None = None) -> list[str]:  # fmt: skip
+        """Start ``shards`` shard servers (on ``nodes`` nodes) and wait until they answer.
+
+        Returns the shard addresses (empty with ``dry_run``); also written to
+        :attr:`address_file`.
+        """
+        if self._shards or self._store_job() is not None:
+            raise MemstoreError("this launcher already started a store")
+        if self.kind == "local":
+            if not self.dry_run:
+                self._shards = start_shards(shards, host=host or DEFAULT_HOST, port=port,
+                                            ipc_dir=str(self.workdir) if ipc else None,
+                                            max_memory=max_memory, log_dir=self.workdir,
+                                            extra_args=server_args)  # fmt: skip
+                self.addresses = [s.address for s in self._shards]
+                write_address_file(self.address_file, self.addresses)
+            return self.addresses
+        per_node = shards_per_node or (-(-shards // nodes) if nodes else None)
+        if host is None and self.kind == "mpiexec" and not self.hosts:
+            host = DEFAULT_HOST  # everything on this machine
+        options = ["--max-memory", str(max_memory), *(server_args or [])]
+        if host:
+            options += ["--host", host]
+        if port:
+            options += ["--port", str(port)]
+        program = schedulers.server_program(self.python, self.address_file, options)
+        job = self._launch("store", program, self._place(shards, nodes, per_node), {}, store=True)
+        if job.processes:
+            try:
+                self.addresses = _ready_addresses(job.processes[0], job.log_path, self.timeout)
+            except BaseException:
+                _end(job.processes, 5.0)
+                raise
+        return self.addresses
+
+    def start_app(self, cmd: str | list[str], ranks: int = 1, env: dict[str, str] | None = None,
+                  *, name: str | None = None, nodes: int | None = None,
+                  ranks_per_node: int | None = None) -> Job:  # fmt: skip
+        """Start an application with ``MEMSTORE_ADDRESS`` and ``SSDB`` set to the store's.
+
+        ``cmd`` is a command line or an argv list. ``local`` runs ``ranks`` copies of it
+        (each with ``MEMSTORE_RANK``/``MEMSTORE_RANKS``); the others run it as an MPI job.
+        """
+        program = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        name = name or f"app-{len([j for j in self.jobs.values() if not j.store])}"
+        if name in self.jobs:
+            raise ValueError(f"a job named {name!r} was started already")
+        extra = dict(env or {})
+        if self.addresses:
+            extra.setdefault(ENV_ADDRESS, self.address)
+            extra.setdefault(ENV_SSDB, self.address)
+        elif self._store_job() is not None:  # dry run: the script exports the address
+            extra.setdefault(ENV_ADDRESS_FILE, self.address_file)
+        return self._launch(name, program, self._place(ranks, nodes, ranks_per_node), extra)
+
+    def _store_job(self) -> Job | None:
+        return next((j for j in self.jobs.values() if j.store), None)
+
+    def _launch(self, name: str, program: list[str], where: schedulers.Placement,
+                env: dict[str, str], store: bool = False) -> Job:  # fmt: skip
+        argv = schedulers.launch_argv(self.kind, program, where, mpiexec=self.mpiexec)
+        self.steps.append(schedulers.Step(name, tuple(program), where, store, tuple(env.items())))
+        job = Job(name, argv, [], self.workdir / f"{name}.log", store)
+        self.jobs[name] = job
+        if self.dry_run:
+            return job
+        copies = where.ranks if self.kind == "local" else 1
+        with open(job.log_path, "ab") as log_file:
+            for i in range(copies):
+                full = {**os.environ, **env}
+                if self.kind == "local":
+                    full.update(MEMSTORE_RANK=str(i), MEMSTORE_RANKS=str(copies))
+                job.processes.append(subprocess.Popen(
+                    argv, env=full, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if store else log_file, stderr=log_file,
+                    start_new_session=True,  # stop() signals the whole process group
+                ))  # fmt: skip
+        log.info("started %s: %s", name, shlex.join(argv))
+        return job
+
+    def status(self) -> dict[str, str]:
+        """Each job's state by name; the store is ``store``."""
+        states = {name: job.state() for name, job in self.jobs.items()}
+        if self._shards:
+            down = sum(not s.alive() for s in self._shards)
+            state = "running" if not down else f"failed ({down} shard(s) down)"
+            states = {"store": "stopped" if self._stopped else state, **states}
+        return states
+
+    def wait(self, timeout: float | None = None) -> dict[str, int]:
+        """Wait for every application (not the store); their exit codes by name.
+
+        Raises:
+            Timeout: some still run after ``timeout`` seconds (they keep running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in self.jobs.values():
+            for process in job.processes if not job.store else []:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    process.wait(left)
+                except subprocess.TimeoutExpired:
+                    raise Timeout(f"{job.name} still runs after {timeout}s (log {job.log_path})")
+        return {n: j.returncode() for n, j in self.jobs.items() if not j.store and j.processes}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the applications, then the store; kills what ignores SIGTERM."""
+        for job in self.jobs.values():
+            if not job.store:
+                _end(job.processes, timeout)
+        store = self._store_job()
+        if store is not None and store.processes:
+            process = store.processes[0]
+            if self.addresses and process.poll() is None:
+                silent = stop_addresses(self.addresses, timeout=min(timeout, 5.0))
+                try:  # the servers leave their loops, shut down together and exit
+                    process.wait(timeout if not silent else 0)
+                except subprocess.TimeoutExpired:
+                    log.warning("the store job outlived its shards' shutdown; ending it")
+            _end(store.processes, timeout)
+        if self._shards:
+            stop_processes(self._shards, timeout)
+        self._stopped = True
+
+    def batch_script(self, path: str | os.PathLike | None = None, **options) -> str:
+        """A batch script (sbatch, qsub or shell) that runs what this launcher planned.
+
+        ``options`` go to :func:`memstore.schedulers.batch_script` (``walltime``,
+        ``account``, ``queue``, ``nodes``, ``setup``, ...). Written to ``path`` if given.
+        """
+        kind = "mpiexec" if self.kind == "local" else self.kind
+        steps = [s if s.store else schedulers.Step(
+                     s.name, s.program, s.where, False,
+                     tuple((k, v) for k, v in s.env if k not in (ENV_ADDRESS, ENV_SSDB,
+                                                                 ENV_ADDRESS_FILE)))
+                 for s in self.steps]  # fmt: skip
+        options.setdefault("python", self.python)
+        options.setdefault("mpiexec", self.mpiexec)
+        text = schedulers.batch_script(kind, steps, address_file=self.address_file, **options)
+        if path is not None:
+            Path(path).write_text(text)
+            os.chmod(path, 0o755)
+        return text
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ready_addresses(process: subprocess.Popen, log_path: Path, timeout: float) -> list[str]:
+    """The shard list a ``memstore-server --mpi`` job prints once every shard serves."""
+    stream: IO[bytes] = process.stdout  # type: ignore[assignment]
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while selector.select(max(0.0, deadline - time.monotonic())):
+            line = stream.readline().decode(errors="replace")
+            if not line:
+                break  # the job ended
+            if line.startswith(READY_LINE):
+                stream.close()  # the servers print nothing more
+                return addresses.parse(line[len(READY_LINE) :])
+    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+    raise MemstoreError(f"the store did not start within {timeout}s (log {log_path}):\n{tail}")
+
+
+def _end(processes: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM each process group, then SIGKILL what is left after ``timeout``."""
+    for process in processes:
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

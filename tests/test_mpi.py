@@ -147,7 +147,7 @@ def test_address_file_hands_the_store_to_a_second_job(tmp_path):
 
     address_file = tmp_path / "store.addr"
     store = subprocess.Popen(
-        [MPIEXEC, "-n", "2", *SERVER, "--address-file", str(address_file)],
+        [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--address-file", str(address_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

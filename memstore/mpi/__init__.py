@@ -73,8 +73,8 @@ def init(
         address_file: write the shard list here, for jobs that connect from outside
             (``MEMSTORE_ADDRESS_FILE``); removed at shutdown.
         max_memory: per-shard cap, e.g. ``"4GiB"`` (0: unlimited).
-        host: IP address or host name the shards bind (default: loopback on one node,
-            the node's address on several).
+        host: IP address or host name the shards bind (default: loopback in a job on one
+            node without ``address_file``, else each node's address).
         port: first TCP port of each node's shards (0: free ports).
         ipc: also listen on ``ipc://`` sockets, which clients on the same node use.
         timeout: seconds every rank has to get here (default ``MEMSTORE_MPI_TIMEOUT``).

@@ -169,7 +169,7 @@ def bootstrap(
     threads: list[_ShardThread] = []
     try:
         if role.shards:
-            ip = _plan.bind_host(host, nodes)
+            ip = _plan.bind_host(host, nodes, external=any(entry[6] for entry in first))
             threads = _bind(role, make_shard, ip, port, ipc, token, rank)
         elif not any(r.shards for r in roles):
             addresses.resolve(None)  # no shards in this job: the configured store, if any

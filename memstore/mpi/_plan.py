@@ -84,17 +84,18 @@ def assign_roles(members: list[Member]) -> list[Role]:
     return [roles[m.rank] for m in members]
 
 
-def bind_host(host: str | None, nodes: int) -> str:
+def bind_host(host: str | None, nodes: int, external: bool = False) -> str:
     """The IP address shards bind and advertise.
 
     ``host`` (an IP address or a host name) wins. Without it a job on one node stays on
-    loopback and a job on several nodes uses this node's address: its host name's, or the
-    address of the interface with the default route when the name maps to loopback (as
-    Debian's ``127.0.1.1`` entry does).
+    loopback, unless it serves ``external`` clients (it writes an address file for other
+    jobs, which may run on other nodes); otherwise shards use this node's address: its host
+    name's, or the address of the interface with the default route when the name maps to
+    loopback (as Debian's ``127.0.1.1`` entry does).
     """
     if host:
         return _resolve(host)
-    if nodes <= 1:
+    if nodes <= 1 and not external:
         return "127.0.0.1"
     found = _resolve(socket.gethostname())
     if ipaddress.ip_address(found).is_loopback:

@@ -14,7 +14,7 @@ import signal
 import sys
 from functools import partial
 
-from memstore.config import DEFAULT_HOST, DEFAULT_PORT, READY_LINE
+from memstore.config import READY_LINE
 from memstore.errors import MemstoreError
 from memstore.mpi._core import bootstrap
 from memstore.mpi._plan import SERVER
@@ -41,9 +41,8 @@ def main(args: argparse.Namespace) -> int:
             None,
             SERVER,
             make_shard=partial(Shard, **options),
-            # the loopback/port defaults suit one shard, not a job: auto and free ports
-            host=None if args.host == DEFAULT_HOST else args.host,
-            port=0 if args.port == DEFAULT_PORT else args.port,
+            host=args.host,  # None: auto (see memstore.mpi.init)
+            port=args.port or 0,  # None: free ports
             address_file=args.address_file,
             timeout=args.mpi_timeout,
         )

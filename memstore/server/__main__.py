@@ -12,12 +12,11 @@ from memstore.config import DEFAULT_HOST, DEFAULT_PORT, READY_LINE, parse_size
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memstore-server", description=__doc__)
-    p.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default %(default)s)")
+    p.add_argument("--host", help=f"interface to bind (default {DEFAULT_HOST}; --mpi: auto)")
     p.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
-        help="TCP port; 0 picks a free one (default %(default)s)",
+        help=f"TCP port; 0 picks a free one (default {DEFAULT_PORT}; --mpi: free ports)",
     )
     p.add_argument(
         "--bind",
@@ -61,8 +60,9 @@ def parser() -> argparse.ArgumentParser:
         "--mpi",
         action="store_true",
         help="run under mpiexec: every rank of this program serves one shard, bootstrapped "
-        "with the application ranks (memstore.mpi.connect()); --host and --port default to "
-        "auto (loopback on one node) and free ports",
+        "with the application ranks (memstore.mpi.connect()); --host defaults to loopback "
+        "for a one-node job without --address-file, else each node's address; --port to "
+        "free ports",
     )
     mpi.add_argument("--address-file", help="with --mpi: write the shard list to this file")
     mpi.add_argument(
@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return _program.main(args)
     from memstore.server.shard import Shard
 
-    address = args.bind or f"tcp://{args.host}:{args.port}"
+    host = DEFAULT_HOST if args.host is None else args.host
+    port = DEFAULT_PORT if args.port is None else args.port
+    address = args.bind or f"tcp://{host}:{port}"
     try:
         shard = Shard(
             address,
