@@ -36,16 +36,17 @@ def _size_axis(ax, sizes: list[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _log_y(ax) -> None:
-    """A log y axis with plain-number labels at 1, 2, 5 x 10^k."""
+def _log_y(ax, axis: str = "y") -> None:
+    """A log axis with plain-number labels at 1, 2, 5 x 10^k."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_minor_locator(LogLocator(base=10, subs="auto"))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.grid(True, which="major", axis="y", alpha=0.3)
+    scale = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    scale.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    scale.set_minor_locator(LogLocator(base=10, subs="auto"))
+    scale.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+    scale.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.grid(True, which="major", axis=axis, alpha=0.3)
 
 
 def _label(n: int) -> str:
@@ -123,11 +124,13 @@ def throughput(result: dict, path: Path, title: str) -> None:
     kinds = [k for k in (MEMSTORE, FLOOR, REDIS) if any(r["system"] == k for r in summary)]
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(configs)), 4.2))
     width = 0.8 / (len(kinds) * len(MODES))
+    highest = 1.0
     for i, (kind, mode) in enumerate((k, m) for k in kinds for m in MODES):
         values = []
         for shards, clients in configs:
             row = lookup(summary, shards=shards, clients=clients, system=kind, mode=mode)
             values.append(row["ops_per_s"] if row else 0)
+        highest = max(highest, *values)
         xs = [x + (i - (len(kinds) * len(MODES) - 1) / 2) * width for x in range(len(configs))]
         ax.bar(
             xs,
@@ -142,6 +145,7 @@ def throughput(result: dict, path: Path, title: str) -> None:
     ax.set_xticks(range(len(configs)))
     ax.set_xticklabels([f"{s} shard(s)\n{c} client(s)" for s, c in configs], fontsize=8)
     _log_y(ax)
+    ax.set_ylim(top=highest * 4)  # room for the legend above the bars
     ax.set_ylabel(f"{result['params']['size']} B puts per second (aggregate)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=len(kinds))
@@ -212,7 +216,7 @@ def online(result: dict, path: Path, title: str) -> None:
             color=STYLE[kind]["color"],
             linestyle="-" if mode != "poll+get" else "--",
         )
-    ax.set_xscale("log")
+    _log_y(ax, "x")
     ax.set_xlabel("lag, ms: producer's put → consumer holds the array")
     ax.set_ylabel("fraction of snapshots")
     ax.grid(True, alpha=0.3)
