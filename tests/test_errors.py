@@ -254,6 +254,19 @@ def test_store_full_on_list_push_and_dataset(small):
     assert small.get_list_length("agg") == 0
 
 
+def test_store_full_counts_dataset_metadata(small):
+    """Metadata is stored data too: datasets whose strings exceed --max-memory are refused."""
+    stored = 0
+    with pytest.raises(memstore.StoreFull):
+        for i in range(20):
+            ds = memstore.DataSet(f"meta{i}")
+            ds.add_meta_string("text", "x" * 200_000)
+            small.put_dataset(ds)
+            stored += 1
+    assert stored <= 5
+    assert small.get_db_node_info()[0]["bytes"] >= stored * 200_000
+
+
 def test_oversized_message_is_protocol_error(small):
     """A request over --max-message is refused with ProtocolError naming the limit; the
     shard keeps serving."""

@@ -64,6 +64,14 @@ def test_entry_size_counts_payload_and_key():
     assert tensor("longer-key", 0).nbytes - small.nbytes == len("longer-key") - 1
 
 
+def test_dataset_entry_is_charged_for_its_metadata():
+    """A dataset's metadata (carried in its layout) counts towards its size."""
+    small = Entry.of(DATASET, {"tensors": [], "meta": {}}, [], "ds")
+    layout = {"tensors": [], "meta": {"s": {"type": "string", "values": ["x" * 10_000]}}}
+    big = Entry.of(DATASET, layout, [], "ds")
+    assert big.nbytes - small.nbytes >= 10_000
+
+
 def test_flush_resets_used():
     """flush empties the store and its accounting."""
     store = Store()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from memstore import wire
 from memstore.errors import KeyNotFound, StoreFull, WrongType
 
 #: Bytes charged per entry on top of its payload (dict slot, header, key).
@@ -37,6 +38,8 @@ class Entry:
         size = sum(len(f) for f in frames) + len(key) + ENTRY_OVERHEAD
         if kind == LIST:
             size += sum(_item_size(i) for i in meta)
+        elif kind == DATASET:  # its layout carries the metadata, which may be large
+            size += len(wire.pack(meta))
         return cls(kind, meta, frames, size)
 
 
