@@ -56,6 +56,21 @@ def write_file(path: str | os.PathLike, addresses: list[str]) -> None:
     tmp.replace(path)
 
 
+def _mpi_hint() -> str:
+    """Inside an MPI job the store usually comes from ``memstore.mpi``; say so.
+
+    ``Client()`` never runs the (collective) MPI bootstrap itself: a client made on one
+    rank only would hang the job. After ``memstore.mpi.init()``/``connect()`` it finds
+    the store through ``MEMSTORE_ADDRESS``, which they set.
+    """
+    if not any(v in os.environ for v in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")):
+        return ""
+    return (
+        "; this process runs under MPI: call memstore.mpi.connect() (next to "
+        "memstore-server --mpi) or memstore.mpi.init() on every rank first"
+    )
+
+
 def resolve(address: str | list[str] | None = None) -> list[str]:
     """The addresses to use: the argument, else MEMSTORE_ADDRESS, SSDB, MEMSTORE_ADDRESS_FILE."""
     if isinstance(address, (list, tuple)):
@@ -69,7 +84,7 @@ def resolve(address: str | list[str] | None = None) -> list[str]:
     elif os.environ.get(ENV_ADDRESS_FILE):
         found = read_file(os.environ[ENV_ADDRESS_FILE])
     else:
-        raise MemstoreError(f"no memstore address: {_HOW}")
+        raise MemstoreError(f"no memstore address: {_HOW}{_mpi_hint()}")
     if not found:
         raise MemstoreError(f"the memstore address list is empty: {_HOW}")
     return found

@@ -118,3 +118,14 @@ def test_server_cli_offers_mpi():
         timeout=60,
     )
     assert done.returncode == 0 and "--mpi" in done.stdout and "--address-file" in done.stdout
+
+
+def test_no_address_under_mpi_points_to_the_bootstrap(monkeypatch):
+    from memstore import address
+    from memstore.errors import MemstoreError
+
+    for name in ("MEMSTORE_ADDRESS", "SSDB", "MEMSTORE_ADDRESS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PMI_RANK", "3")
+    with pytest.raises(MemstoreError, match=r"memstore\.mpi\.connect\(\)"):
+        address.resolve(None)
