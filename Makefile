@@ -23,6 +23,10 @@ test: $(STAMP)  ## the default suite (excludes slow and gpu tests)
 test-all: $(STAMP)  ## everything, slow tests included (gpu tests skip without CUDA)
 	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
 
+test-mpi: $(STAMP)  ## the MPI tests (real mpiexec jobs), then tests/test_mpi.py inside a 2-rank job
+	$(PY) -m pytest -q -m mpi $(PYTEST_ARGS)
+	$(VENV)/bin/mpiexec -n 2 $(PY) -m pytest -q -p no:cacheprovider tests/test_mpi.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check memstore tests benchmarks examples
 	$(VENV)/bin/ruff format --check memstore tests benchmarks examples
