@@ -30,17 +30,20 @@ def _cluster(args) -> list[str]:
 
 def cmd_start(args) -> int:
     log_dir = args.log_dir or os.path.dirname(os.path.abspath(_address_file(args)))
-    shards = launcher.start_shards(
-        args.shards,
-        host=args.host,
-        port=args.port,
-        ipc_dir=args.ipc_dir,
-        max_memory=args.max_memory,
-        log_dir=log_dir,
-        detach=True,
-        extra_args=["--log-level", args.log_level],
-    )
-    found = [s.address for s in shards]
+    if args.mpi:
+        found = _start_mpi(args, log_dir)
+    else:
+        shards = launcher.start_shards(
+            args.shards,
+            host=args.host,
+            port=args.port,
+            ipc_dir=args.ipc_dir,
+            max_memory=args.max_memory,
+            log_dir=log_dir,
+            detach=True,
+            extra_args=["--log-level", args.log_level],
+        )
+        found = [s.address for s in shards]
     addresses.write_file(_address_file(args), found)
     print(
         f"started {len(found)} shard(s); address file {_address_file(args)}; logs in {log_dir}",
@@ -48,6 +51,21 @@ def cmd_start(args) -> int:
     )
     print(f"export MEMSTORE_ADDRESS={','.join(found)}")
     return 0
+
+
+def _start_mpi(args, log_dir: str) -> list[str]:
+    """The shards as one ``mpiexec`` job of ``memstore-server --mpi`` that outlives us."""
+    hosts = args.hosts.split(",") if args.hosts else None
+    runner = launcher.Launcher("mpiexec", workdir=log_dir, hosts=hosts)
+    runner.address_file = os.path.abspath(_address_file(args))
+    return runner.start_store(
+        args.shards,
+        nodes=len(hosts) if hosts else None,
+        host=None if hosts and args.host == DEFAULT_HOST else args.host,
+        port=args.port,
+        max_memory=args.max_memory,
+        server_args=["--log-level", args.log_level],
+    )
 
 
 def cmd_stop(args) -> int:
@@ -117,6 +135,10 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--max-memory", default="0", help="per shard, e.g. 2GiB")
     start.add_argument("--log-dir", help="default: the address file's folder")
     start.add_argument("--log-level", default="INFO")
+    start.add_argument(
+        "--mpi", action="store_true", help="start the shards as one mpiexec job (docs/cluster.md)"
+    )
+    start.add_argument("--hosts", help="with --mpi: nodes to spread the shards over, a,b,...")
     start.set_defaults(run=cmd_start)
     for name, run, text in (
         ("stop", cmd_stop, "stop the shards"),

@@ -79,3 +79,35 @@ def test_mpiexec_store_and_app(tmp_path):
             assert client.tensor_exists("app-0") and client.tensor_exists("app-1")
         store = launcher.jobs["store"]
     assert store.state() == "done"  # the shards were told to stop and the job ended cleanly
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not HAVE_MPIEXEC, reason="no mpiexec (pip install mpich)")
+@pytest.mark.skipif(UNDER_MPI, reason="pytest itself runs under mpiexec")
+def test_memstore_start_mpi(tmp_path):
+    """``memstore start --mpi``: a detached mpiexec store job that ``memstore stop`` ends."""
+    import subprocess
+
+    from memstore import address, launcher
+
+    path = tmp_path / "store.addr"
+    cli = [PY, "-m", "memstore.cli"]
+    common = ["--address-file", str(path)]
+    started = subprocess.run(
+        [*cli, "start", "--mpi", "--shards", "2", "--port", "0", "--log-level", "WARNING",
+         *common],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    shards = address.read_file(path) if path.exists() else []
+    try:
+        assert started.returncode == 0, started.stderr
+        assert len(shards) == 2 and started.stdout.strip().endswith(",".join(shards))
+        with Client(timeout=10, address=shards[0]) as client:  # one address is enough
+            client.put_tensor("x", [1.0, 2.0])
+            assert client.get_tensor("x").tolist() == [1.0, 2.0]
+        stopped = subprocess.run([*cli, "stop", *common], capture_output=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+    finally:
+        launcher.stop_addresses(shards, timeout=2)  # whatever happened above
+    log = (tmp_path / "store.log").read_text()
+    assert "Traceback" not in log, log
