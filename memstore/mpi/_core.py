@@ -30,6 +30,7 @@ import time
 import uuid
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memstore import address as addresses
@@ -146,9 +147,53 @@ def bootstrap(
     """
     MPI = mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
-    timeout = MPI_TIMEOUT if timeout is None else timeout
+    _rendezvous(comm, MPI_TIMEOUT if timeout is None else timeout)
+    meeting = _meet(comm, mode, shards_per_node, address_file)
+    threads, shard_list, aliases = _start(comm, meeting, make_shard, host, port, ipc)
+    rank, role = comm.Get_rank(), meeting.roles[comm.Get_rank()]
+    app_comm = comm.Split(MPI.UNDEFINED if role.is_server else meeting.appnum, key=rank)
+    ctl = comm.Dup()  # the shutdown protocol's own channel, apart from the user's traffic
+    for t in threads:
+        t.shard.cluster = shard_list
+        t.shard.index = shard_list.index(t.shard.address)
+        t.start()
+    wrote = None
+    if shard_list and meeting.writer == rank:
+        wrote = meeting.address_file
+        addresses.write_file(wrote, shard_list)
+    return MPIStore(
+        comm=comm,
+        ctl=ctl,
+        app_comm=None if app_comm == MPI.COMM_NULL else app_comm,
+        roles=meeting.roles,
+        members=meeting.members,
+        local_rank=meeting.local_rank,
+        shard_list=shard_list or addresses.resolve(None),
+        aliases=aliases,
+        threads=threads,
+        address_file=wrote,
+        grace=MPI_ABORT_GRACE if grace is None else grace,
+        client_timeout=client_timeout,
+    )
+
+
+@dataclass
+class _Meeting:
+    """What the first exchange told every rank (the same on all of them)."""
+
+    members: list[_plan.Member]
+    roles: list[_plan.Role]
+    local_rank: int
+    appnum: int
+    token: str  # names this job's ipc:// sockets
+    writer: int | None  # the rank that writes the address file
+    address_file: str
+
+
+def _meet(comm: Any, mode: str, shards_per_node: int, address_file: Any) -> _Meeting:
+    """Name each node, share every rank's request, decide the roles (two collectives)."""
+    MPI = mpi()
     rank = comm.Get_rank()
-    _rendezvous(comm, timeout)
     node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
     node = node_comm.bcast(rank, root=0)
     local_rank = node_comm.Get_rank()
@@ -158,65 +203,57 @@ def bootstrap(
     asked = str(address_file) if address_file else ""
     first = comm.allgather((rank, node, mode, shards_per_node, appnum, token, asked))
     members = [_plan.Member(*entry[:5]) for entry in first]
-    token = first[0][5]
     try:
         roles = _plan.assign_roles(members)
     except ValueError as exc:  # every rank sees the same list, so every rank raises
         raise MemstoreError(str(exc)) from None
-    role = roles[rank]
-    nodes = len({m.node for m in members})
+    writers = [(r, entry[6]) for r, entry in enumerate(first) if entry[6]]
+    writer, path = writers[0] if writers else (None, "")
+    return _Meeting(members, roles, local_rank, appnum, first[0][5], writer, path)
 
+
+def _start(
+    comm: Any,
+    meeting: _Meeting,
+    make_shard: Callable[[str], Shard] | None,
+    host: str | None,
+    port: int,
+    ipc: bool,
+) -> tuple[list[_ShardThread], list[str], dict[str, str]]:
+    """Bind this rank's shards and exchange addresses (one collective).
+
+    Returns the shard threads (not started), the shard list and this rank's node-local
+    aliases. A rank that fails sends its error instead, and every rank raises it.
+    """
+    rank = comm.Get_rank()
+    role, members = meeting.roles[rank], meeting.members
     threads: list[_ShardThread] = []
     try:
         if role.shards:
-            ip = _plan.bind_host(host, nodes, external=any(entry[6] for entry in first))
-            threads = _bind(role, make_shard, ip, port, ipc, token, rank)
-        elif not any(r.shards for r in roles):
+            nodes = len({m.node for m in members})
+            ip = _plan.bind_host(host, nodes, external=meeting.writer is not None)
+            threads = _bind(role, make_shard, ip, port, ipc, meeting.token, rank)
+        elif not any(r.shards for r in meeting.roles):
             addresses.resolve(None)  # no shards in this job: the configured store, if any
         mine: list | str = [(t.shard.address, t.local) for t in threads]
     except Exception as exc:
         mine = f"{type(exc).__name__}: {exc}"
-    second = comm.allgather(mine)
-    failed = [(r, found) for r, found in enumerate(second) if isinstance(found, str)]
+    found = comm.allgather(mine)
+    failed = [(r, why) for r, why in enumerate(found) if isinstance(why, str)]
     if failed:
         for t in threads:
             t.stop()
         detail = "; ".join(f"rank {r}: {why}" for r, why in failed)
         raise MemstoreError(f"memstore.mpi could not start the store: {detail}")
-    shard_list = [address for found in second for address, _ in found]
+    shard_list = [address for listed in found for address, _ in listed]
     aliases = {  # this node's shards, by a path that skips TCP
         address: local
-        for r, found in enumerate(second)
-        if members[r].node == node
-        for address, local in found
+        for r, listed in enumerate(found)
+        if members[r].node == members[rank].node
+        for address, local in listed
         if local and (r == rank or not local.startswith("inproc://"))
     }
-
-    app_comm = comm.Split(MPI.UNDEFINED if role.is_server else appnum, key=rank)
-    ctl = comm.Dup()  # the shutdown protocol's own channel, apart from the user's traffic
-    for t in threads:
-        t.shard.cluster = shard_list
-        t.shard.index = shard_list.index(t.shard.address)
-        t.start()
-    writers = [entry[6] for entry in first if entry[6]]
-    wrote = None
-    if shard_list and writers and next(e[0] for e in first if e[6]) == rank:
-        wrote = writers[0]
-        addresses.write_file(wrote, shard_list)
-    return MPIStore(
-        comm=comm,
-        ctl=ctl,
-        app_comm=None if app_comm == MPI.COMM_NULL else app_comm,
-        roles=roles,
-        members=members,
-        local_rank=local_rank,
-        shard_list=shard_list or addresses.resolve(None),
-        aliases=aliases,
-        threads=threads,
-        address_file=wrote,
-        grace=MPI_ABORT_GRACE if grace is None else grace,
-        client_timeout=client_timeout,
-    )
+    return threads, shard_list, aliases
 
 
 def _rendezvous(comm: Any, timeout: float) -> None:
