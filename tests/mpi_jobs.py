@@ -64,12 +64,12 @@ def mpmd() -> None:
         say(f"ok {store.rank} appnum {store.appnum} of {store.comm.Get_size()}")
 
 
-def fail(variant: str) -> None:
+def fail(variant: str, grace: str = "20") -> None:
     """App rank 1 raises. ``with``: the others finish; ``stuck``: they wait in a
-    barrier for rank 1, so it aborts the job; ``uncaught``: no ``with`` at all."""
+    barrier for rank 1, so it aborts the job after ``grace``; ``uncaught``: no ``with``."""
     from memstore import mpi
 
-    store = mpi.init(timeout=60, grace=2, client_timeout=10)
+    store = mpi.init(timeout=60, grace=float(grace), client_timeout=10)
     if store.is_server:
         store.serve()
         store.shutdown()
@@ -90,6 +90,8 @@ def fail(variant: str) -> None:
 
 def crash() -> None:
     """A shard's loop dies: its rank reports it and the job ends."""
+    from mpi4py import MPI
+
     from memstore import mpi
 
     store = mpi.init(timeout=60, grace=20, client_timeout=3)
@@ -99,10 +101,11 @@ def crash() -> None:
             def broken(*args, **kwargs):
                 raise RuntimeError("shard bug on purpose")
 
-            store.shards[0]._drain = broken
+            store.shards[0]._drain = broken  # the loop calls it on the next request
+            MPI.COMM_WORLD.Barrier()  # broken before any application rank sends
             store.serve()
         else:
-            store.comm.Barrier()
+            MPI.COMM_WORLD.Barrier()
             store.client.put_tensor(f"x{store.rank}", np.zeros(4))
 
 

@@ -124,7 +124,7 @@ def test_failing_rank_lets_the_others_finish(variant):
 @needs_mpiexec
 @not_nested
 def test_failing_rank_aborts_peers_stuck_waiting_for_it():
-    rc, out, seconds = run_job([MPIEXEC, "-n", "4", PY, JOBS, "fail", "stuck"], 60)
+    rc, out, seconds = run_job([MPIEXEC, "-n", "4", PY, JOBS, "fail", "stuck", "2"], 60)
     assert rc != 0, out
     assert "aborting the MPI job" in out, out
     assert oks(out) == [], out
