@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def _env(**extra: str) -> dict[str, str]:
     env.pop("SSDB", None)
     env.update(extra)
     return env
+
+
+@pytest.fixture(autouse=True)
+def job_tmpdir(monkeypatch):
+    """A short TMPDIR per test: ipc:// sockets of aborted jobs stay there, not in /tmp."""
+    folder = tempfile.mkdtemp(prefix="ms-")
+    monkeypatch.setenv("TMPDIR", folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_job(args: list[str], timeout: float, **env: str) -> tuple[int, str, float]:
