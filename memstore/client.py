@@ -212,6 +212,7 @@ class Client(ModelCalls):
         targets = []
         for shard in self.addresses if shards is None else shards:
             address = addresses.normalize(shard)
+            address = self._aliases.get(address, address)  # a shard named by its cluster address
             if address not in self.addresses:
                 raise ValueError(f"{shard!r} is not a shard of this cluster ({self.addresses})")
             targets.append(self.addresses.index(address))

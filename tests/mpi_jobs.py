@@ -42,6 +42,8 @@ def spmd(shards_per_node: str = "1") -> None:
         local = [a for a in store.client_addresses if not a.startswith("tcp://")]
         assert local, f"no node-local address in {store.client_addresses}"
         exchange(store)
+        infos = store.client.get_db_node_info(store.addresses)  # shards by cluster address
+        assert sorted(i["address"] for i in infos) == sorted(store.addresses), infos
         say(f"ok {store.rank}")
 
 
