@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             log=bar.write,
         ) as env:
             run["redis"] = env.redis_note
+            run["redis_version"] = env.redis_version
             handlers.update(_stop_on_signals(env))
             for workload in chosen:
                 t0 = time.monotonic()
@@ -147,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, previous)
     run["seconds"]["total"] = round(time.monotonic() - started, 2)
     run["machine"]["load_average_at_end"] = list(os.getloadavg())
-    run["versions"] = versions()  # after the run: records the optional modules it imported
+    run["versions"] = versions()
+    redis_version = run.pop("redis_version", "")
+    if redis_version:
+        run["versions"]["redis-server"] = redis_version
     run["targets"] = [r.as_dict() for r in report.ratios(run["results"])]
     path = args.out / f"{name}.json"
     path.write_text(to_json(run))
