@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memstore.errors import ModelError
-from memstore.transport import Future, Gathered
+from memstore.transport import Chained, Future, Gathered
 
 MODEL, SCRIPT, TENSOR = "model", "script", "tensor"
 
@@ -92,20 +92,20 @@ class ModelCalls:
     # -- storing ---------------------------------------------------------------------------
 
     def _replicate(self, kind: str, key: str, meta: dict, payload: list) -> Future:
-        """Send a model/script to every shard; done when all have loaded it."""
-        return Gathered(
-            [
-                self._submit(
-                    i,
-                    "set_model",
-                    {"key": key, "kind": kind, "model": meta},
-                    payload,
-                    what=f"set_{kind} {key!r} on {address}",
-                )
-                for i, address in enumerate(self.addresses)
-            ],
-            combine=lambda _: None,
-        )
+        """Send a model/script to every shard; done when all have loaded it.
+
+        The key's home shard loads it last, so ``model_exists``/``poll_model`` (which ask
+        the home shard) say yes only once every shard can run it."""
+        home = self._shard(key)
+
+        def send(shards) -> Future:
+            return Gathered([
+                self._submit(i, "set_model", {"key": key, "kind": kind, "model": meta},
+                             payload, what=f"set_{kind} {key!r} on {self.addresses[i]}")
+                for i in shards], combine=lambda _: None)
+
+        others = [i for i in range(len(self.addresses)) if i != home]
+        return Chained(send(others), lambda _: send([home]))
 
     def set_model_async(
         self,
@@ -218,8 +218,6 @@ class ModelCalls:
         )
 
     def _chain_value(self, future: Future, pick) -> Future:
-        from memstore.transport import Chained
-
         return Chained(future, lambda pair: pick(*pair))
 
     def _delete_everywhere(self, kind: str, key: str) -> Future:

@@ -214,6 +214,7 @@ class Channel:
         self._index: dict[zmq.Socket, int] = {}
         self._poller = zmq.Poller()
         self._next_expiry = 0.0
+        self._pumping = 0  # depth of pumps running on the thread holding the lock
         for i, address in enumerate(addresses):
             socket = context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
@@ -276,6 +277,18 @@ class Channel:
     def _pump(self, timeout: float, until: Reply | None = None) -> None:
         """Receive and dispatch replies for up to ``timeout`` seconds (or until ``until`` is
         done); the lock must be held. Polls in slices so overdue requests fail on time."""
+        if until is None and self._pumping:
+            # An opportunistic pump from a callback (a chained request being sent while a
+            # reply is dispatched): the pump already running will receive its reply.
+            # Nesting here would recurse once per waiting reply.
+            return
+        self._pumping += 1
+        try:
+            self._pump_loop(timeout, until)
+        finally:
+            self._pumping -= 1
+
+    def _pump_loop(self, timeout: float, until: Reply | None) -> None:
         deadline = time.monotonic() + timeout
         while True:
             left = min(max(0.0, deadline - time.monotonic()), 1.0)  # clamped: may be infinite

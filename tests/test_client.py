@@ -478,3 +478,17 @@ def test_smartredis_argument_order(cluster):
     for flag in (False, True):
         with memstore.Client(flag, cluster.address, timeout=10) as client:
             assert client.addresses == cluster.addresses
+
+
+def test_many_chained_requests_resolve_without_recursion(client):
+    """Chained futures submit from reply callbacks; thousands at once must not nest pumps."""
+    import memstore as ms
+
+    dataset = ms.DataSet("chain_ds")
+    dataset.add_tensor("t", np.arange(3))
+    for _ in range(1500):
+        client.append_to_list_async("chain_list", dataset)
+    assert client.poll_list_length("chain_list", 1500, 100, 300)
+    futures = [client.get_dataset_list_range_async("chain_list", i, i) for i in range(1500)]
+    ms.wait(futures, timeout=120)
+    assert all(f.result()[0].get_tensor("t").tolist() == [0, 1, 2] for f in futures)
