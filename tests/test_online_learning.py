@@ -1,0 +1,42 @@
+"""The online-learning example end to end, at a tiny size: real store, real mpiexec."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+image = pytest.importorskip("matplotlib.image")
+
+RUN = Path(__file__).resolve().parents[1] / "examples" / "online_learning" / "run.py"
+
+
+@pytest.mark.timeout(240)
+def test_online_learning_tiny(tmp_path):
+    out = tmp_path / "output"
+    result = subprocess.run(
+        [sys.executable, str(RUN), "--size", "tiny", "--output", str(out), "--timeout", "200"],
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(summary["checks"].values()), summary["checks"]
+    assert summary["snapshots_produced"] == summary["snapshots_listed"] > 0
+    assert summary["snapshots_consumed"] == summary["snapshots_produced"]
+    assert summary["final_loss"] < summary["first_loss"]
+    assert summary["in_store_model_runs"] >= 1
+    assert summary["producer_ranks"] == 2 and summary["trainer_ranks"] == 2
+    pngs = sorted(out.glob("*.png"))
+    assert {"loss.png", "prediction.png"} <= {p.name for p in pngs}
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = image.imread(png)
+        assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
+        assert pixels.std() > 0  # not a blank canvas
