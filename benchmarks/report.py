@@ -52,14 +52,19 @@ class Ratio:
         }
 
 
+def _p50(results: dict, workload: str, kind: str, op: str, size: int | None) -> float | None:
+    """The median of one series at one size, or None where it was not measured."""
+    by_kind = results.get(workload, {}).get("summary", {}).get(kind, {})
+    row = by_kind.get(op, {}).get(str(size))
+    return row.get("p50") if row and row.get("n") else None
+
+
 def _latency(results: dict, kind: str, op: str, size: int) -> float | None:
-    row = results.get("latency", {}).get("summary", {}).get(kind, {}).get(op, {}).get(str(size))
-    return row.get("p50") if row and row.get("n") else None
+    return _p50(results, "latency", kind, op, size)
 
 
-def _bandwidth(results: dict, kind: str, op: str, size: int) -> float | None:
-    row = results.get("bandwidth", {}).get("summary", {}).get(kind, {}).get(op, {}).get(str(size))
-    return row.get("p50") if row and row.get("n") else None
+def _bandwidth(results: dict, kind: str, op: str, size: int | None) -> float | None:
+    return _p50(results, "bandwidth", kind, op, size)
 
 
 def _bandwidth_size(results: dict) -> int | None:
@@ -77,48 +82,34 @@ def _rate(results: dict, kind: str, mode: str) -> float | None:
 
 def ratios(results: dict) -> list[Ratio]:
     """The issue's targets, computed from this run's measurements."""
+    mine = _latency(results, MEMSTORE, "get", KIB)
     out = [
         Ratio(
-            "1 KiB get latency p50 vs raw ZeroMQ",
-            _latency(results, MEMSTORE, "get", KIB),
-            _latency(results, FLOOR, "get", KIB),
+            f"1 KiB get latency p50 vs {name}",
+            mine,
+            _latency(results, kind, "get", KIB),
             "us",
             "<=",
-            1.5,
-        ),
-        Ratio(
-            "1 KiB get latency p50 vs Redis",
-            _latency(results, MEMSTORE, "get", KIB),
-            _latency(results, REDIS, "get", KIB),
-            "us",
-            "<=",
-            1.0,
-        ),
+            limit,
+        )
+        for kind, name, limit in ((FLOOR, "raw ZeroMQ", 1.5), (REDIS, "Redis", 1.0))
     ]
     size = _bandwidth_size(results)
     label = f"{size // MIB} MiB" if size else "64 MiB"
     note = "" if size in (None, 64 * MIB) else f"largest size measured <= 64 MiB is {label}"
     for op in ("put", "get"):
-        mine = _bandwidth(results, MEMSTORE, op, size) if size else None
+        mine = _bandwidth(results, MEMSTORE, op, size)
         out += [
             Ratio(
-                f"{label} {op} bandwidth vs raw ZeroMQ",
+                f"{label} {op} bandwidth vs {name}",
                 mine,
-                _bandwidth(results, FLOOR, op, size) if size else None,
+                _bandwidth(results, kind, op, size),
                 "GB/s",
                 ">=",
-                0.8,
+                limit,
                 note,
-            ),
-            Ratio(
-                f"{label} {op} bandwidth vs Redis",
-                mine,
-                _bandwidth(results, REDIS, op, size) if size else None,
-                "GB/s",
-                ">=",
-                2.0,
-                note,
-            ),
+            )
+            for kind, name, limit in ((FLOOR, "raw ZeroMQ", 0.8), (REDIS, "Redis", 2.0))
         ]
     small = results.get("throughput", {}).get("params", {}).get("size")
     small_label = f"{small} B" if small else "small"
