@@ -99,10 +99,19 @@ class ModelCalls:
         home = self._shard(key)
 
         def send(shards) -> Future:
-            return Gathered([
-                self._submit(i, "set_model", {"key": key, "kind": kind, "model": meta},
-                             payload, what=f"set_{kind} {key!r} on {self.addresses[i]}")
-                for i in shards], combine=lambda _: None)
+            return Gathered(
+                [
+                    self._submit(
+                        i,
+                        "set_model",
+                        {"key": key, "kind": kind, "model": meta},
+                        payload,
+                        what=f"set_{kind} {key!r} on {self.addresses[i]}",
+                    )
+                    for i in shards
+                ],
+                combine=lambda _: None,
+            )
 
         others = [i for i in range(len(self.addresses)) if i != home]
         return Chained(send(others), lambda _: send([home]))

@@ -58,4 +58,10 @@ def parse_size(text: str | int) -> int:
     unit = s[len(number) :].strip()
     if unit not in units or not number:
         raise ValueError(f"cannot read size {text!r}: use e.g. 2GiB, 512MiB, 1G or a byte count")
-    return int(float(number) * units[unit])
+    try:
+        size = int(float(number) * units[unit])
+    except ValueError:
+        raise ValueError(f"cannot read size {text!r}: use e.g. 2GiB, 512MiB, 1G or a byte count")
+    if size < 0:
+        raise ValueError(f"size {text!r} is negative: use 0 for unlimited")
+    return size

@@ -87,14 +87,16 @@ def parse_request(frames: list) -> Request:
 def field(header: dict, name: str, kind: type | tuple, default: Any = ...) -> Any:
     """One header field, type-checked; a missing or mistyped field is a :class:`ProtocolError`.
 
-    ``bool`` is not accepted where ``int`` is asked for, since msgpack keeps them apart.
+    ``bool`` is not accepted where a number is asked for, since msgpack keeps them apart.
     """
     value = header.get(name, default)
     if value is ...:
         raise ProtocolError(f"{_where(header)}: missing field {name!r}")
     if value is default and default is not ...:
         return value
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    wants_number = bool({int, float} & set(kinds)) and bool not in kinds
+    if not isinstance(value, kind) or (wants_number and isinstance(value, bool)):
         expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ProtocolError(
             f"{_where(header)}: field {name!r} must be {expected}, got {type(value).__name__}"

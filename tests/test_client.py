@@ -492,3 +492,12 @@ def test_many_chained_requests_resolve_without_recursion(client):
     futures = [client.get_dataset_list_range_async("chain_list", i, i) for i in range(1500)]
     ms.wait(futures, timeout=120)
     assert all(f.result()[0].get_tensor("t").tolist() == [0, 1, 2] for f in futures)
+
+
+def test_a_request_that_cannot_be_encoded_leaves_nothing_pending(client):
+    """The caller gets the encoding error at once; no future waits for a reply that cannot come."""
+    channel = client._channel()
+    with pytest.raises(TypeError):
+        channel.submit(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
+    assert channel.pending == {}
+    assert client.tensor_exists("anything") is False  # the channel still works

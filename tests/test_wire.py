@@ -220,3 +220,11 @@ def test_field_present_but_mistyped_with_default_is_protocol_error():
     """A default does not excuse a field that is present with the wrong type."""
     with pytest.raises(ProtocolError):
         wire.field({"op": "wait", "n": "3"}, "n", int, 0)
+
+
+def test_bool_is_not_a_number_field():
+    """msgpack keeps bool apart from numbers; `timeout: true` must not mean 1 second."""
+    with pytest.raises(ProtocolError, match="timeout"):
+        wire.field({"op": "wait", "timeout": True}, "timeout", (int, float))
+    assert wire.field({"op": "wait", "timeout": 2.5}, "timeout", (int, float)) == 2.5
+    assert wire.field({"op": "get", "fetch": True}, "fetch", bool) is True
