@@ -14,8 +14,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)  ## a short producer/consumer run on a local 2-shard store
-	$(PY) examples/quickstart.py
+demo: $(STAMP)  ## the online-learning example: simulation, training, in-store inference
+	$(PY) examples/online_learning/run.py
 
 test: $(STAMP)  ## the default suite (excludes slow and gpu tests)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

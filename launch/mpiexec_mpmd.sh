@@ -17,9 +17,9 @@
 # Usage:  launch/mpiexec_mpmd.sh [SHARDS] [SIM_RANKS] [TRAIN_RANKS]       (defaults: 1 2 1)
 #         SIM_APP=sim.py TRAIN_APP=train.py launch/mpiexec_mpmd.sh 2 8 2
 #
-# Defaults run examples/mpi_hello.py as both programs. The online-learning programs
-# (examples/online_learning/producer.py and trainer.py) take their communicator from
-# their own mpiexec job, so they run as separate jobs: launch/mpiexec_jobs.sh.
+# Defaults run examples/mpi_hello.py as both programs. The online-learning programs join an
+# MPMD line when MEMSTORE_MPMD=1 (examples/online_learning/run.py builds that line), or run
+# as separate jobs: launch/mpiexec_jobs.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,8 +1,9 @@
 """What the online-learning programs share: key names, the surrogate, rank discovery.
 
-Every program connects with ``memstore.Client()`` (the store's address comes from
-``MEMSTORE_ADDRESS``, set by run.py or the launch/ scripts) and learns its rank from its
-own MPI job when it has one.
+Every program calls :func:`connect`: inside one MPMD ``mpiexec`` line with
+``memstore-server --mpi`` ranks (``MEMSTORE_MPMD=1``) that is ``memstore.mpi.connect()``;
+otherwise a plain ``memstore.Client()`` (the address comes from ``MEMSTORE_ADDRESS``, set
+by run.py or the launch/ scripts) and the program's own MPI job, if it has one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 SNAPSHOTS = "snapshots"  # aggregation list of every snapshot dataset, in arrival order
 RUN_INFO = "run/info"  # [ranks, ny, nx, steps, send_every]: written by producer rank 0
 PRODUCER_DONE = "producer/done"  # one per producer rank: [snapshots, bytes, solve s, store s]
-TRAINER_DONE = "trainer/done"  # [epochs, first loss, last loss]
+TRAINER_DONE = "trainer/done"  # [epochs, first loss, last loss, trainer ranks]
 LOSS_HISTORY = "trainer/loss"
 CONSUMED = "trainer/consumed"  # per trainer rank: the list indices it trained on
 INFERENCE_LATEST = "inference/latest"  # [step], and the fields below
@@ -24,8 +25,21 @@ def snapshot_name(rank: int, step: int) -> str:
     return f"snap.r{rank}.s{step:06d}"
 
 
-def mpi_comm():
-    """This program's communicator (COMM_WORLD of its own mpiexec), or None without MPI."""
+def connect():
+    """``(client, comm, finish)``: a client of the store, this program's communicator (None
+    without MPI) and a function to call when the program is done (collective in MPMD)."""
+    import memstore
+
+    if os.environ.get("MEMSTORE_MPMD") == "1":
+        from memstore import mpi
+
+        store = mpi.connect()
+        return store.client, store.comm, store.shutdown
+    client = memstore.Client()
+    return client, _own_mpi_job(), client.close
+
+
+def _own_mpi_job():
     if not any(v in os.environ for v in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")):
         return None
     from mpi4py import MPI

@@ -19,6 +19,7 @@ from common import (
     RUN_INFO,
     SNAPSHOTS,
     TRAINER_DONE,
+    connect,
     with_x_halo,
 )  # fmt: skip
 
@@ -49,7 +50,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-seconds", type=float, default=600)
     args = p.parse_args()
-    client = memstore.Client()
+    client, _, finish = connect()
     client.wait_tensor(RUN_INFO, timeout=300)
     if not client.poll_model(MODEL, 100, int(args.max_seconds * 10)):
         raise SystemExit("inference: the trainer never pushed a model")
@@ -75,7 +76,7 @@ def main() -> None:
         f"error {last[1]:.2e} vs persistence {last[2]:.2e}",
         flush=True,
     )
-    client.close()
+    finish()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ server (``poll_dataset``), so the monitor keeps pace without polling loops.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import time
 from pathlib import Path
 
 import matplotlib
@@ -17,11 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from common import (
+    CONSUMED,
     INFERENCE_ERRORS,
     INFERENCE_LATEST,
     LOSS_HISTORY,
+    PRODUCER_DONE,
     RUN_INFO,
+    SNAPSHOTS,
     TRAINER_DONE,
+    connect,
     snapshot_name,
 )  # fmt: skip
 from tqdm import tqdm
@@ -94,7 +100,8 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    client = memstore.Client()
+    started = time.monotonic()
+    client, _, finish = connect()
     ranks, _, _, steps, send_every = (
         int(v) for v in client.wait_tensor(RUN_INFO, timeout=args.timeout)
     )
@@ -107,14 +114,53 @@ def main() -> None:
         )
     client.wait_tensor(TRAINER_DONE, timeout=args.timeout)
     save_loss(out / "loss.png", client.get_tensor(LOSS_HISTORY))
-    if client.poll_tensor(INFERENCE_ERRORS, 100, int(args.timeout * 10)):
-        save_prediction(
-            out / "prediction.png",
-            client.get_dataset(INFERENCE_LATEST),
-            client.get_tensor(INFERENCE_ERRORS),
-        )
+    errors = client.wait_tensor(INFERENCE_ERRORS, timeout=args.timeout)
+    save_prediction(out / "prediction.png", client.get_dataset(INFERENCE_LATEST), errors)
     print(f"monitor: {len(picks)} frames, loss.png and prediction.png in {out}/", flush=True)
-    client.close()
+    summary = summarize(client, out, args.timeout)
+    summary["wall_time_s"] = round(time.monotonic() - started, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    finish()
+
+
+def summarize(client: memstore.Client, out: Path, timeout: float) -> dict:
+    """What every program left in the store, and the run's checks."""
+    ranks, ny, nx, steps, send_every = (int(v) for v in client.get_tensor(RUN_INFO))
+    expected = ranks * math.ceil(steps / send_every)
+    produced = [client.wait_tensor(f"{PRODUCER_DONE}.r{r}", timeout=timeout) for r in range(ranks)]
+    epochs, first_loss, last_loss, trainers = client.get_tensor(TRAINER_DONE)
+    consumed: set[int] = set()
+    for r in range(int(trainers)):
+        consumed.update(int(i) for i in client.wait_tensor(f"{CONSUMED}.r{r}", timeout=timeout))
+    listed = client.get_list_length(SNAPSHOTS)
+    missing = [
+        snapshot_name(r, s)
+        for r in range(ranks)
+        for s in range(0, steps, send_every)
+        if not client.dataset_exists(snapshot_name(r, s))
+    ]
+    errors = client.get_tensor(INFERENCE_ERRORS)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    summary = {
+        "grid": [ny, nx], "producer_ranks": ranks, "trainer_ranks": int(trainers),
+        "snapshots_produced": int(sum(p[0] for p in produced)), "snapshots_listed": listed,
+        "snapshots_consumed": len(consumed), "bytes_moved": int(sum(p[1] for p in produced)),
+        "producer_solve_s": round(float(sum(p[2] for p in produced)), 2),
+        "producer_memstore_s": round(float(sum(p[3] for p in produced)), 2),
+        "epochs": int(epochs), "first_loss": float(first_loss), "final_loss": float(last_loss),
+        "in_store_model_runs": len(errors),
+        "surrogate_rms_error": float(errors[-1, 1]),
+        "persistence_rms_error": float(errors[-1, 2]), "pngs": pngs,
+    }  # fmt: skip
+    checks = {
+        "loss fell": last_loss < first_loss,
+        "every snapshot produced was consumed": consumed == set(range(expected)),
+        "no key lost": not missing and listed == expected == summary["snapshots_produced"],
+        "the in-store model ran": len(errors) > 0,
+        "pictures written": {"loss.png", "prediction.png"} <= set(pngs),
+    }
+    summary["checks"] = {name: bool(ok) for name, ok in checks.items()}
+    return summary
 
 
 if __name__ == "__main__":

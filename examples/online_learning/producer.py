@@ -15,7 +15,7 @@ import collections
 import time
 
 import numpy as np
-from common import PRODUCER_DONE, RUN_INFO, SNAPSHOTS, mpi_comm, snapshot_name
+from common import PRODUCER_DONE, RUN_INFO, SNAPSHOTS, connect, snapshot_name
 
 import memstore
 
@@ -75,12 +75,11 @@ def main() -> None:
     p.add_argument("--max-in-flight", type=int, default=8)
     args = p.parse_args()
 
-    comm = mpi_comm()
+    client, comm, finish = connect()
     seed = args.seed if args.seed is not None else int(time.time())
     if comm is not None:
         seed = comm.bcast(seed, root=0)
     solver = Solver(comm, args.ny, args.nx, seed)
-    client = memstore.Client()
     if solver.rank == 0:
         info = [solver.size, args.ny, args.nx, args.steps, args.send_every]
         client.put_tensor(RUN_INFO, np.array(info, dtype=np.int64))
@@ -122,7 +121,7 @@ def main() -> None:
         f"({100 * store_time / max(solve_time + store_time, 1e-9):.0f}% of the time)",
         flush=True,
     )
-    client.close()
+    finish()
 
 
 if __name__ == "__main__":

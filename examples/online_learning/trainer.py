@@ -28,20 +28,21 @@ from common import (
     SNAPSHOTS,
     TRAINER_DONE,
     build_surrogate,
-    mpi_comm,
+    connect,
     with_x_halo,
 )  # fmt: skip
 
 import memstore
 
 
-def rank_and_world(port: int) -> tuple[int, int, str]:
+def rank_and_world(comm, port: int) -> tuple[int, int, str]:
     """Rank, world size and rendezvous address, from the MPI job or torchrun's variables."""
-    comm = mpi_comm()
+    host = os.environ.get("MASTER_ADDR", "127.0.0.1")  # set it when trainers span nodes
+    port = int(os.environ.get("MASTER_PORT", port))
     if comm is not None:
-        return comm.Get_rank(), comm.Get_size(), f"tcp://127.0.0.1:{port}"
+        return comm.Get_rank(), comm.Get_size(), f"tcp://{host}:{port}"
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    return rank, world, f"tcp://127.0.0.1:{os.environ.get('MASTER_PORT', port)}"
+    return rank, world, f"tcp://{host}:{port}"
 
 
 class Buffer:
@@ -108,10 +109,9 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=600)
     args = p.parse_args()
     torch.set_num_threads(1)  # several programs share the cores; gloo overlaps the rest
-    rank, world, rendezvous = rank_and_world(args.dist_port)
+    client, comm, finish = connect()
+    rank, world, rendezvous = rank_and_world(comm, args.dist_port)
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
-
-    client = memstore.Client()
     ranks, _, _, steps, send_every = (int(v) for v in client.wait_tensor(RUN_INFO, timeout=300))
     expected = ranks * math.ceil(steps / send_every)
     buffer = Buffer(client, rank, world)
@@ -160,12 +160,12 @@ def main() -> None:
     if rank == 0:
         push_model(client, model)
         client.put_tensor(LOSS_HISTORY, np.array(losses))
-        client.put_tensor(TRAINER_DONE, np.array([len(losses), losses[0], losses[-1]]))
+        client.put_tensor(TRAINER_DONE, np.array([len(losses), losses[0], losses[-1], world]))
         print(
             f"trainer: {len(losses)} epochs, loss {losses[0]:.3e} -> {losses[-1]:.3e}", flush=True
         )
     dist.destroy_process_group()
-    client.close()
+    finish()
 
 
 if __name__ == "__main__":
