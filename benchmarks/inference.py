@@ -1,14 +1,17 @@
-"""``run_model`` throughput with dynamic batching off and on.
+"""``run_model`` throughput with dynamic batching off and on, and the model in-process.
 
-A small TorchScript MLP is stored with ``set_model`` twice: ``batch_size=0`` (each call
-runs alone) and ``batch_size=B`` (concurrent calls are merged). Client processes keep a
-window of ``run_model_async`` calls in flight, each on its own 1-row input key, for a fixed
-time; the figure is aggregate calls per second. It runs only where the client has a model
-API (``memstore.Client.run_model``) and torch is installed; otherwise it says why.
+A TorchScript MLP (3 layers, ``features`` wide) is stored with ``set_model`` twice:
+``batch_size=0`` (each call runs alone) and ``batch_size=B`` (concurrent calls are merged).
+Client processes keep a window of ``run_model_async`` calls continuously in flight (clients
+x window = concurrent callers), each on its own 1-row input key, for a fixed time; the
+figure is aggregate calls per second. ``in-process`` is the same clients calling the same
+model themselves, one row at a time, with no store: what an application gets without one.
+It runs only where the client has a model API and torch is installed; otherwise it says why.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import time
 
@@ -21,7 +24,7 @@ from benchmarks.targets import Spec
 from benchmarks.throughput import summarize_records
 
 NAME = "inference"
-OFF, ON = "batching off", "batching on"
+OFF, ON, LOCAL = "batching off", "batching on", "in-process"
 ROUNDS = 2
 
 
@@ -41,14 +44,16 @@ def unavailable() -> str | None:
 
 
 def model_bytes(features: int) -> bytes:
-    """A TorchScript MLP, ``features`` → ``features``, as SmartRedis's ``set_model`` takes."""
+    """A TorchScript MLP, 3 layers ``features`` wide, as SmartRedis's ``set_model`` takes."""
     import torch
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Linear(features, 4 * features),
+        torch.nn.Linear(features, features),
         torch.nn.ReLU(),
-        torch.nn.Linear(4 * features, features),
+        torch.nn.Linear(features, features),
+        torch.nn.ReLU(),
+        torch.nn.Linear(features, features),
     ).eval()
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(net), buffer)
@@ -76,20 +81,13 @@ def run(env: Env) -> dict:
         )
     records = []
     for turn in range(ROUNDS):
-        for mode in rotated([OFF, ON], turn):
+        for mode in rotated([OFF, ON, LOCAL], turn):
             at = start_time()
+            loop, model = (run_local, blob) if mode == LOCAL else (run_loop, names[mode])
             results = env.run_parallel(
-                run_loop,
+                loop,
                 [
-                    (
-                        spec,
-                        names[mode],
-                        c,
-                        p.inference_features,
-                        p.inference_window,
-                        at,
-                        p.inference_s,
-                    )
+                    (spec, model, c, p.inference_features, p.inference_window, at, p.inference_s)
                     for c in range(p.inference_clients)
                 ],
             )
@@ -124,15 +122,48 @@ def run_loop(
     sleep_until(at)
     t0 = time.monotonic()
     end = t0 + seconds
+    # A continuous window: as soon as the oldest call is answered, the next one goes out.
+    window_calls = collections.deque(
+        (j, client.run_model_async(model, inputs=[inputs[j]], outputs=[outputs[j]]))
+        for j in range(window)
+    )
     while time.monotonic() < end:
-        calls = [
-            client.run_model_async(model, inputs=[i], outputs=[o])
-            for i, o in zip(inputs, outputs, strict=True)
-        ]
-        memstore.wait(calls, timeout=spec.timeout)
-        ops += window
+        j, call = window_calls.popleft()
+        call.result(timeout=spec.timeout)
+        ops += 1
+        window_calls.append(
+            (j, client.run_model_async(model, inputs=[inputs[j]], outputs=[outputs[j]]))
+        )
+    memstore.wait([call for _, call in window_calls], timeout=spec.timeout)
     t1 = time.monotonic()
     shape = client.get_tensor(outputs[0]).shape
     if shape != (1, features):
         raise RuntimeError(f"run_model gave an output of shape {shape}, not (1, {features})")
     return {"ops": ops, "t0": t0, "t1": t1}
+
+
+def run_local(
+    spec: Spec,
+    blob: bytes,
+    client_id: int,
+    features: int,
+    window: int,
+    at: float,
+    seconds: float,
+) -> dict:
+    """Worker process: call the same model in-process, one row at a time, no store."""
+    import torch
+
+    model = torch.jit.load(io.BytesIO(blob))
+    row = torch.from_numpy(
+        np.random.default_rng(client_id).standard_normal((1, features), dtype=np.float32)
+    )
+    ops = 0
+    sleep_until(at)
+    t0 = time.monotonic()
+    end = t0 + seconds
+    with torch.no_grad():
+        while time.monotonic() < end:
+            model(row)
+            ops += 1
+    return {"ops": ops, "t0": t0, "t1": time.monotonic()}

@@ -133,7 +133,25 @@ def ratios(results: dict) -> list[Ratio]:
             2.0,
         )
     )
+    rates = _inference_rates(results)
+    if rates:
+        out.append(
+            Ratio(
+                "run_model, batching on vs off (issue 4)",
+                rates.get("batching on"),
+                rates.get("batching off"),
+                "ops/s",
+                ">=",
+                3.0,
+            )
+        )
     return out
+
+
+def _inference_rates(results: dict) -> dict:
+    """Calls per second by mode, when the inference workload ran."""
+    summary = results.get("inference", {}).get("summary")
+    return {row["mode"]: row["ops_per_s"] for row in summary} if summary else {}
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -273,6 +291,10 @@ def inference_table(result: dict) -> str:
     ]
     for row in result["summary"]:
         lines.append(f"  {row['mode']:<14} {row['ops_per_s']:>10,.0f}")
+    rates = _inference_rates({"inference": result})
+    for mode in ("batching off", "in-process"):
+        if rates.get("batching on") and rates.get(mode):
+            lines.append(f"  batching on / {mode}: {rates['batching on'] / rates[mode]:.2f}x")
     return "\n".join(lines)
 
 
