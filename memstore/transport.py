@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
 from memstore.config import PUMP_SLICE
@@ -209,13 +210,14 @@ def wait(futures: list[Future], timeout: float | None = None) -> None:
 class Channel:
     """One thread's DEALER sockets, one per shard, and the requests in flight on them."""
 
-    def __init__(self, context: zmq.Context, addresses: list[str], *, curve: dict | None = None):
+    def __init__(self, context: zmq.Context, addresses: list[str]):
         self.addresses = addresses
         self.lock = threading.RLock()
         self.pending: dict[int, Reply] = {}
         self._ids = itertools.count(1)
         self._sockets = []
         self._index: dict[zmq.Socket, int] = {}
+        self._monitors: dict[zmq.Socket, int] = {}
         self._poller = zmq.Poller()
         self._next_expiry = 0.0
         self._pumping = 0  # depth of pumps running on the thread holding the lock
@@ -225,12 +227,15 @@ class Channel:
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.SNDHWM, 0)
             socket.setsockopt(zmq.RCVHWM, 0)
-            for option, value in (curve or {}).items():
-                socket.setsockopt(option, value)
+            # A dropped connection loses the answers to everything in flight on it (the shard
+            # sees a new peer on reconnect), so those requests fail as soon as it drops.
+            monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             socket.connect(address)
             self._sockets.append(socket)
             self._index[socket] = i
+            self._monitors[monitor] = i
             self._poller.register(socket, zmq.POLLIN)
+            self._poller.register(monitor, zmq.POLLIN)
 
     def submit(
         self,
@@ -306,12 +311,38 @@ class Channel:
             slice_ms = min(_POLL_SLICE_MS, int(left * 1000) + 1)
             ready = self._poller.poll(slice_ms if timeout > 0 else 0)
             for socket, _ in ready:
-                self._receive_all(socket)
+                if socket in self._monitors:
+                    self._connection_dropped(socket)
+                else:
+                    self._receive_all(socket)
             now = time.monotonic()
             if now >= self._next_expiry:
                 self._fail_overdue(now)
             if until is None or until.done_now() or now >= deadline:
                 return
+
+    def _connection_dropped(self, monitor: zmq.Socket) -> None:
+        """Fail every request in flight to a shard whose connection dropped."""
+        shard = self._monitors[monitor]
+        dropped = False
+        while True:
+            try:
+                dropped |= recv_monitor_message(monitor, zmq.NOBLOCK)["event"] == (
+                    zmq.EVENT_DISCONNECTED
+                )
+            except zmq.Again:
+                break
+        if not dropped:
+            return
+        for req_id, future in list(self.pending.items()):
+            if future.shard == shard:
+                del self.pending[req_id]
+                future.set_exception(
+                    ConnectionLost(
+                        f"shard {self.addresses[shard]} closed the connection before answering "
+                        f"{future.what}: did it stop or crash?"
+                    )
+                )
 
     def _receive_all(self, socket: zmq.Socket) -> None:
         while True:
@@ -362,5 +393,10 @@ class Channel:
                     )
             self.pending.clear()
             for socket in self._sockets:
+                socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
+            for monitor in self._monitors:
+                monitor.close(linger=0)
+            for socket in self._sockets:
                 socket.close(linger=0)
             self._sockets = []
+            self._monitors = {}

@@ -165,7 +165,8 @@ def test_batching_merges_concurrent_calls(mc):
     assert info["batches"] == 1  # min_batch_size=8 gathered all eight calls into one run
     for i, name in enumerate(names):
         expected = model(torch.from_numpy(rows[name])).detach().numpy()
-        np.testing.assert_allclose(mc.get_tensor(f"{{b}}.out{i}"), expected, rtol=1e-5)
+        # a batched matmul rounds differently from a single row: float32 noise, not error
+        np.testing.assert_allclose(mc.get_tensor(f"{{b}}.out{i}"), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_incompatible_shapes_are_not_merged(mc):

@@ -137,6 +137,7 @@ class Shard(ModelOps):
         self._running = False
         if not self._socket.closed:
             self.executor.close()
+            self._socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
             self._monitor.close(linger=0)
             self._socket.close(linger=0)
             log.info("shard %s closed", self.address)
