@@ -7,11 +7,7 @@ to the shard its key hashes to, and hand the answer back to the loop through a q
 a wake-up pipe the loop polls. Inputs and outputs move through an ordinary
 :class:`memstore.Client` owned by the workers, so remote and local keys take one path.
 
-Dynamic batching (RedisAI's rules): with ``batch_size > 0`` a model gets a batcher thread
-that merges queued calls whose inputs agree on all but dim 0, runs them as one batch and
-splits the outputs back. ``min_batch_size`` holds a batch back until that many rows are
-queued, but never longer than ``min_batch_timeout`` ms (:data:`DEFAULT_MIN_BATCH_WAIT_MS`
-when that is 0), so a lone call is never stuck.
+Models with ``batch_size > 0`` get a :class:`~memstore.server.batching.Batcher`.
 """
 
 from __future__ import annotations
@@ -30,11 +26,10 @@ from typing import Any
 
 from memstore import tensors
 from memstore.errors import MemstoreError, ModelError
+from memstore.server.batching import Batcher
 
 log = logging.getLogger(__name__)
 
-#: How long a batch waits for ``min_batch_size`` rows when ``min_batch_timeout`` is 0.
-DEFAULT_MIN_BATCH_WAIT_MS = 50
 TORCHSCRIPT, PICKLE, SOURCE = "torchscript", "pickle", "source"
 
 
@@ -344,10 +339,10 @@ class Executor:
             if model.batcher is not None:
                 model.batcher.add(job)
                 return
-            outputs = self._execute(model, job.fn_name, job.tensors, batch=1)
-            self._finish([(job, outputs)])
+            outputs = self.execute(model, job.fn_name, job.tensors, batch=1)
+            self.finish([(job, outputs)])
         except Exception as exc:
-            self._fail([job], exc)
+            self.fail([job], exc)
 
     def _inputs(self, job: Job) -> list:
 
@@ -366,7 +361,7 @@ class Executor:
         device = job.model.device
         return found if device == "cpu" else [t.to(device) for t in found]
 
-    def _execute(self, model: Loaded, fn_name: str | None, inputs: list, batch: int) -> list:
+    def execute(self, model: Loaded, fn_name: str | None, inputs: list, batch: int) -> list:
         """Run once; returns the outputs as CPU tensors."""
         import torch
 
@@ -385,7 +380,7 @@ class Executor:
                 )
         return [out.detach().cpu() for out in outputs]
 
-    def _finish(self, results: list[tuple[Job, list]]) -> None:
+    def finish(self, results: list[tuple[Job, list]]) -> None:
         """Worker: store the outputs of finished jobs, then answer them.
 
         Outputs this shard owns are handed to the loop, which stores them without a round
@@ -395,7 +390,7 @@ class Executor:
         ready, remote = [], {}
         for job, outputs in results:
             if len(outputs) != len(job.outputs):
-                self._fail(
+                self.fail(
                     [job],
                     ModelError(
                         f"{job.model.kind} {job.model.name!r} produced {len(outputs)} "
@@ -416,7 +411,7 @@ class Executor:
             try:
                 self.client().put_tensors(remote)
             except Exception as exc:
-                self._fail([job for job, _ in ready], exc)
+                self.fail([job for job, _ in ready], exc)
                 return
 
         def store_and_answer() -> None:
@@ -432,7 +427,7 @@ class Executor:
 
         self.call_on_loop(store_and_answer)
 
-    def _fail(self, jobs: list[Job], exc: BaseException) -> None:
+    def fail(self, jobs: list[Job], exc: BaseException) -> None:
         """Answer ``jobs`` with ``exc``: store errors (a missing input, a full shard) as they
         are, anything the model raised as a ModelError carrying its text."""
         for job in jobs:
@@ -450,110 +445,6 @@ class Executor:
         if error is not None:
             job.model.stats.errors += 1
         job.answer(error)
-
-
-class Batcher:
-    """Merges concurrent calls of one model into batches (a thread per batched model)."""
-
-    def __init__(self, executor: Executor, model: Loaded):
-        self.executor, self.model = executor, model
-        self._jobs: list[Job] = []
-        self._cond = threading.Condition()
-        self._running = True
-        self._thread = threading.Thread(
-            target=self._loop, daemon=True, name=f"batcher-{model.name}"
-        )
-        self._thread.start()
-
-    def add(self, job: Job) -> None:
-        with self._cond:
-            self._jobs.append(job)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._running = False
-            pending, self._jobs = self._jobs, []
-            self._cond.notify()
-        if pending:
-            self.executor._fail(
-                pending,
-                ModelError(f"model {self.model.name!r} was replaced or deleted before it ran"),
-            )
-
-    def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._run(batch)
-
-    def _next_batch(self) -> list[Job] | None:
-        model = self.model
-        wait_ms = model.min_batch_timeout or DEFAULT_MIN_BATCH_WAIT_MS
-        with self._cond:
-            while self._running and not self._jobs:
-                self._cond.wait()
-            if not self._running:
-                return None
-            if model.min_batch_size > 0:
-                deadline = time.monotonic() + wait_ms / 1000
-                while self._running and _rows(self._jobs) < model.min_batch_size:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-            first = self._jobs[0]
-            batch, rows = [], 0
-            for job in list(self._jobs):
-                size = _rows([job])
-                if _compatible(first, job) and (not batch or rows + size <= model.batch_size):
-                    batch.append(job)
-                    rows += size
-            for job in batch:
-                self._jobs.remove(job)
-            return batch
-
-    def _run(self, batch: list[Job]) -> None:
-        import torch
-
-        executor, model = self.executor, self.model
-        try:
-            if len(batch) == 1:
-                outputs = executor._execute(model, None, batch[0].tensors, 1)
-                executor._finish([(batch[0], outputs)])
-                return
-            sizes = [_rows([job]) for job in batch]
-            merged = [torch.cat(parts) for parts in zip(*(job.tensors for job in batch))]
-            outputs = executor._execute(model, None, merged, len(batch))
-            for out in outputs:
-                if out.dim() == 0 or out.shape[0] != sum(sizes):
-                    raise ModelError(
-                        f"model {model.name!r}: batched output has dim 0 of "
-                        f"{tuple(out.shape)[:1]} but the batch has {sum(sizes)} "
-                        "rows; batching needs outputs batched along dim 0"
-                    )
-            # Clone each piece: a view would keep the whole batch's output alive in the store.
-            pieces = [[piece.clone() for piece in out.split(sizes)] for out in outputs]
-            executor._finish([(job, [p[i] for p in pieces]) for i, job in enumerate(batch)])
-        except Exception as exc:
-            executor._fail(batch, exc)
-
-
-def _rows(jobs: list[Job]) -> int:
-    return sum(
-        int(job.tensors[0].shape[0]) if job.tensors and job.tensors[0].dim() else 1 for job in jobs
-    )
-
-
-def _compatible(a: Job, b: Job) -> bool:
-    """Inputs agree on count, dtype and every dimension but the first."""
-    if len(a.tensors) != len(b.tensors):
-        return False
-    return all(
-        x.dim() > 0 and x.dtype == y.dtype and x.shape[1:] == y.shape[1:] and y.dim() == x.dim()
-        for x, y in zip(a.tensors, b.tensors)
-    )
 
 
 def _declared_arity(module: Any) -> int | None:
