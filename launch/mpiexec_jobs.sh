@@ -26,8 +26,8 @@ EXAMPLE="$ROOT/examples/online_learning"
 OUTPUT="${OUTPUT:-$EXAMPLE/output}"
 # The sizes of run.py's "demo" run; PRODUCER_ARGS="--ny 32 --nx 32 --steps 60
 # --send-every 3" TRAINER_ARGS="--min-epochs 12" FRAMES=3 is its "tiny" one (seconds).
-PRODUCER_ARGS="${PRODUCER_ARGS:---ny 128 --nx 128 --steps 480 --send-every 4}"
-TRAINER_ARGS="${TRAINER_ARGS:---min-epochs 60}"
+PRODUCER_ARGS="${PRODUCER_ARGS:---ny 256 --nx 256 --steps 10000 --send-every 25}"
+TRAINER_ARGS="${TRAINER_ARGS:---min-epochs 100}"
 FRAMES="${FRAMES:-6}"
 WORK="$(mktemp -d)"
 export MEMSTORE_ADDRESS_FILE="$WORK/memstore.addr"
