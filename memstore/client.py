@@ -358,11 +358,20 @@ class Client(DatasetCalls, ModelCalls):
 
     # -- waiting on the server -------------------------------------------------------------
 
-    def _wait(
-        self, key: str, kind: str | None, seconds: float, cond: str = "exists", n: int = 0
+    def _poll(
+        self,
+        key: str,
+        kind: str | None,
+        poll_frequency_ms: int,
+        num_tries: int,
+        cond: str = "exists",
+        n: int = 0,
     ) -> Future:
-        if seconds < 0:
-            raise ValueError(f"cannot wait a negative time for {key!r}")
+        """Park a wait on ``key``'s shard for ``poll_frequency_ms * num_tries`` ms (SmartRedis's
+        polling budget, spent waiting on the server instead of polling)."""
+        if poll_frequency_ms < 0 or num_tries < 0:
+            raise ValueError("poll_frequency_ms and num_tries must be non-negative")
+        seconds = poll_frequency_ms * num_tries / 1000.0
         return self._call(
             "wait",
             key,
@@ -374,21 +383,17 @@ class Client(DatasetCalls, ModelCalls):
     def poll_tensor_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as tensor ``name`` exists; False after
         ``poll_frequency_ms * num_tries`` ms. The shard waits; the client does not poll."""
-        return self._wait(
-            self._key(name, TENSOR, read=True), TENSOR, _poll_seconds(poll_frequency_ms, num_tries)
-        )
+        return self._poll(self._key(name, TENSOR, read=True), TENSOR, poll_frequency_ms, num_tries)
 
     def poll_dataset_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as dataset ``name`` exists (see ``poll_tensor``)."""
-        return self._wait(
-            self._key(name, DATASET, read=True),
-            DATASET,
-            _poll_seconds(poll_frequency_ms, num_tries),
+        return self._poll(
+            self._key(name, DATASET, read=True), DATASET, poll_frequency_ms, num_tries
         )
 
     def poll_key_async(self, key: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as ``key`` (no prefix) holds anything (see ``poll_tensor``)."""
-        return self._wait(key, None, _poll_seconds(poll_frequency_ms, num_tries))
+        return self._poll(key, None, poll_frequency_ms, num_tries)
 
     def poll_list_length_async(
         self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
@@ -411,12 +416,8 @@ class Client(DatasetCalls, ModelCalls):
     def _poll_list(self, name, list_length, poll_frequency_ms, num_tries, cond) -> Future:
         if not isinstance(list_length, int) or list_length < 0:
             raise ValueError(f"list {name!r}: list_length must be a non-negative int")
-        return self._wait(
-            self._key(name, LIST, read=True),
-            LIST,
-            _poll_seconds(poll_frequency_ms, num_tries),
-            cond,
-            list_length,
+        return self._poll(
+            self._key(name, LIST, read=True), LIST, poll_frequency_ms, num_tries, cond, list_length
         )
 
     def wait_tensor_async(
@@ -485,9 +486,3 @@ class Client(DatasetCalls, ModelCalls):
     def shutdown_async(self, addresses: list[str] | None = None) -> Future:
         """Stop the given shards (default: all); their data is gone."""
         return self._broadcast("shutdown", addresses, combine=lambda _: None)
-
-
-def _poll_seconds(poll_frequency_ms: int, num_tries: int) -> float:
-    if poll_frequency_ms < 0 or num_tries < 0:
-        raise ValueError("poll_frequency_ms and num_tries must be non-negative")
-    return poll_frequency_ms * num_tries / 1000.0

@@ -252,11 +252,7 @@ class ModelCalls:
 
     def poll_model_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as model ``name`` is stored (the shard waits; see ``poll_tensor``)."""
-        from memstore.client import _poll_seconds
-
-        return self._wait(
-            self._key(name, MODEL, read=True), MODEL, _poll_seconds(poll_frequency_ms, num_tries)
-        )
+        return self._poll(self._key(name, MODEL, read=True), MODEL, poll_frequency_ms, num_tries)
 
     # -- running ---------------------------------------------------------------------------
 

@@ -360,17 +360,20 @@ class Shard(ModelOps):
         entry = self.store.get(self._key(request), DATASET)
         return wire.reply(request.id, {"dataset": entry.meta}, entry.frames)
 
-    def _op_list_push(self, request, identity):
+    @staticmethod
+    def _list_items(request) -> list[str]:
         items = wire.field(request.header, "items", list)
         if not all(isinstance(i, str) for i in items):
-            raise ProtocolError("list_push: items must be strings")
+            raise ProtocolError(f"{request.op}: items must be strings")
+        return items
+
+    def _op_list_push(self, request, identity):
+        items = self._list_items(request)
         return wire.reply(request.id, {"length": self.store.list_push(self._key(request), items)})
 
     def _op_list_set(self, request, identity):
         key = self._key(request)
-        items = wire.field(request.header, "items", list)
-        if not all(isinstance(i, str) for i in items):
-            raise ProtocolError("list_set: items must be strings")
+        items = self._list_items(request)
         self.store.put(key, Entry.of(LIST, list(items), [], key))
         return wire.reply(request.id)
 
