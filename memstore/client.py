@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,10 +27,10 @@ from memstore import address as addresses
 from memstore import tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
-from memstore.config import DEFAULT_TIMEOUT, ENV_KEY_IN, ENV_KEY_OUT
+from memstore.config import CLIENT_SOCKETS, DEFAULT_TIMEOUT, ENV_KEY_IN, ENV_KEY_OUT
 from memstore.errors import ConnectionLost, Timeout
 from memstore.placement import key_shard
-from memstore.transport import Chained, Channel, Future, Gathered, _ignore
+from memstore.transport import UNAVAILABLE, Future, Gathered, Settled, Transport, _ignore, chain
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ TENSOR, DATASET, LIST, MODEL = "tensor", "dataset", "list", "model"
 
 
 def _sync_twins(cls: type) -> type:
-    """Give every ``x_async`` method (own or mixed in) a blocking twin ``x`` =
-    ``x_async(...).result()``, unless ``x`` is written out."""
+    """Give every ``x_async`` method (own or mixed in) a blocking twin ``x``, unless ``x`` is
+    written out."""
     for klass in cls.__mro__[:-1]:
         for name, method in list(vars(klass).items()):
             if name.endswith("_async") and not hasattr(cls, name[: -len("_async")]):
@@ -49,7 +50,7 @@ def _sync_twins(cls: type) -> type:
 def _blocking(method: Callable[..., Future]) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        return method(self, *args, **kwargs).result()
+        return self._sync(method, self, *args, **kwargs)
 
     call.__name__ = method.__name__[: -len("_async")]
     call.__qualname__ = f"Client.{call.__name__}"
@@ -98,21 +99,25 @@ class Client(DatasetCalls, ModelCalls):
         self.timeout = float(timeout)
         self._context = zmq.Context.instance()
         self._local = threading.local()
-        self._channels: list[Channel] = []
-        self._lock = threading.Lock()
-        self._closed = False
         self._aliases = dict(aliases or {})
-        self.addresses = [self._aliases.get(a, a) for a in addresses.resolve(address)]
+        self._connect([self._aliases.get(a, a) for a in addresses.resolve(address)])
         self._discover()
         self._put_prefix = os.environ.get(ENV_KEY_OUT, "")
         self._get_prefixes = [p for p in os.environ.get(ENV_KEY_IN, "").split(",") if p]
         self._get_prefix = self._get_prefixes[0] if self._get_prefixes else ""
         self._use_prefix = {TENSOR: True, DATASET: True, LIST: True, MODEL: False}
 
+    def _connect(self, shard_addresses: list[str]) -> None:
+        """Sockets for ``shard_addresses``, closed by ``close()`` or when this client is
+        garbage-collected (the finalizer holds the transport, not the client)."""
+        self.addresses = shard_addresses
+        self._transport = Transport(self._context, shard_addresses, CLIENT_SOCKETS)
+        self._finalizer = weakref.finalize(self, self._transport.close)
+
     def _discover(self) -> None:
         """Ask the first shard for the cluster's shard list, which fixes key placement."""
         try:
-            hello = self._submit(0, "hello", {}, decode=lambda h, p: h, what="hello").result()
+            hello = self._sync(self._submit, 0, "hello", {}, decode=lambda h, p: h, what="hello")
         except ConnectionLost:
             self.close()
             raise ConnectionLost(
@@ -123,8 +128,7 @@ class Client(DatasetCalls, ModelCalls):
         if shards and shards != self.addresses:
             log.debug("using the cluster's shard list %s", shards)
             self.close()  # sockets were made for the old list
-            self._closed = False
-            self.addresses = shards
+            self._connect(shards)
 
     def __repr__(self) -> str:
         return f"Client({','.join(self.addresses)!r}, timeout={self.timeout})"
@@ -136,26 +140,21 @@ class Client(DatasetCalls, ModelCalls):
         self.close()
 
     def close(self) -> None:
-        """Close every thread's sockets; pending futures fail with ``ConnectionLost``."""
-        with self._lock:
-            self._closed = True
-            channels, self._channels = self._channels, []
-            self._local = threading.local()
-        for channel in channels:
-            channel.close()
+        """Close the sockets; pending futures fail with ``ConnectionLost``. Dropping the
+        client does the same once nothing it sent is pending."""
+        self._finalizer()
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _channel(self) -> Channel:
-        channel = getattr(self._local, "channel", None)
-        if channel is None:
-            with self._lock:
-                if self._closed:
-                    raise ConnectionLost("the client is closed")
-                channel = Channel(self._context, self.addresses)
-                self._channels.append(channel)
-            self._local.channel = channel
-        return channel
+    def _sync(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``method`` (an ``*_async`` method) and wait for its result; its first request
+        may take the transport's fast path (no future, no other thread)."""
+        local = self._local
+        local.inline = True
+        try:
+            return method(*args, **kwargs).result()
+        finally:
+            local.inline = False
 
     def _submit(
         self,
@@ -165,11 +164,20 @@ class Client(DatasetCalls, ModelCalls):
         payload: Iterable = (),
         decode: Callable = _ignore,
         wait: float = 0.0,
-        what: str = "",
-    ) -> Future:
-        return self._channel().submit(
-            shard, op, fields, list(payload), decode, self.timeout + wait, what or op
-        )
+        what: Any = "",
+    ) -> Future | Settled:
+        timeout = self.timeout + (wait if wait > 0 else 0.0)  # NaN: the shard refuses it
+        local = self._local
+        if getattr(local, "inline", False):
+            local.inline = False  # only the call's first request: the rest are its steps
+            value = self._transport.call(
+                shard, op, fields, list(payload), decode, timeout, what or op
+            )
+            if value is not UNAVAILABLE:
+                return Settled(value)
+        reply = self._transport.submit(shard, op, fields, list(payload), decode, timeout, what or op)
+        reply.keepalive = self  # a dropped client stays open until its replies are in
+        return reply
 
     def _shard(self, key: str) -> int:
         return key_shard(key, len(self.addresses))
@@ -182,17 +190,19 @@ class Client(DatasetCalls, ModelCalls):
         payload: Iterable = (),
         decode: Callable = _ignore,
         wait: float = 0.0,
-    ) -> Future:
+    ) -> Future | Settled:
         """One request about ``key``, sent to the shard that owns it."""
         return self._submit(
-            self._shard(key),
-            op,
-            {"key": key, **(fields or {})},
-            payload,
-            decode,
-            wait,
-            f"{op} {key!r}",
+            self._shard(key), op, {"key": key, **(fields or {})}, payload, decode, wait, (op, key)
         )
+
+    def _fan_out(self, requests: list[tuple], combine: Callable[[list], Any]) -> Future | Settled:
+        """``_submit(*request)`` for each request, all in flight at once; the results
+        combined. A single request may still take the fast path."""
+        if len(requests) == 1:
+            return chain(self._submit(*requests[0]), lambda result: combine([result]))
+        self._local.inline = False  # in flight together, not one fast call after another
+        return Gathered([self._submit(*request) for request in requests], combine)
 
     def _key(self, name: str, kind: str, read: bool) -> str:
         """The stored key for ``name``: SmartRedis's ensemble prefix rules."""
@@ -216,11 +226,8 @@ class Client(DatasetCalls, ModelCalls):
             if address not in self.addresses:
                 raise ValueError(f"{shard!r} is not a shard of this cluster ({self.addresses})")
             targets.append(self.addresses.index(address))
-        return Gathered(
-            [
-                self._submit(i, op, {}, decode=decode, what=f"{op} on {self.addresses[i]}")
-                for i in targets
-            ],
+        return self._fan_out(
+            [(i, op, {}, (), decode, 0.0, f"{op} on {self.addresses[i]}") for i in targets],
             combine,
         )
 
@@ -230,16 +237,19 @@ class Client(DatasetCalls, ModelCalls):
         """Store ``data`` (numpy array or torch tensor) under ``name``."""
         key = self._key(name, TENSOR, read=False)
         meta, buffer = tensors.encode(data, key)
-        return self._call("put", key, {"keys": [key], "metas": [meta]}, [buffer])
+        return self._submit(
+            self._shard(key), "put", {"keys": [key], "metas": [meta]}, [buffer], what=("put", key)
+        )
 
     def get_tensor_async(self, name: str, as_torch: bool = False) -> Future:
         """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``)."""
         key = self._key(name, TENSOR, read=True)
-        return self._call(
+        return self._submit(
+            self._shard(key),
             "get",
-            key,
             {"keys": [key]},
             decode=lambda h, p: tensors.decode(h["metas"][0], p[0], as_torch=as_torch, name=key),
+            what=("get", key),
         )
 
     def unpack_tensor_async(self, name: str, result: Any) -> Future:
@@ -254,7 +264,7 @@ class Client(DatasetCalls, ModelCalls):
             result[...] = array
             return result
 
-        return Chained(self.get_tensor_async(name), into)
+        return chain(self.get_tensor_async(name), into)
 
     def put_tensors_async(self, tensors_by_name: dict[str, Any]) -> Future:
         """Store several tensors: one message per shard."""
@@ -266,9 +276,9 @@ class Client(DatasetCalls, ModelCalls):
             keys.append(key)
             metas.append(meta)
             buffers.append(buffer)
-        return Gathered(
+        return self._fan_out(
             [
-                self._submit(shard, "put", {"keys": k, "metas": m}, b, what=f"put {k[0]!r}...")
+                (shard, "put", {"keys": k, "metas": m}, b, _ignore, 0.0, ("put", k[0]))
                 for shard, (k, m, b) in per_shard.items()
             ],
             combine=lambda _: None,
@@ -288,16 +298,11 @@ class Client(DatasetCalls, ModelCalls):
             ]
 
         order = list(per_shard.values())
-        parts = [
-            self._submit(
-                shard,
-                "get",
-                {"keys": [keys[i] for i in pos]},
-                decode=decode_for(pos),
-                what=f"get {keys[pos[0]]!r}...",
-            )
+        requests = [
+            (shard, "get", {"keys": [keys[i] for i in pos]}, (), decode_for(pos), 0.0,
+             ("get", keys[pos[0]]))
             for shard, pos in per_shard.items()
-        ]
+        ]  # fmt: skip
 
         def combine(results):
             out: list[Any] = [None] * len(keys)
@@ -306,7 +311,7 @@ class Client(DatasetCalls, ModelCalls):
                     out[i] = array
             return out
 
-        return Gathered(parts, combine)
+        return self._fan_out(requests, combine)
 
     def delete_tensor_async(self, name: str) -> Future:
         """Delete tensor ``name``; ``KeyNotFound`` if it does not exist."""
@@ -343,16 +348,16 @@ class Client(DatasetCalls, ModelCalls):
         if self._shard(src) == self._shard(dst):
             return self._call("copy", src, {"src": src, "dst": dst, "kind": kind})
         if kind == TENSOR:  # move the raw bytes: no decode, so every dtype survives
-            return Chained(
+            return chain(
                 self._call("get", src, {"keys": [src]}, decode=_raw_tensor),
                 lambda raw: self._call("put", dst, {"keys": [dst], "metas": [raw[0]]}, [raw[1]]),
             )
-        return Chained(self._get_dataset(src, src), lambda ds: self._put_dataset(dst, ds))
+        return chain(self._get_dataset(src, src), lambda ds: self._put_dataset(dst, ds))
 
     def _rename(self, kind: str, src: str, dst: str) -> Future:
         if self._shard(src) == self._shard(dst):
             return self._call("rename", src, {"src": src, "dst": dst, "kind": kind})
-        return Chained(
+        return chain(
             self._copy(kind, src, dst), lambda _: self._call("delete", src, {"kind": kind})
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from memstore.dataset import DataSet
 from memstore.errors import KeyNotFound
-from memstore.transport import Chained, Future, Gathered, Resolved
+from memstore.transport import Future, Gathered, Resolved, chain
 
 TENSOR, DATASET, LIST = "tensor", "dataset", "list"
 
@@ -67,7 +67,7 @@ class DatasetCalls:
         that is not there yet."""
         list_key = self._key(list_name, LIST, read=False)
         dataset_key = self._key(dataset.name, DATASET, read=False)
-        return Chained(
+        return chain(
             self.put_dataset_async(dataset),
             lambda _: self._call(
                 "list_push", list_key, {"items": [dataset_key]}, decode=lambda h, p: h["length"]
@@ -89,14 +89,14 @@ class DatasetCalls:
                 raise KeyNotFound(f"list {src!r} not found (or empty): nothing to copy")
             return self._call("list_set", dst, {"items": items})
 
-        return Chained(self._list_range(src, 0, -1), store_copy)
+        return chain(self._list_range(src, 0, -1), store_copy)
 
     def rename_list_async(self, src_name: str, dest_name: str) -> Future:
         """Rename list ``src_name`` to ``dest_name`` (nothing to do if the names are equal)."""
         if src_name == dest_name:  # copy-then-delete onto itself would delete the list
             return Resolved(None)
         src = self._key(src_name, LIST, read=True)
-        return Chained(
+        return chain(
             self.copy_list_async(src_name, dest_name),
             lambda _: self._call("delete", src, {"kind": LIST}),
         )
@@ -117,7 +117,7 @@ class DatasetCalls:
         """Datasets ``start_index..end_index`` of the list, inclusive; negative indices
         count from the end (Redis LRANGE)."""
         key = self._key(list_name, LIST, read=True)
-        return Chained(
+        return chain(
             self._list_range(key, start_index, end_index),
             lambda keys: Gathered(
                 [self._get_dataset(k, _unprefixed(k, self._get_prefix)) for k in keys]

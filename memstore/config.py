@@ -6,6 +6,7 @@
 | ``SSDB`` | the SmartRedis variable, same format, read when ``MEMSTORE_ADDRESS`` is unset | — |
 | ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
 | ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
+| ``MEMSTORE_CLIENT_SOCKETS`` | fast-path sockets per client and shard | 4 |
 | ``MEMSTORE_MPI_TIMEOUT`` | seconds all ranks have to reach ``memstore.mpi.init/connect`` | 120 |
 | ``MEMSTORE_MPI_GRACE`` | seconds a failed rank waits for the others before ``MPI_Abort`` | 10 |
 | ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
@@ -29,8 +30,8 @@ MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 STARTUP_TIMEOUT = 30.0
 #: Longest key accepted, in bytes (UTF-8).
 MAX_KEY_BYTES = 64 * 1024
-#: How long a waiter on a future that another thread is pumping sleeps before retrying.
-PUMP_SLICE = 0.002
+#: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).
+CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "4"))
 
 #: The line a shard prints on stdout once it serves; launchers read the address from it.
 READY_LINE = "memstore shard ready at "

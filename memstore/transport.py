@@ -1,21 +1,36 @@
-"""Client-side transport: per-thread DEALER sockets, request ids and driven futures.
+"""Client-side transport: a synchronous fast path, and a pump thread for everything async.
 
-Why no background I/O thread: a ZeroMQ socket must not be touched by two threads at once,
-so a background thread would force every call through a thread hand-off, which costs more
-than the round trip itself on small tensors. Instead the thread that waits drives: each
-thread owns a :class:`Channel` (one DEALER per shard); ``Future.result()`` (and ``done()``)
-poll that channel's sockets and resolve whichever replies arrive, matched by request id.
-Any thread may wait on any future: a channel is guarded by a re-entrant lock, and a thread
-that finds it held waits on its future, which the holder resolves.
+Two ways a request travels, chosen per call (docs/design.md has the measurements):
+
+* **Fast path** (a blocking call with nothing of its client's in flight to that shard): the
+  calling thread borrows one of a small, fixed pool of DEALER sockets for the shard, sends,
+  and blocks in one receive with a deadline. No future, no lock, no other thread involved.
+* **Pump path** (every ``*_async`` call, and blocking calls that must queue behind one): the
+  request goes on a queue; one pump thread per client owns one DEALER per shard, sends what
+  is queued (several requests to one shard travel as one ``batch`` message), receives the
+  replies and completes the futures. Futures therefore progress on their own:
+  ``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future`` all work.
+
+Requests to a shard that a blocking call sends after its async ones are answered stay in
+order because the fast path is only taken when the pump has nothing in flight to that shard.
+
+Sockets are bounded (``pool_size + 1`` per shard, whatever the thread count), set
+``ZMQ_IMMEDIATE`` so nothing is queued for a peer that is not connected (a write that raised
+``ConnectionLost`` can never land later), and are closed by ``close()``, by a finalizer when
+the client is garbage-collected, and at exit. Callbacks run on the pump thread with no lock
+held.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import heapq
 import itertools
 import logging
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,172 +38,106 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
-from memstore.config import PUMP_SLICE
 from memstore.errors import ConnectionLost, MemstoreError, Timeout, from_wire
 
 log = logging.getLogger(__name__)
 
-#: Longest single poll while pumping, so overdue requests of other threads fail on time.
-_POLL_SLICE_MS = 50
-
-#: Sends between opportunistic collections of replies (a poll per send costs ~5% of a
-#: pipelined put; collecting every few sends still keeps the backlog small).
-_COLLECT_EVERY = 16
+#: Longest single blocking receive, so a dropped connection is noticed while waiting.
+_SLICE_S = 0.1
+#: Most requests, and most payload bytes, coalesced into one ``batch`` message.
+_BATCH_MAX = 256
+_BATCH_BYTES = 1 << 20
+_POLLIN = zmq.POLLIN
 
 #: Turns ``(reply header, payload frames)`` into a future's result.
 Decoder = Callable[[dict, list], Any]
+#: What a request is about, for error messages: a string, or ``(op, key)`` formatted lazily.
+What = Any
+
+_monitor_ids = itertools.count()
+_on_pump = threading.local()  # .transport: set on a pump thread
 
 
 def _ignore(header: dict, payload: list) -> None:
     return None
 
 
-class Future(concurrent.futures.Future):
-    """A ``concurrent.futures.Future`` whose ``result()`` and ``done()`` drive the sockets.
+def _describe(what: What) -> str:
+    return f"{what[0]} {what[1]!r}" if isinstance(what, tuple) else str(what)
 
-    Futures progress whenever the client that made them is used, or when anyone calls
-    ``result()``, ``exception()`` or ``done()`` on them. ``concurrent.futures.wait`` alone
-    does not drive them: use :func:`memstore.wait` instead.
+
+# -- futures ---------------------------------------------------------------------------------
+
+
+class Future(concurrent.futures.Future):
+    """A ``concurrent.futures.Future`` completed by its client's pump thread.
+
+    ``result(timeout)`` raises :class:`memstore.Timeout` (a ``TimeoutError``) when the
+    caller's timeout passes first; the request itself stays pending until its own deadline.
+    Only single requests can be cancelled; composite futures return False.
     """
 
     def result(self, timeout: float | None = None) -> Any:
-        self._drive_until(timeout)
+        self._await(timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._drive_until(timeout)
+        self._await(timeout)
         return super().exception(0)
 
-    def done(self) -> bool:
-        if not super().done():
-            self._poke()
-        return super().done()
+    def cancel(self) -> bool:
+        return False
 
     def done_now(self) -> bool:
-        """State check that never drives the sockets."""
-        return super().done()
+        """Same as ``done()`` (kept for callers written for the driven futures)."""
+        return self.done()
 
-    def _drive_until(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done_now():
-            self._drive(deadline)
-            if self.done_now():
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(f"no result within {timeout}s (the request is still pending)")
-            # Our parts are done but the callback finishing us runs in another thread.
-            concurrent.futures.wait([self], timeout=PUMP_SLICE)
+    def _await(self, timeout: float | None) -> None:
+        if self.done():
+            return
+        pump = getattr(_on_pump, "transport", None)
+        if pump is not None:  # a callback blocking on the pump thread: pump inline
+            pump.pump_until(self, timeout)
+        elif concurrent.futures.wait([self], timeout).done:
+            return
+        if not self.done():
+            raise Timeout(f"no result within {timeout}s (the request is still pending)")
 
-    def _drive(self, deadline: float | None) -> None:
-        """Make progress until this future is done or ``deadline`` (monotonic) passes."""
-        raise NotImplementedError
-
-    def _poke(self) -> None:
-        """Make whatever progress is possible without blocking."""
+    def _settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Complete, unless cancelled meanwhile (then the answer is dropped)."""
+        try:
+            if error is None:
+                self.set_result(value)
+            else:
+                self.set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass
 
 
 class Reply(Future):
     """The answer to one request on one shard."""
 
-    def __init__(self, channel: Channel, shard: int, what: str, decode: Decoder, deadline: float):
+    def __init__(self, transport: Transport, shard: int, req_id: int, decode: Decoder, what: What):
         super().__init__()
-        self.channel, self.shard, self.what = channel, shard, what
-        self.decode, self.deadline = decode, deadline
+        self.transport, self.shard, self.req_id = transport, shard, req_id
+        self.decode, self.what = decode, what
+        self.keepalive: Any = None  # what must live until the answer is in (the client)
 
-    def _drive(self, deadline: float | None) -> None:
-        self.channel.drive(self, deadline)
-
-    def _poke(self) -> None:
-        self.channel.poke()
+    def cancel(self) -> bool:
+        """Cancel if not yet answered: the answer is dropped when it comes. A write that was
+        already sent may still be applied by the shard."""
+        return super(Future, self).cancel()
 
     def _resolve(self, header: dict, payload: list) -> None:
         if header.get("ok"):
             try:
-                self.set_result(self.decode(header, payload))
+                value = self.decode(header, payload)
             except Exception as exc:  # a reply we cannot decode is this request's error
-                self.set_exception(exc)
-        else:
-            self.set_exception(from_wire(header.get("code", ""), header.get("msg", "")))
-
-
-class Gathered(Future):
-    """Done when all ``parts`` are; its result is ``combine([part results])``."""
-
-    def __init__(self, parts: list[Future], combine: Callable[[list], Any] = list):
-        super().__init__()
-        self.parts, self.combine = parts, combine
-        self._left = len(parts)
-        self._lock = threading.Lock()
-        if not parts:
-            self.set_result(combine([]))
-        for part in parts:
-            part.add_done_callback(self._part_done)
-
-    def _part_done(self, part: Future) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last and not super().done():
-            errors = [p.exception(0) for p in self.parts if p.exception(0) is not None]
-            if errors:
-                self.set_exception(errors[0])
+                self._settle(error=exc)
             else:
-                try:
-                    self.set_result(self.combine([p.result(0) for p in self.parts]))
-                except Exception as exc:
-                    self.set_exception(exc)
-
-    def _drive(self, deadline: float | None) -> None:
-        for part in self.parts:
-            part._drive(deadline)
-
-    def _poke(self) -> None:
-        for part in self.parts:
-            part._poke()
-
-
-class Chained(Future):
-    """``first``, then ``step(first's result)``, which returns a value or another future."""
-
-    def __init__(self, first: Future, step: Callable[[Any], Any]):
-        super().__init__()
-        self._current = first
-        self._step = step
-        first.add_done_callback(self._first_done)
-
-    def _first_done(self, first: Future) -> None:
-        if first.exception(0) is not None:
-            self.set_exception(first.exception(0))
-            return
-        try:
-            nxt = self._step(first.result(0))
-        except Exception as exc:
-            self.set_exception(exc)
-            return
-        if isinstance(nxt, Future):
-            self._current = nxt
-            nxt.add_done_callback(self._copy_from)
+                self._settle(value)
         else:
-            self.set_result(nxt)
-
-    def _copy_from(self, source: Future) -> None:
-        if source.exception(0) is not None:
-            self.set_exception(source.exception(0))
-        else:
-            self.set_result(source.result(0))
-
-    def _drive(self, deadline: float | None) -> None:
-        while not self.done_now():
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-            current = self._current
-            if current.done_now():  # its callback, running elsewhere, is moving us on
-                concurrent.futures.wait([self], timeout=PUMP_SLICE)
-            else:
-                current._drive(deadline)
-
-    def _poke(self) -> None:
-        self._current._poke()
+            self._settle(error=from_wire(header.get("code", ""), header.get("msg", "")))
 
 
 class Resolved(Future):
@@ -198,44 +147,298 @@ class Resolved(Future):
         super().__init__()
         self.set_result(value)
 
-    def _drive(self, deadline: float | None) -> None:
+
+class Settled:
+    """The value of a blocking call answered on the fast path: no future, no lock.
+
+    Never handed to users: blocking methods call ``result()`` on it at once.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.value
+
+    # Enough of the Future protocol for Gathered and Chained to take a settled part.
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self, timeout: float | None = None) -> None:
         return None
 
-
-def wait(futures: list[Future], timeout: float | None = None) -> None:
-    """Drive ``futures`` until all are done; ``Timeout`` if ``timeout`` seconds pass first."""
-    Gathered(list(futures)).result(timeout)
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
 
 
-class Channel:
-    """One thread's DEALER sockets, one per shard, and the requests in flight on them."""
+class Gathered(Future):
+    """Done when all ``parts`` are; its result is ``combine([part results])``."""
 
-    def __init__(self, context: zmq.Context, addresses: list[str]):
-        self.addresses = addresses
-        self.lock = threading.RLock()
-        self.pending: dict[int, Reply] = {}
+    def __init__(self, parts: list, combine: Callable[[list], Any] = list):
+        super().__init__()
+        self._parts, self._combine = parts, combine
+        self._left = len(parts)
+        self._lock = threading.Lock()
+        if not parts:
+            self._settle(combine([]))
+        for part in parts:
+            part.add_done_callback(self._part_done)
+
+    def _part_done(self, part: Future) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        error = _error_of(part)
+        if error is not None:
+            self._settle(error=error)  # the first error wins
+        elif last and not self.done():
+            try:
+                self._settle(self._combine([p.result(0) for p in self._parts]))
+            except Exception as exc:
+                self._settle(error=exc)
+
+
+class Chained(Future):
+    """``first``, then ``step(first's result)``, which returns a value or another future."""
+
+    def __init__(self, first: Future, step: Callable[[Any], Any]):
+        super().__init__()
+        self._step = step
+        first.add_done_callback(self._first_done)
+
+    def _first_done(self, first: Future) -> None:
+        error = _error_of(first)
+        if error is not None:
+            self._settle(error=error)
+            return
+        try:
+            nxt = self._step(first.result(0))
+        except Exception as exc:
+            self._settle(error=exc)
+            return
+        if isinstance(nxt, Settled):
+            self._settle(nxt.value)
+        elif isinstance(nxt, concurrent.futures.Future):
+            nxt.add_done_callback(self._copy_from)
+        else:
+            self._settle(nxt)
+
+    def _copy_from(self, source: Future) -> None:
+        error = _error_of(source)
+        if error is not None:
+            self._settle(error=error)
+        else:
+            self._settle(source.result(0))
+
+
+def _error_of(future: concurrent.futures.Future) -> BaseException | None:
+    """A done future's error; a cancelled part is an error of the whole."""
+    if future.cancelled():
+        return ConnectionLost("a part of this request was cancelled")
+    return future.exception(0)
+
+
+def chain(first: Future | Settled, step: Callable[[Any], Any]) -> Future | Settled:
+    """``Chained(first, step)``, or, when ``first`` is already settled (a blocking call on
+    the fast path), ``step`` run right here."""
+    if not isinstance(first, Settled):
+        return Chained(first, step)
+    nxt = step(first.value)
+    return nxt if isinstance(nxt, (Settled, concurrent.futures.Future)) else Settled(nxt)
+
+
+def wait(futures: list, timeout: float | None = None) -> None:
+    """Wait until all ``futures`` are done; ``Timeout`` if ``timeout`` seconds pass first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for future in futures:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if isinstance(future, Future):
+            future._await(left)
+        elif concurrent.futures.wait([future], left).not_done:
+            raise Timeout(f"not all futures were done within {timeout}s")
+
+
+# -- sockets ---------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One DEALER to one shard, with the monitor that reports its disconnects."""
+
+    __slots__ = ("socket", "monitor", "shard", "fresh")
+
+    def __init__(self, context: zmq.Context, address: str, shard: int):
+        socket = context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not there
+        self.monitor = socket.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED, addr=f"inproc://memstore.monitor.{os.getpid()}."
+            f"{next(_monitor_ids)}"
+        )
+        socket.connect(address)
+        self.socket, self.shard, self.fresh = socket, shard, True
+
+    def dropped(self) -> bool:
+        """Whether the connection dropped since the last look (drains the monitor)."""
+        dropped = False
+        while self.monitor.get(zmq.EVENTS) & _POLLIN:
+            dropped |= recv_monitor_message(self.monitor)["event"] == zmq.EVENT_DISCONNECTED
+        return dropped
+
+    def close(self) -> None:
+        self.socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
+        self.monitor.close(linger=0)
+        self.socket.close(linger=0)
+
+
+class _Unavailable:
+    """Marker: the fast path cannot take this call; send it through the pump."""
+
+
+UNAVAILABLE = _Unavailable()
+
+
+class Transport:
+    """The sockets of one client, its requests in flight, and the pump thread.
+
+    Args:
+        context: the ZeroMQ context sockets are made in.
+        addresses: one per shard; ``inproc://`` shards get copies both ways, so that a put
+            snapshots the caller's data and a got array is the caller's own, as over sockets.
+        pool_size: fast-path sockets per shard (threads beyond it use the pump).
+    """
+
+    def __init__(self, context: zmq.Context, addresses: list[str], pool_size: int = 4):
+        self.addresses = list(addresses)
+        self._context = context
+        self._pool_size = max(1, pool_size)
+        n = len(self.addresses)
+        self._copy = [a.startswith("inproc://") for a in self.addresses]
+        self._free: list[list[_Connection]] = [[] for _ in range(n)]
+        self._made = [0] * n
+        self._busy = [0] * n  # requests queued or in flight on the pump, per shard
+        self._down = [False] * n  # a send found the shard disconnected
+        self._pump_conns: list[_Connection | None] = [None] * n
+        self._open_locks = [threading.Lock() for _ in range(n)]
+        self._lock = threading.Lock()  # counters, the pump's start and close; never held long
         self._ids = itertools.count(1)
-        self._sockets = []
-        self._index: dict[zmq.Socket, int] = {}
-        self._monitors: dict[zmq.Socket, int] = {}
-        self._poller = zmq.Poller()
-        self._next_expiry = 0.0
-        self._pumping = 0  # depth of pumps running on the thread holding the lock
-        self._sent = 0
-        for i, address in enumerate(addresses):
-            socket = context.socket(zmq.DEALER)
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.SNDHWM, 0)
-            socket.setsockopt(zmq.RCVHWM, 0)
-            # A dropped connection loses the answers to everything in flight on it (the shard
-            # sees a new peer on reconnect), so those requests fail as soon as it drops.
-            monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-            socket.connect(address)
-            self._sockets.append(socket)
-            self._index[socket] = i
-            self._monitors[monitor] = i
-            self._poller.register(socket, zmq.POLLIN)
-            self._poller.register(monitor, zmq.POLLIN)
+        self._queue: deque = deque()
+        self._pending: dict[int, Reply] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._sleeping = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- the fast path -----------------------------------------------------------------------
+
+    def call(
+        self,
+        shard: int,
+        op: str,
+        fields: dict,
+        payload: list,
+        decode: Decoder,
+        timeout: float,
+        what: What,
+    ) -> Any:
+        """Send and wait on the calling thread; ``UNAVAILABLE`` if the pump must take it."""
+        if self._busy[shard] or self._closed:
+            return UNAVAILABLE
+        req_id = next(self._ids)
+        frames = wire.request(req_id, op, fields, payload)  # may raise: nothing sent yet
+        conn = self._checkout(shard)
+        if conn is None:
+            return UNAVAILABLE
+        try:
+            return self._exchange(conn, req_id, frames, decode, time.monotonic() + timeout, what)
+        finally:
+            if self._closed:
+                conn.close()
+            else:
+                self._free[shard].append(conn)
+
+    def _checkout(self, shard: int) -> _Connection | None:
+        try:
+            return self._free[shard].pop()
+        except IndexError:
+            pass
+        with self._lock:
+            if self._made[shard] >= self._pool_size:
+                return None
+            self._made[shard] += 1
+        return _Connection(self._context, self.addresses[shard], shard)
+
+    def _exchange(
+        self,
+        conn: _Connection,
+        req_id: int,
+        frames: list,
+        decode: Decoder,
+        deadline: float,
+        what: What,
+    ) -> Any:
+        conn.dropped()  # forget disconnects from before this request
+        self._send(conn, frames, deadline, what)
+        socket = conn.socket
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._overdue(conn.shard, what)
+            socket.rcvtimeo = int(min(left, _SLICE_S) * 1000) + 1
+            try:
+                reply = socket.recv_multipart(copy=False)
+            except zmq.Again:
+                if conn.dropped():
+                    raise self._lost(conn.shard, what) from None
+                continue
+            header = _header(reply[0], self.addresses[conn.shard])
+            if header is None or header["id"] != req_id:
+                continue  # the late answer to an earlier request that timed out here
+            payload = self._own(conn.shard, reply[1:])
+            if header.get("ok"):
+                return decode(header, payload)
+            raise from_wire(header.get("code", ""), header.get("msg", ""))
+
+    def _send(self, conn: _Connection, frames: list, deadline: float, what: What) -> None:
+        """Send now or raise ``ConnectionLost``: nothing waits in a queue for a dead peer."""
+        copy = self._copy[conn.shard]
+        try:
+            conn.socket.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            # A new socket may still be connecting; an established one that cannot send is
+            # disconnected, and so is a shard another socket already found down.
+            if not conn.fresh or self._down[conn.shard] or not self._await_connection(
+                conn, deadline
+            ):
+                self._down[conn.shard] = True
+                raise ConnectionLost(
+                    f"shard {self.addresses[conn.shard]} is not connected: {_describe(what)} "
+                    "was not sent (is it running? the client reconnects by itself)"
+                ) from None
+            conn.socket.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+        conn.fresh = False
+        self._down[conn.shard] = False
+
+    @staticmethod
+    def _await_connection(conn: _Connection, deadline: float) -> bool:
+        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf)."""
+        while (left := deadline - time.monotonic()) > 0:
+            if conn.socket.poll(int(min(left, 1.0) * 1000) + 1, zmq.POLLOUT):
+                return True
+        return False
+
+    def _own(self, shard: int, payload: list) -> list:
+        """Payload frames as the caller's own memory (``inproc://`` frames are the store's)."""
+        return [bytearray(f.buffer) for f in payload] if self._copy[shard] else payload
+
+    # -- the pump path -----------------------------------------------------------------------
 
     def submit(
         self,
@@ -245,158 +448,265 @@ class Channel:
         payload: list,
         decode: Decoder,
         timeout: float,
-        what: str,
+        what: What,
     ) -> Reply:
-        """Send one request to ``shard``; the reply resolves the returned future."""
-        with self.lock:
-            if not self._sockets:
-                raise ConnectionLost("the client is closed")
-            req_id = next(self._ids)
-            frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
-            future = Reply(self, shard, what, decode, time.monotonic() + timeout)
-            self.pending[req_id] = future
-            try:
-                self._sockets[shard].send_multipart(frames, copy=len(frames) == 1)
-            except BaseException:
-                del self.pending[req_id]
-                raise
-            self._sent += 1
-            if self._sent % _COLLECT_EVERY == 0:
-                self._pump(0.0)  # collect answers already here, so replies never pile up
-        return future
+        """Queue one request for the pump; its reply completes the returned future."""
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        req_id = next(self._ids)
+        frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
+        if self._pump_conns[shard] is None:
+            self._open_pump_connection(shard, time.monotonic() + timeout, what)
+        reply = Reply(self, shard, req_id, decode, what)
+        with self._lock:
+            self._busy[shard] += 1
+            self._pending[reply.req_id] = reply
+        self._queue.append((reply, frames, time.monotonic() + timeout))
+        if self._thread is None:
+            self._start_pump()
+        elif self._sleeping:
+            self._wake_pump()
+        return reply
 
-    def drive(self, future: Reply, deadline: float | None) -> None:
-        """Pump until ``future`` is done, ``deadline`` passes, or its own deadline fails it."""
-        while not future.done_now():
-            now = time.monotonic()
-            limit = future.deadline if deadline is None else min(deadline, future.deadline)
-            if limit <= now < future.deadline:
-                return  # the caller's deadline, not the request's
-            if self.lock.acquire(blocking=False):
-                try:
-                    if now >= future.deadline:
-                        self._fail_overdue(now)
-                    else:
-                        self._pump(limit - now, until=future)
-                finally:
-                    self.lock.release()
-            else:  # another thread is pumping this channel and will resolve our future
-                concurrent.futures.wait([future], timeout=min(limit - now, PUMP_SLICE))
+    def _wake_pump(self) -> None:
+        with self._lock:  # the descriptor is closed under this lock, never written after
+            if self._wake is not None:
+                os.eventfd_write(self._wake, 1)
 
-    def poke(self) -> None:
-        if self.lock.acquire(blocking=False):
-            try:
-                self._pump(0.0)
-            finally:
-                self.lock.release()
+    def _open_pump_connection(self, shard: int, deadline: float, what: What) -> None:
+        """Connect the pump's socket for ``shard`` on the caller's thread (the pump never
+        waits for a connection), then hand it over."""
+        with self._open_locks[shard]:
+            if self._pump_conns[shard] is not None:
+                return
+            conn = _Connection(self._context, self.addresses[shard], shard)
+            connected = not self._down[shard] and self._await_connection(conn, deadline)
+            conn.fresh = False
+            self._pump_conns[shard] = conn  # kept either way: it reconnects by itself
+        if not connected:
+            self._down[shard] = True
+            raise ConnectionLost(
+                f"shard {self.addresses[shard]} is not connected: {_describe(what)} was not "
+                "sent (is it running? the client reconnects by itself)"
+            )
 
-    def _pump(self, timeout: float, until: Reply | None = None) -> None:
-        """Receive and dispatch replies for up to ``timeout`` seconds (or until ``until`` is
-        done); the lock must be held. Polls in slices so overdue requests fail on time."""
-        if until is None and self._pumping:
-            # An opportunistic pump from a callback (a chained request being sent while a
-            # reply is dispatched): the pump already running will receive its reply.
-            # Nesting here would recurse once per waiting reply.
-            return
-        self._pumping += 1
+    def _start_pump(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._pump, name="memstore-pump", daemon=True
+                )
+                self._thread.start()
+
+    def _pump(self) -> None:
+        _on_pump.transport = self
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake, _POLLIN)
+        self._polled: dict[Any, _Connection] = {}
         try:
-            self._pump_loop(timeout, until)
+            while not self._closed:
+                self._turn(_SLICE_S * 10)
+        except Exception:  # a bug here must not leave futures waiting forever
+            log.exception("memstore client pump failed")
         finally:
-            self._pumping -= 1
+            self._shut_pump()
 
-    def _pump_loop(self, timeout: float, until: Reply | None) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = min(max(0.0, deadline - time.monotonic()), 1.0)  # clamped: may be infinite
-            slice_ms = min(_POLL_SLICE_MS, int(left * 1000) + 1)
-            ready = self._poller.poll(slice_ms if timeout > 0 else 0)
-            for socket, _ in ready:
-                if socket in self._monitors:
-                    self._connection_dropped(socket)
-                else:
-                    self._receive_all(socket)
-            now = time.monotonic()
-            if now >= self._next_expiry:
-                self._fail_overdue(now)
-            if until is None or until.done_now() or now >= deadline:
+    def pump_until(self, future: Future, timeout: float | None) -> None:
+        """Run the pump on its own thread until ``future`` is done (a callback blocking)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not future.done() and not self._closed:
+            left = _SLICE_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 return
+            self._turn(min(left, _SLICE_S))
 
-    def _connection_dropped(self, monitor: zmq.Socket) -> None:
-        """Fail every request in flight to a shard whose connection dropped."""
-        shard = self._monitors[monitor]
-        dropped = False
-        while True:
-            try:
-                dropped |= recv_monitor_message(monitor, zmq.NOBLOCK)["event"] == (
-                    zmq.EVENT_DISCONNECTED
-                )
-            except zmq.Again:
-                break
-        if not dropped:
+    def _turn(self, max_wait: float) -> None:
+        """One round: send what is queued, wait for replies, dispatch them, expire."""
+        self._register_new()
+        self._send_queued()
+        wait_ms = self._wait_ms(max_wait)
+        self._sleeping = True
+        if self._queue:
+            wait_ms = 0
+        events = self._poller.poll(wait_ms)
+        self._sleeping = False
+        for socket, _ in events:
+            if socket == self._wake:
+                try:
+                    os.eventfd_read(socket)
+                except BlockingIOError:
+                    pass
+                continue
+            conn = self._polled[socket]
+            if socket is conn.monitor:
+                if conn.dropped():
+                    self._fail_shard(conn.shard)
+            else:
+                self._receive(conn)
+        self._expire(time.monotonic())
+
+    def _register_new(self) -> None:
+        for conn in self._pump_conns:
+            if conn is not None and conn.socket not in self._polled:
+                self._polled[conn.socket] = self._polled[conn.monitor] = conn
+                self._poller.register(conn.socket, _POLLIN)
+                self._poller.register(conn.monitor, _POLLIN)
+
+    def _wait_ms(self, max_wait: float) -> int:
+        wait = max_wait
+        if self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - time.monotonic())
+        return max(0, int(wait * 1000) + 1)
+
+    def _send_queued(self) -> None:
+        """Send everything queued; back-to-back requests to one shard go as one message."""
+        groups: dict[int, list] = {}
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            reply = item[0]
+            if reply.req_id not in self._pending:  # cancelled or failed before it was sent
+                continue
+            heapq.heappush(self._deadlines, (item[2], reply.req_id))
+            groups.setdefault(reply.shard, []).append(item)
+        for shard, items in groups.items():
+            for chunk in _chunks(items):
+                self._send_group(shard, chunk)
+
+    def _send_group(self, shard: int, items: list) -> None:
+        if len(items) == 1:
+            frames = items[0][1]
+        else:
+            counts = [len(frames) for _, frames, _ in items]
+            frames = [wire.pack({"v": wire.VERSION, "id": 0, "op": "batch", "n": counts})]
+            for _, part, _ in items:
+                frames.extend(part)
+        conn = self._pump_conns[shard]
+        try:
+            self._send(conn, frames, items[0][2], items[0][0].what)
+        except ConnectionLost as exc:
+            for reply, _, _ in items:
+                if self._forget(reply.req_id) is not None:
+                    reply._settle(error=ConnectionLost(str(exc)))
+
+    def _receive(self, conn: _Connection) -> None:
+        socket = conn.socket
+        while socket.get(zmq.EVENTS) & _POLLIN:
+            frames = socket.recv_multipart(copy=False)
+            header = _header(frames[0], self.addresses[conn.shard])
+            if header is None:
+                continue
+            counts = header.get("n") if header["id"] == 0 else None
+            if counts is None:
+                self._dispatch(conn.shard, header, frames[1:])
+                continue
+            at = 1
+            for count in counts:  # a batch reply: each part is one ordinary reply
+                part = _header(frames[at], self.addresses[conn.shard])
+                if part is not None:
+                    self._dispatch(conn.shard, part, frames[at + 1 : at + count])
+                at += count
+
+    def _dispatch(self, shard: int, header: dict, payload: list) -> None:
+        reply = self._forget(header["id"])
+        if reply is None:
+            log.debug("late reply %s from %s dropped", header["id"], self.addresses[shard])
             return
-        for req_id, future in list(self.pending.items()):
-            if future.shard == shard:
-                del self.pending[req_id]
-                future.set_exception(
-                    ConnectionLost(
-                        f"shard {self.addresses[shard]} closed the connection before answering "
-                        f"{future.what}: did it stop or crash?"
-                    )
-                )
+        reply._resolve(header, self._own(shard, payload))
 
-    def _receive_all(self, socket: zmq.Socket) -> None:
-        while True:
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                header = wire.unpack_header(frames[0])
-            except MemstoreError as exc:
-                log.warning(
-                    "dropped a malformed reply from %s: %s",
-                    self.addresses[self._index[socket]],
-                    exc,
-                )
-                continue
-            future = self.pending.pop(header["id"], None)
-            if future is None:
-                log.debug(
-                    "late reply %s from %s dropped",
-                    header["id"],
-                    self.addresses[self._index[socket]],
-                )
-                continue
-            future._resolve(header, frames[1:])
+    def _forget(self, req_id: int) -> Reply | None:
+        """Take a request out of the books; whoever gets it answers it (no lock while
+        answering)."""
+        with self._lock:
+            reply = self._pending.pop(req_id, None)
+            if reply is not None:
+                self._busy[reply.shard] -= 1
+                reply.keepalive = None
+        return reply
 
-    def _fail_overdue(self, now: float) -> None:
-        """Fail requests whose shard has not answered in time (it is down or stuck); the lock
-        must be held."""
-        self._next_expiry = now + _POLL_SLICE_MS / 1000
-        for req_id, future in list(self.pending.items()):
-            if now >= future.deadline:
-                del self.pending[req_id]
-                future.set_exception(
-                    ConnectionLost(
-                        f"shard {self.addresses[future.shard]} did not answer {future.what} "
-                        "in time: is it running and reachable? (raise Client(timeout=...) "
-                        "for slow networks)"
-                    )
-                )
+    def _fail_shard(self, shard: int) -> None:
+        """Fail every request in flight to a shard whose connection dropped."""
+        for req_id in [i for i, r in list(self._pending.items()) if r.shard == shard]:
+            reply = self._forget(req_id)
+            if reply is not None:
+                reply._settle(error=self._lost(shard, reply.what))
+
+    def _expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, req_id = heapq.heappop(deadlines)
+            reply = self._forget(req_id)
+            if reply is not None:
+                reply._settle(error=self._overdue(reply.shard, reply.what))
+
+    def _lost(self, shard: int, what: What) -> ConnectionLost:
+        return ConnectionLost(
+            f"shard {self.addresses[shard]} closed the connection before answering "
+            f"{_describe(what)}: did it stop or crash? (a write may or may not have happened)"
+        )
+
+    def _overdue(self, shard: int, what: What) -> ConnectionLost:
+        return ConnectionLost(
+            f"shard {self.addresses[shard]} did not answer {_describe(what)} in time: is it "
+            "running and reachable? (raise Client(timeout=...) for slow networks)"
+        )
+
+    # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self.lock:
-            for future in self.pending.values():
-                if not future.done_now():
-                    future.set_exception(
-                        ConnectionLost(f"client closed before {future.what} was answered")
-                    )
-            self.pending.clear()
-            for socket in self._sockets:
-                socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
-            for monitor in self._monitors:
-                monitor.close(linger=0)
-            for socket in self._sockets:
-                socket.close(linger=0)
-            self._sockets = []
-            self._monitors = {}
+        """Fail what is pending, stop the pump, close every socket. Idempotent, any thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            self._shut_pump()
+        else:
+            self._wake_pump()
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        for free in self._free:
+            while free:
+                free.pop().close()
+
+
+    def _shut_pump(self) -> None:
+        """On the pump thread (or at close when it never ran): fail pending, close its
+        sockets."""
+        self._closed = True
+        for req_id in list(self._pending):
+            reply = self._forget(req_id)
+            if reply is not None:
+                reply._settle(error=ConnectionLost(f"client closed before {_describe(reply.what)}"
+                                                   " was answered"))
+        self._queue.clear()
+        for i, conn in enumerate(self._pump_conns):
+            if conn is not None:
+                conn.close()
+                self._pump_conns[i] = None
+        with self._lock:
+            os.close(self._wake)
+            self._wake = None
+
+
+def _header(frame: Any, source: str) -> dict | None:
+    try:
+        return wire.unpack_header(frame)
+    except MemstoreError as exc:
+        log.warning("dropped a malformed reply from %s: %s", source, exc)
+        return None
+
+
+def _chunks(items: list):
+    """Split a shard's queued requests into batches of bounded count and size."""
+    chunk, size = [], 0
+    for item in items:
+        nbytes = sum(len(f) for f in item[1][1:])
+        if chunk and (len(chunk) >= _BATCH_MAX or size + nbytes > _BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += nbytes
+    if chunk:
+        yield chunk

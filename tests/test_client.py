@@ -496,8 +496,10 @@ def test_many_chained_requests_resolve_without_recursion(client):
 
 def test_a_request_that_cannot_be_encoded_leaves_nothing_pending(client):
     """The caller gets the encoding error at once; no future waits for a reply that cannot come."""
-    channel = client._channel()
+    transport = client._transport
     with pytest.raises(TypeError):
-        channel.submit(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
-    assert channel.pending == {}
-    assert client.tensor_exists("anything") is False  # the channel still works
+        transport.submit(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
+    with pytest.raises(TypeError):
+        transport.call(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
+    assert transport._pending == {} and transport._busy == [0, 0, 0]
+    assert client.tensor_exists("anything") is False  # the transport still works

@@ -81,6 +81,7 @@ class Shard(ModelOps):
         self.clients = 0
         self.started = time.time()
         self._running = False
+        self._in_batch = False
         self._context = zmq.Context.instance()
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -157,13 +158,13 @@ class Shard(ModelOps):
         """Answer up to ``budget`` queued requests without going back to poll."""
         socket = self._socket
         for _ in range(budget):
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not socket.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
                 return
-            reply = self._handle(frames[0].bytes, frames[1:])
+            frames = socket.recv_multipart(copy=False)
+            identity = frames[0].bytes
+            reply = self._handle(identity, frames[1:])
             if reply is not None:
-                self._send(frames[0].bytes, reply)
+                self._send(identity, reply)
 
     def _send(self, identity: bytes, frames: list) -> None:
         try:
@@ -267,6 +268,30 @@ class Shard(ModelOps):
             raise ProtocolError("cluster: shards must be addresses and index one of them")
         self.cluster, self.index = shards, index
         return wire.reply(request.id)
+
+    def _op_batch(self, request, identity):
+        """Several requests in one message (a client's pipeline): each is handled as if it
+        came alone, in order, and those answered now share one reply message."""
+        counts = wire.field(request.header, "n", list)
+        if not all(type(c) is int and c >= 1 for c in counts) or sum(counts) != len(
+            request.payload
+        ):
+            raise ProtocolError("batch: part frame counts must be positive and match the frames")
+        if self._in_batch:
+            raise ProtocolError("batch: batches do not nest")
+        counts_out, frames_out, at = [], [], 0
+        self._in_batch = True
+        try:
+            for count in counts:
+                reply = self._handle(identity, request.payload[at : at + count])
+                at += count
+                if reply is not None:  # a parked wait answers on its own later
+                    counts_out.append(len(reply))
+                    frames_out.extend(reply)
+        finally:
+            self._in_batch = False
+        self.ops -= 1  # the parts were counted, the envelope is not an operation
+        return wire.reply(0, {"n": counts_out}, frames_out)
 
     def _op_info(self, request, identity):
         return wire.reply(request.id, {
