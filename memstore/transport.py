@@ -126,7 +126,18 @@ class Reply(Future):
     def cancel(self) -> bool:
         """Cancel if not yet answered: the answer is dropped when it comes. A write that was
         already sent may still be applied by the shard."""
-        return super(Future, self).cancel()
+        with self._condition:  # re-entrant: the calls below take it too
+            if self.cancelled():
+                return True
+            if not super(Future, self).cancel():
+                return False
+            self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait and its kin
+            return True
+
+    def _settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        super()._settle(value, error)
+        # Only now may the client go: dropping the last reference closes it (no lock held).
+        self.keepalive = None
 
     def _resolve(self, header: dict, payload: list) -> None:
         if header.get("ok"):
@@ -621,7 +632,6 @@ class Transport:
             reply = self._pending.pop(req_id, None)
             if reply is not None:
                 self._busy[reply.shard] -= 1
-                reply.keepalive = None
         return reply
 
     def _fail_shard(self, shard: int) -> None:
