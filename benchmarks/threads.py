@@ -96,6 +96,7 @@ def thread_loop(
                     f"{mode} client, thread {t} did not finish within {seconds + spec.timeout} s"
                 )
         record = aggregate(results)  # type: ignore[arg-type]
+        record["per_thread_ops"] = record.pop("per_client_ops")
     finally:
         for conn in {id(c): c for c in conns}.values():
             conn.close()

@@ -68,7 +68,7 @@ def test_threads_shared_and_separate_clients(tmp_path, capsys):
     for sample in result["samples"]:
         assert sample["threads"] == 8
         assert sample["clients"] == (1 if sample["mode"] == "shared" else 8)
-        assert len(sample["per_client_ops"]) == 8 and min(sample["per_client_ops"]) > 0
+        assert len(sample["per_thread_ops"]) == 8 and min(sample["per_thread_ops"]) > 0
     target = next(t for t in run["targets"] if t["name"].startswith("8 threads"))
     assert target["ratio"] > 0 and target["met"] in (True, False)
     assert "one shared client" in capsys.readouterr().out
