@@ -3,7 +3,7 @@
     memstore-bench --quick                  # make bench: under 5 minutes on 2 cores
     memstore-bench --full                   # make bench-full
     memstore-bench --only latency,bandwidth --name laptop
-    memstore-bench --only transport --quick  # issue 11's targets only (~1 minute)
+    memstore-bench --only transport --quick  # issue 11's targets only (~30 s on 2 cores)
 
 Writes ``<out>/<name>.json`` (machine, versions, parameters, every raw sample) and
 ``<out>/<name>-<workload>.png``. Every process the suite starts is stopped when it ends,
