@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-memstore
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-mpi lint format clean bench bench-full
+.PHONY: demo test test-all test-mpi lint format clean bench bench-full bench-transport
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,9 @@ bench: $(BENCH_STAMP)  ## the quick benchmark preset (< 5 minutes on 2 cores)
 
 bench-full: $(BENCH_STAMP)  ## the full benchmark preset
 	$(PY) -m benchmarks --full $(BENCH_ARGS)
+
+bench-transport: $(BENCH_STAMP)  ## issue 11's client-transport targets only (< 2 minutes on 2 cores)
+	$(PY) -m benchmarks --quick --only transport $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -3,6 +3,7 @@
     memstore-bench --quick                  # make bench: under 5 minutes on 2 cores
     memstore-bench --full                   # make bench-full
     memstore-bench --only latency,bandwidth --name laptop
+    memstore-bench --only transport --quick  # issue 11's targets only (~30 s on 2 cores)
 
 Writes ``<out>/<name>.json`` (machine, versions, parameters, every raw sample) and
 ``<out>/<name>-<workload>.png``. Every process the suite starts is stopped when it ends,
@@ -22,11 +23,28 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import bandwidth, inference, latency, online, report, scaling, throughput
+from benchmarks import (
+    bandwidth,
+    inference,
+    latency,
+    online,
+    report,
+    scaling,
+    threads,
+    throughput,
+)
+from benchmarks.goals import ratios
 from benchmarks.harness import Env, machine, versions
-from benchmarks.presets import PRESETS
+from benchmarks.presets import PRESETS, Preset
 
-WORKLOADS = {m.NAME: m for m in (latency, bandwidth, throughput, scaling, inference, online)}
+WORKLOADS = {
+    m.NAME: m for m in (latency, bandwidth, throughput, threads, scaling, inference, online)
+}
+#: ``--only`` names that stand for several workloads: the workloads, the issue whose targets
+#: the report shows, and how the preset is cut down to what those targets read
+GROUPS = {
+    "transport": (("latency", "bandwidth", "throughput", "threads"), 11, Preset.transport),
+}
 _NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*,?\s*)+)\]")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -56,7 +74,12 @@ def parser() -> argparse.ArgumentParser:
         help="the full preset (`make bench-full`)",
     )
     which.add_argument("--preset", choices=sorted(PRESETS), help="a preset by name")
-    p.add_argument("--only", default="", help=f"comma list of workloads: {','.join(WORKLOADS)}")
+    p.add_argument(
+        "--only",
+        default="",
+        help=f"comma list of workloads: {','.join(WORKLOADS)}; or 'transport' for issue 11's "
+        "targets alone (1 KiB latency, 64 MiB bandwidth, 1x1 throughput, threads)",
+    )
     p.add_argument("--name", help="results name (default: the preset's name)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     p.add_argument("--shards", type=_ints, help="scaling grid's shard counts, e.g. 1,2,4,8")
@@ -94,10 +117,20 @@ def _progress(total: int, enabled: bool):
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     preset = PRESETS[args.preset or "quick"].with_grid(args.shards, args.clients)
-    chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
+    chosen, issues = [], None
+    for word in (w.strip() for w in args.only.split(",")):
+        if word in GROUPS:
+            workloads, issue, narrow = GROUPS[word]
+            chosen += [w for w in workloads if w not in chosen]
+            issues = [*(issues or []), issue]
+            preset = narrow(preset)
+        elif word and word not in chosen:
+            chosen.append(word)
+    chosen = chosen or list(WORKLOADS)
     unknown = [w for w in chosen if w not in WORKLOADS]
     if unknown:
-        print(f"unknown workload(s) {unknown}: choose from {list(WORKLOADS)}", file=sys.stderr)
+        choices = [*WORKLOADS, *GROUPS]
+        print(f"unknown workload(s) {unknown}: choose from {choices}", file=sys.stderr)
         return 2
     name = args.name or preset.name
     args.out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": ["memstore-bench", *(sys.argv[1:] if argv is None else argv)],
         "preset": preset.as_dict(),
+        "target_issues": issues,
         "machine": machine(),
         "results": {},
         "seconds": {},
@@ -152,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_version = run.pop("redis_version", "")
     if redis_version:
         run["versions"]["redis-server"] = redis_version
-    run["targets"] = [r.as_dict() for r in report.ratios(run["results"])]
+    run["targets"] = [r.as_dict() for r in ratios(run["results"], issues)]
     path = args.out / f"{name}.json"
     path.write_text(to_json(run))
     print(report.render(run))

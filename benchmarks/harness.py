@@ -26,7 +26,7 @@ import memstore
 from benchmarks import floor, targets
 from benchmarks.presets import Preset
 from benchmarks.redis_baseline import RedisServer, client_info
-from benchmarks.targets import FLOOR, MEMSTORE, REDIS, Spec
+from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, REDIS, Spec
 
 #: Seconds between handing tasks to worker processes and their common start.
 START_LEAD_S = 0.3
@@ -130,7 +130,7 @@ class Env:
         self.progress = progress
         self._stack = contextlib.ExitStack()
         self._floors: dict[int, Spec] = {}
-        self._clusters: dict[int, Spec] = {}
+        self._clusters: dict[tuple[int, bool], Spec] = {}
         self._pool: Any = None
         self._pool_size = 0
         self._connected: set[Spec] = set()
@@ -152,20 +152,24 @@ class Env:
 
     # -- systems ---------------------------------------------------------------------------
 
-    def memstore(self, shards: int = 1) -> Spec:
-        """A memstore cluster of ``shards`` on loopback (started once, reused)."""
-        if shards not in self._clusters:
-            cluster = memstore.LocalCluster(shards=shards)
+    def memstore(self, shards: int = 1, *, ipc: bool = False) -> Spec:
+        """A memstore cluster of ``shards`` on loopback TCP, or on ``ipc://`` sockets in a
+        temporary folder (started once, reused)."""
+        if (shards, ipc) not in self._clusters:
+            cluster = memstore.LocalCluster(shards=shards, ipc=ipc)
             self._stack.callback(cluster.close)
-            self._clusters[shards] = Spec(
-                MEMSTORE, tuple(cluster.addresses), timeout=self.preset.timeout_s
+            self._clusters[shards, ipc] = Spec(
+                MEMSTORE_IPC if ipc else MEMSTORE,
+                tuple(cluster.addresses),
+                timeout=self.preset.timeout_s,
             )
-        return self._clusters[shards]
+        return self._clusters[shards, ipc]
 
     def release_memstore(self, shards: int) -> None:
         """Flush a cluster's data (its processes stay until the end of the run)."""
-        if shards in self._clusters:
-            targets.cached(self._clusters[shards]).flush()
+        for (size, _), spec in self._clusters.items():
+            if size == shards:
+                targets.cached(spec).flush()
 
     def floor(self, servers: int = 1) -> Spec:
         """``servers`` floor server processes (started once, reused)."""

@@ -1,11 +1,12 @@
 """Latency of one put, one get and one poll wake-up, 8 B … 1 MiB, next to the floor and Redis.
 
 - put / get: the time of one blocking call from one client, on one shard (one floor server,
-  one Redis). Rounds alternate the systems' order.
+  one Redis), memstore over ``tcp://`` and over ``ipc://``. Rounds alternate the systems'
+  order.
 - poll wake-up: a consumer process is parked in ``poll_tensor`` (checked on the shard:
   ``parked`` ≥ 1) when the producer calls ``put_tensor``; the figure is the time from that
   call to the consumer's return. Redis's nearest equivalent is a client blocked in BLPOP
-  woken by a pipelined SET + RPUSH.
+  woken by a pipelined SET + RPUSH. A preset with ``wake_iters=0`` skips it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ def steps(preset) -> int:
 
 def run(env: Env) -> dict:
     p = env.preset
-    specs = env.systems(shards=1)
+    specs = [*env.systems(shards=1), env.memstore(1, ipc=True)]
     conns = {spec.kind: targets.cached(spec) for spec in specs}
     samples: dict = {kind: {op: {} for op in (*OPS, WAKE)} for kind in conns}
     for kind in conns:
-        if kind not in (MEMSTORE, REDIS):
+        if kind not in (MEMSTORE, REDIS) or not p.wake_iters:
             del samples[kind][WAKE]
     for size in p.latency_sizes:
         data = targets.payload(size, seed=size)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.targets import FLOOR, LABELS, MEMSTORE, REDIS
+from benchmarks.presets import size_label
+from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, REDIS
 
 STYLE = {
     MEMSTORE: {"color": "#1f77b4", "marker": "o"},
+    MEMSTORE_IPC: {"color": "#17becf", "marker": "D"},
     FLOOR: {"color": "#7f7f7f", "marker": "s"},
     REDIS: {"color": "#d62728", "marker": "^"},
     "memcpy": {"color": "black", "marker": "", "linestyle": "--"},
@@ -31,7 +33,7 @@ def _pyplot():
 def _size_axis(ax, sizes: list[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes)
-    ax.set_xticklabels([_label(s) for s in sizes], rotation=45, fontsize=8)
+    ax.set_xticklabels([size_label(s) for s in sizes], rotation=45, fontsize=8)
     ax.minorticks_off()
     ax.grid(True, which="major", alpha=0.3)
 
@@ -49,14 +51,6 @@ def _log_y(ax, axis: str = "y") -> None:
     ax.grid(True, which="major", axis=axis, alpha=0.3)
 
 
-def _label(n: int) -> str:
-    if n >= 1 << 20:
-        return f"{n >> 20} MiB"
-    if n >= 1 << 10:
-        return f"{n >> 10} KiB"
-    return f"{n} B"
-
-
 def latency(result: dict, path: Path, title: str) -> None:
     plt = _pyplot()
     sizes = result["params"]["sizes"]
@@ -64,7 +58,7 @@ def latency(result: dict, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     panels = (("put", "put"), ("get", "get"), ("wake", "poll wake-up (put → parked consumer)"))
     for ax, (op, name) in zip(axes, panels, strict=True):
-        for kind in (MEMSTORE, FLOOR, REDIS):
+        for kind in (MEMSTORE, MEMSTORE_IPC, FLOOR, REDIS):
             rows = summary.get(kind, {}).get(op)
             if not rows:
                 continue
@@ -159,7 +153,7 @@ def scaling(result: dict, path: Path, title: str) -> None:
 
     params, summary = result["params"], result["summary"]
     clients = params["clients"]
-    get_size = _label(params["get_size"])
+    get_size = size_label(params["get_size"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     panels = (("puts", "pipelined small puts / s"), ("gets", f"GB/s of {get_size} gets"))
     markers = "osDv^<>p"
@@ -224,7 +218,7 @@ def online(result: dict, path: Path, title: str) -> None:
     p = result["params"]
     setup = (
         f"{p['producers']} producers at {p['rate_hz']:g} Hz, "
-        f"{p['consumers']} consumers, {_label(p['size'])} snapshots"
+        f"{p['consumers']} consumers, {size_label(p['size'])} snapshots"
     )
     ax.set_title(f"{title}\n{setup}", fontsize=10)
     _save(fig, path)

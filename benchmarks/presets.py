@@ -1,7 +1,8 @@
 """The parameters of a run: sizes, counts, durations. Every loop in the suite is bounded here.
 
 ``quick`` is ``make bench`` (under 5 minutes on 2 cores), ``full`` is ``make bench-full``,
-``tiny`` is for the suite's own test (seconds).
+``tiny`` is for the suite's own test (seconds). :meth:`Preset.transport` narrows any of them
+to what issue 11's transport targets read (``--only transport``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 KiB, MiB = 1 << 10, 1 << 20
+
+
+def size_label(n: int) -> str:
+    """``n`` bytes as tables and plots show it: ``64 MiB``, ``1 KiB``, ``256 B``."""
+    if n >= MiB:
+        return f"{n // MiB} MiB"
+    if n >= KiB:
+        return f"{n // KiB} KiB"
+    return f"{n} B"
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,15 @@ class Preset:
     online_rate_hz: float
     online_snapshots: int
     online_size: int
+    # threads: `threads` threads in one process, mixed get / put of `threads_size` bytes on
+    # `threads_keys` keys each, sharing one client vs one client each, `threads_s` per round.
+    threads: int = 8
+    threads_size: int = 1 * KiB
+    threads_keys: int = 64
+    threads_rounds: int = 2
+    threads_s: float = 1.0
+    # no rate loop (throughput, threads) makes more calls than this per client or thread
+    max_ops: int = 1_000_000
     # a request that takes longer than this fails the run instead of hanging it
     timeout_s: float = 60.0
     extra: dict = field(default_factory=dict)
@@ -67,6 +86,19 @@ class Preset:
             self,
             scaling_shards=shards or self.scaling_shards,
             scaling_clients=clients or self.scaling_clients,
+        )
+
+    def transport(self) -> Preset:
+        """This preset cut down to the points issue 11's targets read: 1 KiB latency without
+        wake-ups, the largest bandwidth size up to 64 MiB, throughput on 1 shard x 1 client."""
+        return replace(
+            self,
+            name=f"{self.name}-transport",
+            latency_sizes=(1 * KiB,),
+            wake_iters=0,
+            bandwidth_sizes=(max(s for s in self.bandwidth_sizes if s <= 64 * MiB),),
+            throughput_shards=(1,),
+            throughput_clients=(1,),
         )
 
 
@@ -110,6 +142,10 @@ TINY = Preset(
     online_rate_hz=20.0,
     online_snapshots=5,
     online_size=64 * KiB,
+    threads_keys=16,
+    threads_rounds=1,
+    threads_s=0.3,
+    max_ops=100_000,
     timeout_s=30.0,
 )
 
@@ -163,7 +199,7 @@ FULL = Preset(
     throughput_shards=(1, 2, 4),
     throughput_rounds=3,
     throughput_s=2.0,
-    pipeline_window=512,
+    pipeline_window=256,  # issue 11's pipelined target is a window of 256
     keys_per_client=20000,
     scaling_shards=(1, 2, 4, 8),
     scaling_clients=(1, 2, 4, 8),
@@ -179,6 +215,8 @@ FULL = Preset(
     online_rate_hz=50.0,
     online_snapshots=250,
     online_size=4 * MiB,
+    threads_rounds=3,
+    threads_s=2.0,
     timeout_s=120.0,
 )
 

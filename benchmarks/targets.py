@@ -5,8 +5,12 @@ gives a :class:`Target` with the operations the workloads time:
 
 - ``put(key, array)`` / ``get(key)``: one blocking call, returning when the store has the
   data / when the caller holds a numpy array of it.
-- ``put_many(keys, array)``: all of them in flight at once (memstore ``put_tensor_async`` +
-  ``memstore.wait``, a raw DEALER sending them all, a redis-py pipeline).
+- ``put_many(keys, array)``: all of them in flight at once (memstore ``put_tensor_async``
+  for every key, then every future's ``result()``; a raw DEALER sending them all; a redis-py
+  pipeline).
+
+memstore runs twice where a workload asks: over ``tcp://`` (``memstore``) and over
+``ipc://`` (``memstore-ipc``, same node), both with the same client.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ import numpy as np
 import memstore
 from benchmarks import floor
 
-MEMSTORE, FLOOR, REDIS = "memstore", "floor", "redis"
+MEMSTORE, MEMSTORE_IPC, FLOOR, REDIS = "memstore", "memstore-ipc", "floor", "redis"
 #: how each system appears in tables and plots
-LABELS = {MEMSTORE: "memstore", FLOOR: "raw pyzmq (floor)", REDIS: "Redis + redis-py"}
+LABELS = {
+    MEMSTORE: "memstore",
+    MEMSTORE_IPC: "memstore ipc://",
+    FLOOR: "raw pyzmq (floor)",
+    REDIS: "Redis + redis-py",
+}
 DTYPE = np.dtype(np.float32)
 
 
@@ -35,7 +44,7 @@ class Spec:
     timeout: float = 60.0
 
     def connect(self) -> Target:
-        if self.kind == MEMSTORE:
+        if self.kind in (MEMSTORE, MEMSTORE_IPC):
             return MemstoreTarget(self)
         if self.kind == FLOOR:
             return FloorTarget(self)
@@ -77,7 +86,9 @@ class MemstoreTarget(Target):
         return self.client.get_tensor(key)
 
     def put_many(self, keys: list[str], array: np.ndarray) -> None:
-        memstore.wait([self.client.put_tensor_async(k, array) for k in keys], self.timeout)
+        futures = [self.client.put_tensor_async(k, array) for k in keys]
+        for future in futures:
+            future.result(self.timeout)
 
     def flush(self) -> None:
         self.client.flush_db()

@@ -2,8 +2,10 @@
 
 Each client is its own process and writes its own set of keys for a fixed time. ``sync``
 waits for every put; ``pipelined`` keeps a window of puts in flight (memstore
-``put_tensor_async`` + ``memstore.wait``, a raw DEALER sending the window, a redis-py
-pipeline). The floor runs M servers like memstore's M shards; Redis is one server.
+``put_tensor_async`` for the window, then every future's ``result()``; a raw DEALER
+sending the window; a redis-py pipeline of the same window). The floor runs M servers like
+memstore's M shards; Redis is one server. A client stops after ``seconds`` or
+``max_ops`` puts, whichever comes first.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def measure(env: Env, spec: Spec, mode: str, clients: int, size: int, seconds: f
     results = env.run_parallel(
         put_loop,
         [
-            (spec, mode, size, c, p.keys_per_client, p.pipeline_window, at, seconds)
+            (spec, mode, size, c, p.keys_per_client, p.pipeline_window, at, seconds, p.max_ops)
             for c in range(clients)
         ],
     )
@@ -76,8 +78,10 @@ def put_loop(
     window: int,
     at: float,
     seconds: float,
+    max_ops: int,
 ) -> dict:
-    """Worker process: put small tensors under this client's keys until ``seconds`` pass."""
+    """Worker process: put small tensors under this client's keys until ``seconds`` pass
+    or ``max_ops`` puts are done."""
     conn = targets.cached(spec)
     data = targets.payload(size, seed=client_id)
     keys = [f"tp.{client_id}.{i}" for i in range(nkeys)]
@@ -87,11 +91,11 @@ def put_loop(
     end = t0 + seconds
     if mode == SYNC:
         put = conn.put
-        while time.monotonic() < end:
+        while ops < max_ops and time.monotonic() < end:
             put(keys[ops % nkeys], data)
             ops += 1
     else:
-        while time.monotonic() < end:
+        while ops < max_ops and time.monotonic() < end:
             start = ops % nkeys
             batch = keys[start : start + window]
             conn.put_many(batch, data)

@@ -1,7 +1,8 @@
 """The benchmark suite end to end on its tiny preset: real shards, real baselines, real JSON.
 
-The first test needs nothing beyond memstore's own dependencies (no Redis, no plots); the
-second needs the ``[bench]`` extra (redis-py, matplotlib) and skips without it.
+The first two tests need nothing beyond memstore's own dependencies (no Redis, no plots);
+the third (``--only transport``, issue 11's targets) needs the ``[bench]`` extra (redis-py,
+matplotlib) and skips without it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import json
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.report import ratios
+from benchmarks.goals import ratios
 
 
-def _run(tmp_path, *args: str) -> dict:
+def _run(tmp_path, *args: str, name: str = "tiny") -> dict:
     code = main(["--preset", "tiny", "--out", str(tmp_path), "--no-progress", *args])
     assert code == 0
-    return json.loads((tmp_path / "tiny.json").read_text())
+    return json.loads((tmp_path / f"{name}.json").read_text())
 
 
 def _positive_samples(by_size: dict) -> None:
@@ -34,10 +35,11 @@ def test_latency_and_bandwidth_json(tmp_path, capsys):
     assert run["machine"]["cores"] >= 1
     assert run["versions"]["pyzmq"] and run["versions"]["memstore"]
     latency = run["results"]["latency"]
-    assert set(latency["samples"]) == {"memstore", "floor"}  # no Redis asked for
+    assert set(latency["samples"]) == {"memstore", "memstore-ipc", "floor"}  # no Redis
     for op in ("put", "get", "wake"):
         _positive_samples(latency["samples"]["memstore"][op])
     _positive_samples(latency["samples"]["floor"]["get"])
+    _positive_samples(latency["samples"]["memstore-ipc"]["get"])
     get_1k = latency["summary"]["memstore"]["get"]["1024"]
     assert 0 < get_1k["min"] <= get_1k["p50"] <= get_1k["p99"] <= get_1k["max"]
     bandwidth = run["results"]["bandwidth"]
@@ -49,28 +51,52 @@ def test_latency_and_bandwidth_json(tmp_path, capsys):
     ):
         _positive_samples(bandwidth["samples"][kind][op])
     targets = {t["name"]: t for t in run["targets"]}
-    assert targets["1 KiB get latency p50 vs raw ZeroMQ"]["ratio"] > 0
-    assert targets["1 KiB get latency p50 vs Redis"]["ratio"] is None  # not measured
+    assert targets["1 KiB get p50, tcp, vs raw pyzmq floor"]["ratio"] > 0
+    assert targets["1 KiB get p50, ipc://, vs Redis on loopback"]["ratio"] is None  # no Redis
+    assert {t["issue"] for t in run["targets"]} == {6, 11}
     out = capsys.readouterr().out
-    assert "targets" in out and "vs raw ZeroMQ" in out
+    assert "targets" in out and "vs raw pyzmq floor" in out and "issue 11" in out
 
 
-def test_full_pipeline_with_redis_and_plots(tmp_path):
+def test_threads_shared_and_separate_clients(tmp_path, capsys):
+    run = _run(tmp_path, "--only", "threads", "--no-redis", "--no-plots")
+    result = run["results"]["threads"]
+    assert result["params"]["threads"] == 8
+    rows = {r["mode"]: r for r in result["summary"]}
+    assert set(rows) == {"shared", "separate"}
+    assert all(r["ops_per_s"] > 0 for r in rows.values())
+    for sample in result["samples"]:
+        assert sample["threads"] == 8
+        assert sample["clients"] == (1 if sample["mode"] == "shared" else 8)
+        assert len(sample["per_thread_ops"]) == 8 and min(sample["per_thread_ops"]) > 0
+    target = next(t for t in run["targets"] if t["name"].startswith("8 threads"))
+    assert target["ratio"] > 0 and target["met"] in (True, False)
+    assert "one shared client" in capsys.readouterr().out
+
+
+def test_transport_targets_with_redis_and_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     pytest.importorskip("redis")
-    run = _run(tmp_path, "--only", "latency,throughput")
+    run = _run(tmp_path, "--only", "transport", name="tiny-transport")
     if "skipped" in run["redis"]:
         pytest.skip(run["redis"])
+    assert set(run["results"]) == {"latency", "bandwidth", "throughput", "threads"}
     latency = run["results"]["latency"]
-    _positive_samples(latency["samples"]["redis"]["get"])
-    _positive_samples(latency["samples"]["redis"]["wake"])
+    assert latency["params"]["sizes"] == [1024]
+    for kind in ("memstore", "memstore-ipc", "floor", "redis"):
+        assert set(latency["samples"][kind]) == {"put", "get"}  # no wake-ups here
+        _positive_samples(latency["samples"][kind]["get"])
     rows = run["results"]["throughput"]["summary"]
-    assert {(r["system"], r["mode"]) for r in rows} >= {
-        ("memstore", "pipelined"),
-        ("redis", "sync"),
+    assert {(r["system"], r["mode"]) for r in rows} == {
+        (kind, mode) for kind in ("memstore", "floor", "redis") for mode in ("sync", "pipelined")
     }
     assert all(r["ops_per_s"] > 0 for r in rows)
-    assert all(r.ratio is not None for r in ratios(run["results"]) if "bandwidth" not in r.name)
-    for name in ("latency", "throughput"):
-        png = tmp_path / f"tiny-{name}.png"
+    targets = run["targets"]
+    assert len(targets) == 7 and {t["issue"] for t in targets} == {11}
+    assert all(t["ratio"] > 0 and t["met"] in (True, False) for t in targets), targets
+    assert [t["name"] for t in targets] == [r.name for r in ratios(run["results"], [11])]
+    out = capsys.readouterr().out
+    assert "issue 11 (client transport)" in out and "issue 6" not in out
+    for name in ("latency", "bandwidth", "throughput"):
+        png = tmp_path / f"tiny-transport-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,216 @@
+"""The issues' targets as ratios of this run's measurements, each met or missed.
+
+A :class:`Goal` says which two measurements of a run to divide and what the quotient must
+be; evaluated on a run's results it gives a :class:`Ratio`. :data:`GOALS` lists every
+issue's targets and :func:`ratios` evaluates them. A target whose inputs were not
+measured (a workload skipped, Redis missing) has ratio ``None``; one measured at other
+parameters than its issue names (a smaller preset) says so in its note.
+
+Issue 11 (client transport) supersedes issue 6's floor ratios, which it tightens on the same
+measurements (1 KiB get <= 1.5x -> 1.2x, 64 MiB put / get >= 0.8x -> 0.9x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from benchmarks.presets import KiB, MiB, size_label
+from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, REDIS
+from benchmarks.threads import SEPARATE, SHARED
+from benchmarks.throughput import PIPELINED, SYNC, lookup
+
+#: what each issue's targets are about, for the report's headings
+ISSUES = {11: "client transport", 6: "benchmark suite", 4: "batched inference"}
+#: the parameters the targets name
+SMALL_SIZE, WINDOW, LARGE_SIZE, THREADS, THREADS_SIZE = 256, 256, 64 * MiB, 8, KiB
+
+Lookup = Callable[[dict], float | None]
+
+
+@dataclass
+class Ratio:
+    """One target: ``ratio = value / baseline``, compared with ``limit`` (``<=`` or ``>=``)."""
+
+    issue: int
+    name: str
+    value: float | None
+    baseline: float | None
+    unit: str
+    op: str
+    limit: float
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.baseline:
+            return None
+        return self.value / self.baseline
+
+    @property
+    def met(self) -> bool | None:
+        r = self.ratio
+        if r is None:
+            return None
+        return r <= self.limit if self.op == "<=" else r >= self.limit
+
+    def as_dict(self) -> dict:
+        return {
+            "issue": self.issue,
+            "name": self.name,
+            "value": self.value,
+            "baseline": self.baseline,
+            "unit": self.unit,
+            "ratio": self.ratio,
+            "target": f"{self.op} {self.limit}",
+            "met": self.met,
+            "note": self.note,
+        }
+
+
+# -- reading the results: each factory returns ``results -> number or None`` ------------------
+
+
+def _p50(results: dict, workload: str, kind: str, op: str, size: int | None) -> float | None:
+    """The median of one series at one size, or None where it was not measured."""
+    by_kind = results.get(workload, {}).get("summary", {}).get(kind, {})
+    row = by_kind.get(op, {}).get(str(size))
+    return row.get("p50") if row and row.get("n") else None
+
+
+def _bandwidth_size(results: dict) -> int | None:
+    sizes = results.get("bandwidth", {}).get("params", {}).get("sizes", [])
+    return max((s for s in sizes if s <= LARGE_SIZE), default=None)
+
+
+def latency(kind: str, op: str = "get") -> Lookup:
+    return lambda r: _p50(r, "latency", kind, op, KiB)
+
+
+def bandwidth(kind: str, op: str) -> Lookup:
+    return lambda r: _p50(r, "bandwidth", kind, op, _bandwidth_size(r))
+
+
+def _row_rate(workload: str, **match) -> Lookup:
+    def read(results: dict) -> float | None:
+        row = lookup(results.get(workload, {}).get("summary") or [], **match)
+        return row["ops_per_s"] if row else None
+
+    return read
+
+
+def rate(kind: str, mode: str) -> Lookup:
+    """Throughput of one client on one shard."""
+    return _row_rate("throughput", system=kind, mode=mode, shards=1, clients=1)
+
+
+def threads_rate(mode: str) -> Lookup:
+    return _row_rate("threads", mode=mode)
+
+
+def inference_rate(mode: str) -> Lookup:
+    return _row_rate("inference", mode=mode)
+
+
+def _param(workload: str, field: str, asked: int, show: Callable = str) -> Callable[[dict], str]:
+    """A note when ``workload`` ran with ``field`` other than the target names."""
+
+    def note(results: dict) -> str:
+        measured = results.get(workload, {}).get("params", {}).get(field)
+        if measured is None or measured == asked:
+            return ""
+        return f"{workload} {field} {show(measured)}, the target names {show(asked)}"
+
+    return note
+
+
+def _large_size(results: dict) -> str:
+    size = _bandwidth_size(results)
+    if size is None or size == LARGE_SIZE:
+        return ""
+    return f"largest bandwidth size measured <= 64 MiB is {size_label(size)}"
+
+
+# -- the targets -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target: ``value(results) / baseline(results) <op> limit``.
+
+    ``notes`` say where the run measured other parameters than the target names;
+    an ``optional`` goal is left out of a run that did not measure it."""
+
+    issue: int
+    name: str
+    value: Lookup
+    baseline: Lookup
+    unit: str
+    op: str
+    limit: float
+    notes: tuple[Callable[[dict], str], ...] = ()
+    optional: bool = False
+
+    def evaluate(self, results: dict) -> Ratio:
+        note = "; ".join(n for n in (check(results) for check in self.notes) if n)
+        return Ratio(
+            self.issue,
+            self.name,
+            self.value(results),
+            self.baseline(results),
+            self.unit,
+            self.op,
+            self.limit,
+            note,
+        )
+
+
+_SMALL = _param("throughput", "size", SMALL_SIZE, size_label)
+_WINDOW = _param("throughput", "window", WINDOW)
+_THREADS = (
+    _param("threads", "threads", THREADS),
+    _param("threads", "size", THREADS_SIZE, size_label),
+)
+
+GOALS: tuple[Goal, ...] = (
+    Goal(11, "1 KiB get p50, tcp, vs raw pyzmq floor",
+         latency(MEMSTORE), latency(FLOOR), "us", "<=", 1.2),
+    Goal(11, "1 KiB get p50, ipc://, vs Redis on loopback",
+         latency(MEMSTORE_IPC), latency(REDIS), "us", "<=", 1.0),
+    Goal(11, "sync 256 B puts vs redis-py SET",
+         rate(MEMSTORE, SYNC), rate(REDIS, SYNC), "ops/s", ">=", 1.0, (_SMALL,)),
+    Goal(11, "pipelined 256 B puts, window 256, vs redis-py pipeline",
+         rate(MEMSTORE, PIPELINED), rate(REDIS, PIPELINED), "ops/s", ">=", 1.5,
+         (_SMALL, _WINDOW)),
+    Goal(11, "64 MiB put vs raw pyzmq floor",
+         bandwidth(MEMSTORE, "put"), bandwidth(FLOOR, "put"), "GB/s", ">=", 0.9, (_large_size,)),
+    Goal(11, "64 MiB get vs raw pyzmq floor",
+         bandwidth(MEMSTORE, "get"), bandwidth(FLOOR, "get"), "GB/s", ">=", 0.9, (_large_size,)),
+    Goal(11, "8 threads, 1 KiB get/put: one client vs 8 clients",
+         threads_rate(SHARED), threads_rate(SEPARATE), "ops/s", ">=", 0.8, _THREADS),
+    Goal(6, "1 KiB get p50, tcp, vs Redis",
+         latency(MEMSTORE), latency(REDIS), "us", "<=", 1.0),
+    Goal(6, "64 MiB put vs Redis",
+         bandwidth(MEMSTORE, "put"), bandwidth(REDIS, "put"), "GB/s", ">=", 2.0, (_large_size,)),
+    Goal(6, "64 MiB get vs Redis",
+         bandwidth(MEMSTORE, "get"), bandwidth(REDIS, "get"), "GB/s", ">=", 2.0, (_large_size,)),
+    Goal(6, "pipelined 256 B puts vs sync (1 client, 1 shard)",
+         rate(MEMSTORE, PIPELINED), rate(MEMSTORE, SYNC), "ops/s", ">=", 5.0, (_SMALL,)),
+    Goal(6, "1 KiB poll wake-up p50 vs get p50",
+         latency(MEMSTORE, "wake"), latency(MEMSTORE), "us", "<=", 2.0),
+    Goal(4, "run_model, batching on vs off",
+         inference_rate("batching on"), inference_rate("batching off"), "ops/s", ">=", 3.0,
+         optional=True),
+)  # fmt: skip
+
+
+def ratios(results: dict, issues: Iterable[int] | None = None) -> list[Ratio]:
+    """The targets of ``issues`` (default: every issue), from this run's measurements."""
+    wanted = set(ISSUES if issues is None else issues)
+    out = []
+    for goal in GOALS:
+        if goal.issue in wanted:
+            ratio = goal.evaluate(results)
+            if ratio.ratio is not None or not goal.optional:
+                out.append(ratio)
+    return out
