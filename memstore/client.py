@@ -27,7 +27,7 @@ from memstore import address as addresses
 from memstore import tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
-from memstore.config import CLIENT_SOCKETS, DEFAULT_TIMEOUT, ENV_KEY_IN, ENV_KEY_OUT
+from memstore.config import CLIENT_SOCKETS, ENV_KEY_IN, ENV_KEY_OUT, client_timeout
 from memstore.errors import ConnectionLost, Timeout
 from memstore.placement import key_shard
 from memstore.transport import UNAVAILABLE, Future, Gathered, Settled, Transport, _ignore, chain
@@ -76,7 +76,8 @@ class Client(DatasetCalls, ModelCalls):
             list). Without it: ``MEMSTORE_ADDRESS``, then ``SSDB``, then the file named by
             ``MEMSTORE_ADDRESS_FILE``. One shard's address is enough: shards started by
             ``memstore start`` or ``LocalCluster`` hand out the full shard list.
-        timeout: seconds to wait for any one answer before ``ConnectionLost``.
+        timeout: seconds to wait for any one answer before ``ConnectionLost`` (default:
+            ``MEMSTORE_TIMEOUT`` as it is when the client is made, else 30).
         aliases: ``{cluster address: address to connect to instead}``, e.g. a node-local
             ``ipc://`` socket of a ``tcp://`` shard (``memstore.mpi`` passes these).
 
@@ -88,12 +89,13 @@ class Client(DatasetCalls, ModelCalls):
         address: str | list[str] | None = None,
         cluster: bool | None = None,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         logger_name: str | None = None,
         aliases: dict[str, str] | None = None,
     ):
         if isinstance(address, bool):  # SmartRedis's older Client(cluster, address) order
             address, cluster = cluster, address  # type: ignore[assignment]
+        timeout = client_timeout() if timeout is None else timeout  # MEMSTORE_TIMEOUT, now
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.timeout = float(timeout)

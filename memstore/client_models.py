@@ -11,13 +11,14 @@ import inspect
 import io
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memstore.config import MODEL_LOAD_WAIT, MODEL_RUN_WAIT
 from memstore.errors import ModelError
+from memstore.kinds import MODEL, SCRIPT, TENSOR
 from memstore.transport import Chained, Future, Gathered
-
-MODEL, SCRIPT, TENSOR = "model", "script", "tensor"
 
 
 def _serialize_model(model: Any, name: str) -> tuple[str, bytes]:
@@ -86,6 +87,20 @@ def _gpus(first_gpu: int, num_gpus: int) -> range:
     return range(first_gpu, first_gpu + num_gpus)
 
 
+def _per_gpu(
+    name: str, first_gpu: int, num_gpus: int, call: Callable[[str, int], Future]
+) -> Future:
+    """``call(copy name, gpu)`` for every GPU copy of ``name``; done when all are."""
+    return Gathered(
+        [call(_gpu_name(name, g), g) for g in _gpus(first_gpu, num_gpus)], combine=lambda _: None
+    )
+
+
+def _gpu_copy(name: str, offset: int, first_gpu: int, num_gpus: int) -> str:
+    """The copy a caller with ``offset`` runs: GPU ``first_gpu + offset % num_gpus``."""
+    return _gpu_name(name, first_gpu + offset % len(_gpus(first_gpu, num_gpus)))
+
+
 class ModelCalls:
     """Mixed into :class:`memstore.Client`; uses its routing and futures."""
 
@@ -107,6 +122,7 @@ class ModelCalls:
                         {"key": key, "kind": kind, "model": meta},
                         payload,
                         what=f"set_{kind} {key!r} on {self.addresses[i]}",
+                        wait=MODEL_LOAD_WAIT,  # loading a large model takes a while
                     )
                     for i in shards
                 ],
@@ -247,12 +263,18 @@ class ModelCalls:
         return self._delete_everywhere(SCRIPT, self._key(name, MODEL, read=True))
 
     def model_exists_async(self, name: str) -> Future:
-        """Whether model ``name`` is stored."""
-        return self._exists(self._key(name, MODEL, read=True), MODEL)
+        """Whether a model or a script ``name`` is stored (SmartRedis: either)."""
+        key = self._key(name, MODEL, read=True)
+        return Gathered([self._exists(key, MODEL), self._exists(key, SCRIPT)], combine=any)
 
     def poll_model_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
-        """True as soon as model ``name`` is stored (the shard waits; see ``poll_tensor``)."""
-        return self._poll(self._key(name, MODEL, read=True), MODEL, poll_frequency_ms, num_tries)
+        """True as soon as a model or script ``name`` is stored (the shard waits; see
+        ``poll_tensor``). A tensor stored under that name counts as no model."""
+        key = self._key(name, MODEL, read=True)
+        return Chained(
+            self._poll(key, None, poll_frequency_ms, num_tries),
+            lambda found: self.model_exists_async(name) if found else False,
+        )
 
     # -- running ---------------------------------------------------------------------------
 
@@ -264,13 +286,7 @@ class ModelCalls:
         fields = {"key": key, "kind": kind, "inputs": ins, "outputs": outs}
         if fn_name is not None:
             fields["fn_name"] = fn_name
-        return self._submit(
-            home, "run", fields, what=f"run_{kind} {key!r}", wait=self._run_allowance
-        )
-
-    #: Extra seconds a run may take beyond the client's timeout before ``ConnectionLost``
-    #: (the shard's own --model-timeout answers first).
-    _run_allowance = 300.0
+        return self._submit(home, "run", fields, what=f"run_{kind} {key!r}", wait=MODEL_RUN_WAIT)
 
     def run_model_async(
         self,
@@ -307,23 +323,12 @@ class ModelCalls:
         outputs: list[str] | None = None,
     ) -> Future:
         """Store one copy of the model on each of GPUs ``first_gpu .. first_gpu+num_gpus-1``."""
-        return Gathered(
-            [
-                self.set_model_async(
-                    _gpu_name(name, g),
-                    model,
-                    backend,
-                    f"GPU:{g}",
-                    batch_size,
-                    min_batch_size,
-                    min_batch_timeout,
-                    tag,
-                    inputs,
-                    outputs,
-                )
-                for g in _gpus(first_gpu, num_gpus)
-            ],
-            combine=lambda _: None,
+        options = (batch_size, min_batch_size, min_batch_timeout, tag, inputs, outputs)
+        return _per_gpu(
+            name,
+            first_gpu,
+            num_gpus,
+            lambda copy, g: self.set_model_async(copy, model, backend, f"GPU:{g}", *options),
         )
 
     def set_model_from_file_multigpu_async(
@@ -350,26 +355,21 @@ class ModelCalls:
         outputs: str | list[str] | None = None,
     ) -> Future:
         """Run the copy on GPU ``first_gpu + offset % num_gpus`` (spread callers by offset)."""
-        gpu = first_gpu + offset % len(_gpus(first_gpu, num_gpus))
-        return self.run_model_async(_gpu_name(name, gpu), inputs, outputs)
+        return self.run_model_async(_gpu_copy(name, offset, first_gpu, num_gpus), inputs, outputs)
 
     def delete_model_multigpu_async(self, name: str, first_gpu: int, num_gpus: int) -> Future:
         """Delete every per-GPU copy."""
-        return Gathered(
-            [self.delete_model_async(_gpu_name(name, g)) for g in _gpus(first_gpu, num_gpus)],
-            combine=lambda _: None,
-        )
+        return _per_gpu(name, first_gpu, num_gpus, lambda copy, g: self.delete_model_async(copy))
 
     def set_script_multigpu_async(
         self, name: str, script: str, first_gpu: int, num_gpus: int
     ) -> Future:
         """Store one copy of the script per GPU."""
-        return Gathered(
-            [
-                self.set_script_async(_gpu_name(name, g), script, f"GPU:{g}")
-                for g in _gpus(first_gpu, num_gpus)
-            ],
-            combine=lambda _: None,
+        return _per_gpu(
+            name,
+            first_gpu,
+            num_gpus,
+            lambda copy, g: self.set_script_async(copy, script, f"GPU:{g}"),
         )
 
     def set_script_from_file_multigpu_async(
@@ -382,12 +382,11 @@ class ModelCalls:
         self, name: str, function: Any, first_gpu: int, num_gpus: int
     ) -> Future:
         """Store one copy of the function per GPU."""
-        return Gathered(
-            [
-                self.set_function_async(_gpu_name(name, g), function, f"GPU:{g}")
-                for g in _gpus(first_gpu, num_gpus)
-            ],
-            combine=lambda _: None,
+        return _per_gpu(
+            name,
+            first_gpu,
+            num_gpus,
+            lambda copy, g: self.set_function_async(copy, function, f"GPU:{g}"),
         )
 
     def run_script_multigpu_async(
@@ -401,15 +400,12 @@ class ModelCalls:
         num_gpus: int,
     ) -> Future:
         """Run the script copy on GPU ``first_gpu + offset % num_gpus``."""
-        gpu = first_gpu + offset % len(_gpus(first_gpu, num_gpus))
-        return self.run_script_async(_gpu_name(name, gpu), fn_name, inputs, outputs)
+        copy = _gpu_copy(name, offset, first_gpu, num_gpus)
+        return self.run_script_async(copy, fn_name, inputs, outputs)
 
     def delete_script_multigpu_async(self, name: str, first_gpu: int, num_gpus: int) -> Future:
         """Delete every per-GPU script copy."""
-        return Gathered(
-            [self.delete_script_async(_gpu_name(name, g)) for g in _gpus(first_gpu, num_gpus)],
-            combine=lambda _: None,
-        )
+        return _per_gpu(name, first_gpu, num_gpus, lambda copy, g: self.delete_script_async(copy))
 
     # -- statistics ------------------------------------------------------------------------
 

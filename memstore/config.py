@@ -20,8 +20,18 @@ DEFAULT_PORT = 6780
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_ADDRESS_FILE = "memstore.addr"
 
-#: Seconds a client waits for any one answer before raising ``ConnectionLost``.
-DEFAULT_TIMEOUT = float(os.environ.get("MEMSTORE_TIMEOUT", "30"))
+#: Seconds a client waits for any one answer before raising ``ConnectionLost``, unless
+#: ``MEMSTORE_TIMEOUT`` says otherwise when the client is made (see :func:`client_timeout`).
+DEFAULT_TIMEOUT = 30.0
+ENV_TIMEOUT = "MEMSTORE_TIMEOUT"
+#: Seconds ``set_model`` & co. wait beyond the client's timeout: every shard loads the model
+#: (a large TorchScript file or a model moved to a GPU takes a while).
+MODEL_LOAD_WAIT = 300.0
+#: Seconds a ``run_model`` waits beyond the client's timeout before ``ConnectionLost``: the
+#: shard's own ``--model-timeout`` (default :data:`MODEL_TIMEOUT`) answers first.
+MODEL_RUN_WAIT = 300.0
+#: Seconds a model run may take on a shard before its caller gets ``ModelError``.
+MODEL_TIMEOUT = 300.0
 #: Seconds every rank of an MPI job has to reach the memstore bootstrap (``memstore.mpi``).
 MPI_TIMEOUT = float(os.environ.get("MEMSTORE_MPI_TIMEOUT", "120"))
 #: Seconds a rank that failed waits at shutdown for the others before aborting the job.
@@ -41,6 +51,24 @@ ENV_SSDB = "SSDB"
 ENV_ADDRESS_FILE = "MEMSTORE_ADDRESS_FILE"
 ENV_KEY_IN = "SSKEYIN"
 ENV_KEY_OUT = "SSKEYOUT"
+
+
+def client_timeout() -> float:
+    """The client timeout in force now: ``MEMSTORE_TIMEOUT`` if set, else the default.
+
+    Read each time a :class:`memstore.Client` is made, so a program (or a test) that sets the
+    variable after importing memstore is obeyed.
+    """
+    text = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{ENV_TIMEOUT}={text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{ENV_TIMEOUT}={text!r} must be a positive number of seconds")
+    return value
 
 
 def parse_size(text: str | int) -> int:

@@ -115,10 +115,7 @@ def start_shards(
 def _read_ready(shard: ShardProcess, timeout: float) -> str:
     """The address a starting shard prints, or an error carrying its log."""
     stream: IO[bytes] = shard.process.stdout  # type: ignore[assignment]
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        ready = selector.select(timeout)
-    line = stream.readline().decode() if ready else ""
+    line = _ready_line(stream, timeout) or ""
     stream.close()
     if not line.startswith(READY_LINE):
         shard.process.kill()
@@ -126,6 +123,33 @@ def _read_ready(shard: ShardProcess, timeout: float) -> str:
         tail = shard.log_path.read_text(errors="replace")[-2000:]
         raise MemstoreError(f"shard did not start (log {shard.log_path}):\n{tail}")
     return line[len(READY_LINE) :].strip()
+
+
+def _ready_line(stream: IO[bytes], timeout: float) -> str | None:
+    """The first line of ``stream`` that starts with the ready line, within ``timeout`` s.
+
+    Reads the pipe's file descriptor itself (``os.read`` of what is there, split into lines
+    here): a buffered ``readline`` after a ``select`` may pull several lines into Python's
+    buffer, where the next ``select`` cannot see them. None at the deadline or end of output.
+    """
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    pending = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if line.startswith(READY_LINE):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None  # the process closed its output (it ended)
+            pending += chunk
 
 
 def _request(
@@ -486,16 +510,10 @@ class Launcher:
 def _ready_addresses(process: subprocess.Popen, log_path: Path, timeout: float) -> list[str]:
     """The shard list a ``memstore-server --mpi`` job prints once every shard serves."""
     stream: IO[bytes] = process.stdout  # type: ignore[assignment]
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        while selector.select(max(0.0, deadline - time.monotonic())):
-            line = stream.readline().decode(errors="replace")
-            if not line:
-                break  # the job ended
-            if line.startswith(READY_LINE):
-                stream.close()  # the servers print nothing more
-                return addresses.parse(line[len(READY_LINE) :])
+    line = _ready_line(stream, timeout)
+    if line is not None:
+        stream.close()  # the servers print nothing more
+        return addresses.parse(line[len(READY_LINE) :])
     tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
     raise MemstoreError(f"the store did not start within {timeout}s (log {log_path}):\n{tail}")
 

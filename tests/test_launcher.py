@@ -126,3 +126,25 @@ def test_stop_processes_tolerates_dead_shards():
         cluster.shards[0].process.wait(timeout=10)
     assert not any(shard.alive() for shard in cluster.shards)
     assert cluster.shards[1].process.returncode == 0
+
+
+def test_a_ready_line_behind_other_output_in_one_write_is_seen(tmp_path):
+    """Two lines in one pipe read: a buffered readline took both, and the selector then
+    waited for more output that never came."""
+    import subprocess
+    import sys
+
+    from memstore.config import READY_LINE
+    from memstore.launcher import _ready_addresses
+
+    program = (
+        "import sys, time\n"
+        f"sys.stdout.write('starting up\\n{READY_LINE}tcp://127.0.0.1:1\\n'); sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE)
+    try:
+        assert _ready_addresses(process, tmp_path / "log", timeout=30) == ["tcp://127.0.0.1:1"]
+    finally:
+        process.kill()
+        process.wait(30)

@@ -308,3 +308,197 @@ def test_model_prefix_is_off_by_default(monkeypatch, models_cluster):
         client.use_model_ensemble_prefix(True)
         client.set_model("mine", torch.jit.script(MLP()))
         assert client.key_exists("ens1.mine")
+
+
+# -- issue 10: all-or-nothing outputs, races, shutdown, smaller defects -----------------------
+
+
+class TwoOutputs(torch.nn.Module):
+    def forward(self, x):
+        return x + 1, x + 2
+
+
+def names_on_shards(n_shards: int, shards: list[int], prefix: str) -> list[str]:
+    """Distinct key names, one per wanted shard index."""
+    names: list[str] = []
+    for shard in shards:
+        names.append(
+            next(
+                name
+                for name in (f"{prefix}{i}" for i in range(10_000))
+                if key_shard(name, n_shards) == shard and name not in names
+            )
+        )
+    return names
+
+
+@pytest.fixture
+def capped():
+    """Two shards of 1 MiB each that accept pickled code."""
+    cluster = memstore.LocalCluster(shards=2, max_memory="1MiB", extra_args=["--allow-pickle"])
+    with cluster, cluster.client(timeout=20) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "full, filler_floats", [(0, 180_000), (1, 225_000)], ids=["home shard full", "other shard full"]
+)
+def test_a_run_that_cannot_store_every_output_stores_none(capped, full, filler_floats):
+    """Outputs are staged on the other shard and kept only if all fit (the old worker wrote
+    the other shard's output first and then failed on the full one)."""
+    x_key, out_home = names_on_shards(2, [0, 0], "a")
+    (out_other,) = names_on_shards(2, [1], "b")
+    (filler,) = names_on_shards(2, [full], "fill")
+    capped.set_model("two", torch.jit.script(TwoOutputs()))
+    capped.put_tensor(x_key, np.zeros(50_000, np.float32))  # 200 kB; each output as well
+    capped.put_tensor(filler, np.zeros(filler_floats, np.float32))  # then one output won't fit
+    with pytest.raises(memstore.StoreFull):
+        capped.run_model("two", x_key, [out_home, out_other])
+    assert not capped.tensor_exists(out_home)
+    assert not capped.tensor_exists(out_other)
+    capped.delete_tensor(filler)  # with room, the same run writes both
+    capped.run_model("two", x_key, [out_home, out_other])
+    assert capped.tensor_exists(out_home) and capped.tensor_exists(out_other)
+
+
+def test_a_timed_out_run_with_outputs_on_two_shards_writes_none(mc):
+    class SlowTwo(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(2.5)  # past the fixture's 2 s --model-timeout
+            return x + 1, x + 2
+
+    x_key, out_home = names_on_shards(2, [0, 0], "t")
+    (out_other,) = names_on_shards(2, [1], "u")
+    mc.set_model("slow_two", SlowTwo())
+    mc.put_tensor(x_key, np.ones(2, np.float32))
+    with pytest.raises(memstore.ModelError, match="model-timeout"):
+        mc.run_model("slow_two", x_key, [out_home, out_other])
+    # The run ends (its batch is counted) and then its staged outputs are dropped.
+    for _ in range(200):
+        if mc.get_ai_info("slow_two")["batches"]:
+            break
+        mc.poll_tensor(out_home, 25, 1)
+    assert mc.get_ai_info("slow_two")["batches"] == 1
+    assert not mc.poll_tensor(out_home, 50, 10)
+    assert not mc.tensor_exists(out_other)
+
+
+class SlowToLoad(torch.nn.Module):
+    """Takes 1.5 s to unpickle, longer than the client's 1 s timeout in the test."""
+
+    def forward(self, x):
+        return x
+
+    def __setstate__(self, state):
+        time.sleep(1.5)
+        super().__setstate__(state)
+
+
+def test_set_model_waits_for_a_slow_load_beyond_the_client_timeout(models_cluster):
+    with models_cluster.client(timeout=1) as client:
+        client.set_model("slow_load", SlowToLoad())  # ConnectionLost after 1 s before
+        assert client.model_exists("slow_load")
+
+
+def test_model_exists_and_poll_model_see_scripts(mc):
+    waiter = mc.poll_model_async("scr", 100, 100)
+    mc.set_script("scr", "def f(a):\n    return a\n")
+    assert waiter.result(timeout=30) is True
+    assert mc.model_exists("scr")
+    mc.put_tensor("plain", np.ones(1, np.float32))
+    assert not mc.model_exists("plain")  # a tensor is not a model
+    assert mc.poll_model("plain", 10, 3) is False
+
+
+def test_running_an_unknown_model_is_key_not_found_naming_it(mc):
+    mc.put_tensor("x", np.ones(1, np.float32))
+    with pytest.raises(memstore.KeyNotFound, match="'no_such_model' not found"):
+        mc.run_model("no_such_model", "x", "y")
+    with pytest.raises(memstore.KeyNotFound, match="'no_such_script' not found"):
+        mc.run_script("no_such_script", "f", "x", "y")
+
+
+def test_a_run_queued_in_a_batcher_fails_fast_when_the_model_is_replaced(mc):
+    mc.set_model("held", Sleeper(0.0), batch_size=8, min_batch_size=8, min_batch_timeout=60_000)
+    mc.put_tensor("x", np.ones((1, 2), np.float32))
+    run = mc.run_model_async("held", "x", "y")  # waits for 8 rows, up to 60 s
+    assert not mc.poll_tensor("y", 50, 4)
+    mc.set_model("held", Sleeper(0.0))
+    with pytest.raises(memstore.ModelError, match="replaced or deleted"):
+        run.result(timeout=30)  # within the fixture's 2 s --model-timeout, not after it
+
+
+def test_stats_count_every_update_from_many_threads():
+    import sys
+
+    from memstore.server.models import Stats
+
+    stats = Stats()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [
+            threading.Thread(
+                target=lambda: [
+                    (stats.called(), stats.ran(0.0), stats.failed()) for _ in range(20_000)
+                ]
+            )
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    counts = stats.as_dict()
+    assert (counts["calls"], counts["batches"], counts["errors"]) == (80_000, 80_000, 80_000)
+
+
+def test_a_closed_executor_ignores_late_completions():
+    """A worker finishing after close() used to write into the closed (maybe reused) pipe."""
+    from memstore.server.executor import Executor
+    from memstore.server.peers import Peers
+
+    executor = Executor(Peers(timeout=1.0), lambda key: None, lambda items: None)
+    executor.close()
+    executor.call_on_loop(lambda: None)  # OSError (EBADF) before
+
+
+SHUTDOWN_PROGRAM = """
+import sys, threading, time
+import numpy as np, torch
+import memstore
+from memstore.server.shard import Shard
+
+class Stuck(torch.nn.Module):
+    def forward(self, x):
+        time.sleep(3600)
+        return x
+
+shard = Shard("tcp://127.0.0.1:0", allow_pickle=True)
+serving = threading.Thread(target=shard.serve)
+serving.start()
+with memstore.Client(shard.address, timeout=30) as client:
+    client.set_model("stuck", Stuck())
+    client.put_tensor("x", np.ones(1, np.float32))
+    client.run_model_async("stuck", "x", "y")
+    while not client.get_ai_info("stuck")["calls"]:
+        pass
+shard.stop()
+serving.join(30)
+print("closed", flush=True)
+"""
+
+
+def test_a_model_stuck_in_a_run_does_not_block_interpreter_exit(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "stuck.py"
+    script.write_text(SHUTDOWN_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )  # the model sleeps an hour: non-daemon pool threads held the exit that long
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "closed" in done.stdout

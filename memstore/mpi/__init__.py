@@ -41,7 +41,7 @@ import os
 from functools import partial
 from typing import Any
 
-from memstore.config import DEFAULT_TIMEOUT, parse_size
+from memstore.config import parse_size
 from memstore.mpi._core import MPIStore, bootstrap
 from memstore.mpi._plan import CONNECT, INIT
 
@@ -59,7 +59,7 @@ def init(
     ipc: bool = True,
     timeout: float | None = None,
     grace: float | None = None,
-    client_timeout: float = DEFAULT_TIMEOUT,
+    client_timeout: float | None = None,
     **shard_options: Any,
 ) -> MPIStore:
     """Start a store on some ranks of ``comm`` and connect the others (collective).
@@ -112,7 +112,7 @@ def connect(
     ipc: bool = True,
     timeout: float | None = None,
     grace: float | None = None,
-    client_timeout: float = DEFAULT_TIMEOUT,
+    client_timeout: float | None = None,
 ) -> MPIStore:
     """Join the store of an MPMD job (``memstore-server --mpi`` ranks); collective.
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memstore import address as addresses
-from memstore.config import DEFAULT_TIMEOUT, ENV_ADDRESS, MPI_ABORT_GRACE, MPI_TIMEOUT
+from memstore.config import ENV_ADDRESS, MPI_ABORT_GRACE, MPI_TIMEOUT
 from memstore.errors import MemstoreError
 from memstore.mpi import _plan
 
@@ -138,7 +138,7 @@ def bootstrap(
     address_file: str | os.PathLike | None = None,
     timeout: float | None = None,
     grace: float | None = None,
-    client_timeout: float = DEFAULT_TIMEOUT,
+    client_timeout: float | None = None,
 ) -> MPIStore:
     """Collective over ``comm``: decide roles, start shards, hand out addresses.
 

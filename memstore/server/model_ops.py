@@ -4,25 +4,62 @@ Models and scripts are replicated: every shard holds every model, so a run execu
 shard that holds its first input. Their keys are therefore exempt from the ownership check.
 Loading and running happen on the :class:`Executor`'s workers; these handlers only
 validate, start the work and answer when the executor calls back on the loop.
+
+``stage`` / ``commit`` / ``abort`` are how a run on another shard writes outputs this shard
+owns all or nothing: staged outputs are held aside (room checked, invisible) until the
+running shard commits or aborts them, and dropped if it does neither in time.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from memstore import wire
 from memstore.errors import KeyNotFound, MemstoreError, ModelError, ProtocolError
-from memstore.server.models import Executor, Job, Loaded, parse_device
-from memstore.server.store import MODEL, SCRIPT, TENSOR, Entry
+from memstore.kinds import MODEL, SCRIPT, TENSOR
+from memstore.server.executor import Deadlines, Executor, Job
+from memstore.server.models import Loaded, parse_device
+from memstore.server.store import Entry
 
 _FORMATS = {MODEL: ("torchscript", "pickle"), SCRIPT: ("source", "pickle")}
 
 
+#: Key that stands for the bytes of all staged outputs in a ``Store.check_room`` call.
+_STAGED = "\0staged outputs"
+
+
+@dataclass(eq=False)
+class Staged:
+    """Outputs of a run on another shard, held until it commits or aborts them."""
+
+    txn: str
+    entries: list[tuple[str, Entry]]
+    nbytes: int
+    deadline: float
+
+
 class ModelOps:
-    """run_model, set_model & co. Expects the Shard's ``store``, ``_key``, ``_send``."""
+    """run_model, set_model & co. Expects the Shard's ``store``, ``_key``, ``_send``,
+    ``_tensor_entries``, and :meth:`_init_models` called from its ``__init__``."""
 
     executor: Executor
     model_timeout: float
+
+    def _init_models(self) -> None:
+        self._staged: dict[str, Staged] = {}
+        self._staged_bytes = 0
+        self._staged_deadlines = Deadlines()
+
+    def _expire_models(self, now: float) -> float | None:
+        """Time out overdue runs and forgotten stages; the next such deadline, if any."""
+        nearest = self.executor.expire(now)
+        for staged in self._staged_deadlines.due(now):
+            self._drop_staged(staged.txn)
+        later = self._staged_deadlines.next()
+        if later is not None and (nearest is None or later < nearest):
+            nearest = later
+        return nearest
 
     def _model_kind(self, request) -> str:
         kind = request.header.get("kind", MODEL)
@@ -81,7 +118,7 @@ class ModelOps:
         if kind == SCRIPT and not isinstance(fn_name, str):
             raise ProtocolError(f"run_script {key!r}: missing fn_name")
         model = self.executor.models.get(key)
-        if model is None or model.kind != kind:
+        if model is None or model.kind != kind:  # KeyNotFound, as for any missing key
             raise KeyNotFound(f"{kind} {key!r} not found: set it with set_{kind} first")
         local = {}
         for name in inputs:
@@ -90,7 +127,6 @@ class ModelOps:
                 local[name] = (entry.meta, entry.frames[0])
 
         def answer(error: MemstoreError | None) -> None:
-            self._running_jobs.discard(job)
             self._send(
                 identity, wire.error_reply(request.id, error) if error else wire.reply(request.id)
             )
@@ -98,7 +134,6 @@ class ModelOps:
         job = Job(
             model, fn_name, inputs, outputs, local, answer, time.monotonic() + self.model_timeout
         )
-        self._running_jobs.add(job)
         self.executor.run(job)
         return None
 
@@ -109,7 +144,7 @@ class ModelOps:
         model = self.executor.models.get(key)
         stats = model.stats.as_dict() if model else {}
         if model and request.header.get("reset"):
-            model.stats.__init__()
+            model.stats.reset()
         device = model.device if model else None
         return wire.reply(request.id, {"stats": stats, "device": device, "address": self.address})
 
@@ -117,13 +152,40 @@ class ModelOps:
         keys = wire.field(request.header, name, list)
         return [self._check_key(k, request.op, owned=False) for k in keys]
 
-    def _expire_jobs(self, now: float) -> float | None:
-        """Time out overdue runs; the next run deadline, for the loop's poll timeout."""
-        nearest = None
-        for job in list(self._running_jobs):
-            if job.deadline <= now:
-                self.executor.expire(job)
-                self._running_jobs.discard(job)
-            elif nearest is None or job.deadline < nearest:
-                nearest = job.deadline
-        return nearest
+    # -- outputs written by runs on other shards ---------------------------------------------
+
+    def _op_stage(self, request, identity):
+        txn = wire.field(request.header, "txn", str)
+        ttl = wire.field(request.header, "ttl", (int, float))
+        if not 0 <= ttl < float("inf"):
+            raise ProtocolError(f"stage {txn!r}: ttl must be a finite number >= 0")
+        entries = self._tensor_entries(request)
+        nbytes = sum(entry.nbytes for _, entry in entries)
+        # Room for these and for everything staged before them, which may commit as well.
+        self.store.check_room([(k, e.nbytes) for k, e in entries] + [(_STAGED, self._staged_bytes)])
+        self._drop_staged(txn)
+        staged = Staged(txn, entries, nbytes, time.monotonic() + ttl)
+        self._staged[txn] = staged
+        self._staged_bytes += nbytes
+        self._staged_deadlines.add(staged.deadline, staged)
+        return wire.reply(request.id)
+
+    def _op_commit(self, request, identity):
+        txn = wire.field(request.header, "txn", str)
+        staged = self._staged.get(txn)
+        if staged is None:
+            raise ModelError(f"staged outputs {txn!r} on {self.address} expired before commit")
+        self._drop_staged(txn)
+        self.store.check_room([(key, entry.nbytes) for key, entry in staged.entries])
+        for key, entry in staged.entries:
+            self.store.put(key, entry)
+        return wire.reply(request.id)
+
+    def _op_abort(self, request, identity):
+        self._drop_staged(wire.field(request.header, "txn", str))
+        return wire.reply(request.id)
+
+    def _drop_staged(self, txn: str) -> None:
+        staged = self._staged.pop(txn, None)
+        if staged is not None:
+            self._staged_bytes -= staged.nbytes

@@ -21,8 +21,9 @@ from memstore import tensors, wire
 from memstore.config import MAX_KEY_BYTES
 from memstore.errors import MemstoreError, ProtocolError, RemoteError
 from memstore.placement import key_shard
+from memstore.server.executor import Executor
 from memstore.server.model_ops import ModelOps
-from memstore.server.models import Executor
+from memstore.server.peers import Peers
 from memstore.server.store import DATASET, LIST, REPLICATED, TENSOR, Entry, Store
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,14 @@ class Shard(ModelOps):
         self.max_message = max_message
         self.model_timeout = model_timeout
         self.executor = Executor(
-            self._worker_client,
-            self._owns,
+            Peers(timeout=max(30.0, model_timeout)),
+            self._owner,
             self._store_outputs,
             model_threads=model_threads,
             intra_op_threads=intra_op_threads,
             allow_pickle=allow_pickle,
         )
-        self._running_jobs: set = set()
+        self._init_models()
         self.cluster: list[str] = []
         self.index = 0
         self.ops = 0
@@ -110,7 +111,8 @@ class Shard(ModelOps):
         log.info("shard %s serving (pid %d)", self.address, os.getpid())
         try:
             while self._running:
-                events = dict(poller.poll(self._poll_timeout_ms()))
+                next_model_deadline = self._expire_models(time.monotonic())
+                events = dict(poller.poll(self._poll_timeout_ms(next_model_deadline)))
                 if self._monitor in events:
                     self._count_clients()
                 if self._socket in events:
@@ -143,12 +145,8 @@ class Shard(ModelOps):
             self._socket.close(linger=0)
             log.info("shard %s closed", self.address)
 
-    def _poll_timeout_ms(self) -> int:
-        deadlines = [
-            d
-            for d in (self.store.next_deadline(), self._expire_jobs(time.monotonic()))
-            if d is not None
-        ]
+    def _poll_timeout_ms(self, next_model_deadline: float | None) -> int:
+        deadlines = [d for d in (self.store.next_deadline(), next_model_deadline) if d is not None]
         deadline = min(deadlines) if deadlines else None
         if deadline is None:
             return _IDLE_POLL_MS
@@ -242,11 +240,9 @@ class Shard(ModelOps):
         for key, entry in entries:
             self.store.put(key, entry)
 
-    def _worker_client(self):
-        """A client of this cluster for model workers (inputs and outputs go through it)."""
-        from memstore.client import Client
-
-        return Client(self.cluster or [self.address], timeout=max(30.0, self.model_timeout))
+    def _owner(self, key: str) -> str | None:
+        """The address of the shard that owns ``key``; None when it is this one."""
+        return None if self._owns(key) else self.cluster[key_shard(key, len(self.cluster))]
 
     # -- admin -----------------------------------------------------------------------------
 

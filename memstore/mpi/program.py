@@ -4,6 +4,8 @@ Started next to the application programs (``mpiexec -n 2 memstore-server --mpi :
 python app.py``, where the apps call :func:`memstore.mpi.connect`) or alone as a store for
 other jobs (``--address-file``; stopped by ``memstore stop``). The lowest server rank
 prints the ready line with the whole shard list, which launchers read.
+
+Called by :mod:`memstore.server_cli` with its parsed options.
 """
 
 from __future__ import annotations

@@ -1,0 +1,130 @@
+"""``memstore-server`` / ``python -m memstore.server``: run one shard in the foreground.
+
+With ``--mpi`` every rank of an MPI job serves a shard (:mod:`memstore.mpi.program`). This
+program sits above both the server and :mod:`memstore.mpi` (see docs/design.md, "Layers"):
+the server package never imports mpi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from memstore.config import DEFAULT_HOST, DEFAULT_PORT, MODEL_TIMEOUT, READY_LINE, parse_size
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="memstore-server", description=__doc__.split("\n\n", maxsplit=1)[0]
+    )
+    p.add_argument("--host", help=f"interface to bind (default {DEFAULT_HOST}; --mpi: auto)")
+    p.add_argument(
+        "--port",
+        type=int,
+        help=f"TCP port; 0 picks a free one (default {DEFAULT_PORT}; --mpi: free ports)",
+    )
+    p.add_argument(
+        "--bind",
+        metavar="ADDRESS",
+        help="full address instead of host/port, e.g. ipc:///tmp/memstore-0.sock",
+    )
+    p.add_argument(
+        "--max-memory",
+        default="0",
+        type=parse_size,
+        help="cap on stored bytes, e.g. 2GiB (default: unlimited)",
+    )
+    p.add_argument(
+        "--max-message",
+        default="0",
+        type=parse_size,
+        help="largest request accepted, e.g. 1GiB (default: unlimited)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="run cloudpickled client code (nn.Module, functions): arbitrary code "
+        "execution, so only on networks you trust (TorchScript is always allowed)",
+    )
+    p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for model runs (default: torch's choice)",
+    )
+    p.add_argument(
+        "--model-timeout",
+        type=float,
+        default=MODEL_TIMEOUT,
+        help=f"seconds a model run may take before its caller gets ModelError "
+        f"(default {MODEL_TIMEOUT:g})",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    mpi = p.add_argument_group("MPI (see memstore.mpi and docs/cluster.md)")
+    mpi.add_argument(
+        "--mpi",
+        action="store_true",
+        help="run under mpiexec: every rank of this program serves one shard, bootstrapped "
+        "with the application ranks (memstore.mpi.connect()); --host defaults to loopback "
+        "for a one-node job without --address-file, else each node's address; --port to "
+        "free ports",
+    )
+    mpi.add_argument("--address-file", help="with --mpi: write the shard list to this file")
+    mpi.add_argument(
+        "--mpi-timeout",
+        type=float,
+        default=None,
+        help="with --mpi: seconds every rank has to reach the bootstrap (MEMSTORE_MPI_TIMEOUT)",
+    )
+    return p
+
+
+def _interrupt(signum, frame):
+    """SIGTERM ends the loop like Ctrl-C does; later signals are ignored while closing."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.mpi:
+        from memstore.mpi import program
+
+        return program.main(args)
+    from memstore.server.shard import Shard
+
+    host = DEFAULT_HOST if args.host is None else args.host
+    port = DEFAULT_PORT if args.port is None else args.port
+    address = args.bind or f"tcp://{host}:{port}"
+    try:
+        shard = Shard(
+            address,
+            max_memory=args.max_memory,
+            max_message=args.max_message,
+            allow_pickle=args.allow_pickle,
+            model_threads=args.model_threads,
+            intra_op_threads=args.intra_op_threads,
+            model_timeout=args.model_timeout,
+        )
+    except Exception as exc:
+        print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        print(READY_LINE + shard.address, flush=True)
+        shard.serve()
+    except KeyboardInterrupt:  # a signal that came before serve() was ready to take it
+        shard.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
