@@ -29,6 +29,8 @@ MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 STARTUP_TIMEOUT = 30.0
 #: Longest key accepted, in bytes (UTF-8).
 MAX_KEY_BYTES = 64 * 1024
+#: Most shards one cluster may list (the ``cluster`` op refuses longer lists).
+MAX_SHARDS = 65_536
 #: How long a waiter on a future that another thread is pumping sleeps before retrying.
 PUMP_SLICE = 0.002
 

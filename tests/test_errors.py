@@ -356,6 +356,40 @@ def test_a_key_sent_to_the_wrong_shard_is_refused_naming_its_owner(doomed):
         assert not client.key_exists(theirs) and client.key_exists(mine)
 
 
+def test_no_client_can_rewrite_the_cluster_topology(doomed):
+    """After start, a ``cluster`` call naming another list, another index or another shard
+    is refused; every key stays readable through the real shard list."""
+    first, second = doomed.addresses
+    keys = [f"k{i}" for i in range(6)]
+    with doomed.client(timeout=10) as client:
+        for key in keys:
+            client.put_tensor(key, np.arange(3.0))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(first)
+    hostile = {
+        "reordered": {"shards": [second, first], "index": 1},
+        "shrunk": {"shards": [first], "index": 0},
+        "grown": {"shards": [first, second, "tcp://127.0.0.1:1"], "index": 0},
+        "other-shard": {"shards": [first, second], "index": 1},
+        "duplicates": {"shards": [first, first], "index": 0},
+        "empty": {"shards": [], "index": 0},
+    }
+    try:
+        for name, fields in hostile.items():
+            header, _ = ask(sock, [req("cluster", **fields)])
+            assert header["ok"] is False and header["code"] == "protocol", name
+        same, _ = ask(sock, [req("cluster", shards=[first, second], index=0)])
+        assert same["ok"] is True  # the launcher's own call, repeated, is harmless
+        hello, _ = ask(sock, [req("hello")])
+        assert hello["shards"] == [first, second] and hello["index"] == 0
+    finally:
+        sock.close()
+    with doomed.client(timeout=10) as client:
+        for key in keys:
+            np.testing.assert_array_equal(client.get_tensor(key), np.arange(3.0))
+
+
 def test_killed_first_shard_fails_client_construction(doomed):
     """A client whose first shard is down raises ConnectionLost naming it, not a hang."""
     doomed.shards[0].process.kill()

@@ -18,7 +18,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import tensors, wire
-from memstore.config import MAX_KEY_BYTES
+from memstore.config import MAX_KEY_BYTES, MAX_SHARDS
 from memstore.errors import MemstoreError, ProtocolError, RemoteError
 from memstore.placement import key_shard
 from memstore.server.model_ops import ModelOps
@@ -261,10 +261,29 @@ class Shard(ModelOps):
         )
 
     def _op_cluster(self, request, identity):
+        """Learn the shard list once, at startup; no client can rewrite it later."""
         shards = wire.field(request.header, "shards", list)
         index = wire.field(request.header, "index", int)
-        if not all(isinstance(s, str) for s in shards) or not 0 <= index < len(shards):
-            raise ProtocolError("cluster: shards must be addresses and index one of them")
+        if not shards or len(shards) > MAX_SHARDS:
+            raise ProtocolError(f"cluster: field 'shards' must list 1 to {MAX_SHARDS} addresses")
+        if not all(isinstance(s, str) and s for s in shards) or len(set(shards)) != len(shards):
+            raise ProtocolError("cluster: field 'shards' must be distinct address strings")
+        if not 0 <= index < len(shards) or shards[index] != self.address:
+            raise ProtocolError(
+                f"cluster: field 'index' {index} must name this shard ({self.address}) in 'shards'"
+            )
+        if self.cluster:
+            if (shards, index) == (self.cluster, self.index):
+                return wire.reply(request.id)  # a repeated startup call changes nothing
+            raise ProtocolError(
+                f"cluster: shard {self.address} already serves a cluster of "
+                f"{len(self.cluster)}; its topology is fixed after start"
+            )
+        if len(self.store):
+            raise ProtocolError(
+                f"cluster: shard {self.address} already holds {len(self.store)} keys placed "
+                "for a single shard; the shard list must be set before any data is stored"
+            )
         self.cluster, self.index = shards, index
         return wire.reply(request.id)
 
