@@ -29,6 +29,12 @@ MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 STARTUP_TIMEOUT = 30.0
 #: Longest key accepted, in bytes (UTF-8).
 MAX_KEY_BYTES = 64 * 1024
+#: Longest a wait (poll) may park on a shard, in seconds (30 days); a longer one is refused.
+MAX_WAIT_TIMEOUT = 30 * 24 * 3600.0
+#: Default caps on parked waits per shard and per client connection (``--max-waiters``,
+#: ``--max-client-waiters``): each costs the shard about 1 KiB until answered.
+DEFAULT_MAX_WAITERS = 100_000
+DEFAULT_MAX_CLIENT_WAITERS = 10_000
 #: Most shards one cluster may list (the ``cluster`` op refuses longer lists).
 MAX_SHARDS = 65_536
 #: How long a waiter on a future that another thread is pumping sleeps before retrying.

@@ -146,7 +146,7 @@ TestAccounting.settings = settings(max_examples=60, stateful_step_count=30, dead
 
 def test_store_full_refuses_and_evicts_nothing():
     """A put past --max-memory raises StoreFull; every stored key and ``used`` are unchanged."""
-    store = Store(max_memory=10_000)
+    store = Store(max_memory=4 * tensor("k0", 2000).nbytes + 1000)
     for i in range(4):
         store.put(f"k{i}", tensor(f"k{i}", 2000))
     names = store.keys()
@@ -173,7 +173,7 @@ def test_replacing_with_a_bigger_value_that_does_not_fit_keeps_the_old_one():
 
 def test_replacement_that_fits_only_after_freeing_the_old_value_is_accepted():
     """The cap is checked against the size after replacement, not old + new."""
-    store = Store(max_memory=3000)
+    store = Store(max_memory=tensor("k", 2500).nbytes)
     store.put("k", tensor("k", 2000))
     store.put("k", tensor("k", 2500))
     assert store.get("k").nbytes == tensor("k", 2500).nbytes
