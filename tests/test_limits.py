@@ -285,6 +285,43 @@ def test_extreme_numbers_in_any_op_never_end_the_shard(sturdy, op, numbers, shap
         np.testing.assert_array_equal(client.get_tensor("precious"), np.arange(5.0))
 
 
+EXTREMES = [0, -0.0, 1e308, -1e308, 2**63, 2**64 - 1, -(2**63), float("nan"), float("inf"), 1e306]
+
+
+SANE = {"timeout": 0.5, "n": 1, "start": 0, "end": -1, "index": 0, "batch_size": 0}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_with_each_extreme_number_in_each_field(sturdy, op):
+    """The deterministic sweep: each extreme value in each numeric field (the others sane),
+    for every op; the shard answers and keeps its keys."""
+    with sturdy.client(timeout=10) as client:
+        client.put_tensor("precious", np.arange(5.0))
+        sock = dealer(sturdy.addresses[0])
+        req_id = 0
+        try:
+            for name in [*SANE, "dim"]:
+                for value in EXTREMES:
+                    numbers = {**SANE, name: value}
+                    model = {"format": "torchscript", "batch_size": numbers["batch_size"]}
+                    shape = [value if name == "dim" else 1]
+                    fields = {
+                        "key": "k", "keys": ["k"], "src": "k", "dst": "k2", "kind": "tensor",
+                        "shards": [sturdy.addresses[0]], "model": model, "cond": "len_ge",
+                        "metas": [{"dtype": "<f8", "shape": shape, "order": "C"}], **numbers,
+                    }  # fmt: skip
+                    req_id += 2
+                    sock.send_multipart([req(op, req_id, **fields), b"\0" * 8])
+                    sock.send_multipart([req("hello", req_id + 1)])
+                    ids = set()
+                    while req_id + 1 not in ids:
+                        assert sock.poll(10_000), f"the shard did not answer {op} {name}={value}"
+                        ids.add(msgpack.unpackb(sock.recv_multipart()[0])["id"])
+        finally:
+            sock.close()
+        np.testing.assert_array_equal(client.get_tensor("precious"), np.arange(5.0))
+
+
 def test_a_huge_finite_wait_timeout_is_refused_and_the_shard_lives(sturdy):
     """The public repro of the crash: ``wait_tensor(key, timeout=1e306)``."""
     with sturdy.client(timeout=10) as client:
