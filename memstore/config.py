@@ -42,6 +42,14 @@ STARTUP_TIMEOUT = 30.0
 MAX_KEY_BYTES = 64 * 1024
 #: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).
 CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "4"))
+#: Longest a wait (poll) may park on a shard, in seconds (30 days); a longer one is refused.
+MAX_WAIT_TIMEOUT = 30 * 24 * 3600.0
+#: Default caps on parked waits per shard and per client connection (``--max-waiters``,
+#: ``--max-client-waiters``): each costs the shard about 1 KiB until answered.
+DEFAULT_MAX_WAITERS = 100_000
+DEFAULT_MAX_CLIENT_WAITERS = 10_000
+#: Most shards one cluster may list (the ``cluster`` op refuses longer lists).
+MAX_SHARDS = 65_536
 
 #: The line a shard prints on stdout once it serves; launchers read the address from it.
 READY_LINE = "memstore shard ready at "

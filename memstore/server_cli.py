@@ -12,7 +12,15 @@ import logging
 import signal
 import sys
 
-from memstore.config import DEFAULT_HOST, DEFAULT_PORT, MODEL_TIMEOUT, READY_LINE, parse_size
+from memstore.config import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CLIENT_WAITERS,
+    DEFAULT_MAX_WAITERS,
+    DEFAULT_PORT,
+    MODEL_TIMEOUT,
+    READY_LINE,
+    parse_size,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,13 +42,30 @@ def parser() -> argparse.ArgumentParser:
         "--max-memory",
         default="0",
         type=parse_size,
-        help="cap on stored bytes, e.g. 2GiB (default: unlimited)",
+        help="cap on stored bytes, e.g. 2GiB, counting each key's bookkeeping; the shard's "
+        "resident memory stays under it plus a constant (docs/security.md) (default: unlimited)",
     )
     p.add_argument(
         "--max-message",
         default="0",
         type=parse_size,
-        help="largest request accepted, e.g. 1GiB (default: unlimited)",
+        help="largest request accepted, e.g. 1GiB: a request over it is refused, and a client "
+        "sending a single frame over it is disconnected before the frame is in memory "
+        "(default: unlimited)",
+    )
+    p.add_argument(
+        "--max-waiters",
+        type=int,
+        default=DEFAULT_MAX_WAITERS,
+        help="most parked waits (polls) on this shard, 0 for no cap "
+        f"(default {DEFAULT_MAX_WAITERS})",
+    )
+    p.add_argument(
+        "--max-client-waiters",
+        type=int,
+        default=DEFAULT_MAX_CLIENT_WAITERS,
+        help="most parked waits of one client connection, 0 for no cap "
+        f"(default {DEFAULT_MAX_CLIENT_WAITERS})",
     )
     p.add_argument(
         "--allow-pickle",
@@ -112,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             model_threads=args.model_threads,
             intra_op_threads=args.intra_op_threads,
             model_timeout=args.model_timeout,
+            max_waiters=args.max_waiters,
+            max_client_waiters=args.max_client_waiters,
         )
     except Exception as exc:
         print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)

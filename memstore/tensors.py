@@ -24,11 +24,23 @@ _KINDS = "biufc"
 BFLOAT16 = "bfloat16"
 #: numpy's limit on dimensions (NPY_MAXDIMS); a longer shape could be stored but never read.
 _MAX_DIMS = 64
+#: Largest byte count numpy can index (its ``intp``).
+_MAX_INTP = int(np.iinfo(np.intp).max)
+#: Longest dtype name accepted from the wire ("bfloat16" and "<c16" are the longest we use).
+_MAX_DTYPE_NAME = 16
+#: Long double ('g', 'G') has a platform-dependent size and layout: not portable data.
+_UNPORTABLE = "gG"
 
 
 def check_dtype(dtype: np.dtype, name: str = "") -> None:
-    """Refuse dtypes the store cannot hold (object, str, structured, datetime, void)."""
-    if dtype.kind not in _KINDS or dtype.fields is not None or dtype.subdtype is not None:
+    """Refuse dtypes the store cannot hold (object, str, structured, datetime, void, and
+    long double, whose size differs between platforms)."""
+    if (
+        dtype.kind not in _KINDS
+        or dtype.char in _UNPORTABLE
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+    ):
         label = f" for {name!r}" if name else ""
         raise TypeError(
             f"dtype {dtype}{label} is not supported: use bool, int8-64, uint8-64, "
@@ -87,33 +99,60 @@ def _encode_torch(tensor: Any, name: str) -> tuple[dict, memoryview]:
     return _encode_numpy(array, array.dtype.str)
 
 
-def parse_meta(meta: dict, nbytes: int, name: str = "") -> tuple[np.dtype, tuple, str]:
-    """Validate a tensor's meta against its payload size; the shard calls this on every put."""
+def parse_meta(meta: Any, nbytes: int, name: str = "") -> tuple[np.dtype, tuple, str]:
+    """Validate a tensor's meta against its payload size; the shard calls this on every put.
+
+    Whatever ``meta`` holds, the only exception is :class:`ProtocolError`, naming the field;
+    a meta that passes can always be decoded again (numpy can build its shape).
+    """
     where = f"tensor {name!r}" if name else "tensor"
     if not isinstance(meta, dict):
-        raise ProtocolError(f"{where}: meta must be a map")
-    dtype_name, shape, order = meta.get("dtype"), meta.get("shape"), meta.get("order", "C")
-    if not isinstance(dtype_name, str):
-        raise ProtocolError(f"{where}: missing dtype")
-    try:
-        dtype = np.dtype("<i2" if dtype_name == BFLOAT16 else dtype_name)
-        check_dtype(dtype, name)
-    except TypeError as exc:
-        raise ProtocolError(f"{where}: {exc}") from None
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise ProtocolError(f"{where}: shape must be a list of non-negative integers")
-    if len(shape) > _MAX_DIMS:
-        raise ProtocolError(f"{where}: {len(shape)} dimensions, numpy holds at most {_MAX_DIMS}")
+        raise ProtocolError(f"{where}: meta must be a map, got {type(meta).__name__}")
+    dtype = _parse_dtype(meta.get("dtype"), where, name)
+    shape = _parse_shape(meta.get("shape"), dtype.itemsize, where)
+    order = meta.get("order", "C")
     if order not in ("C", "F"):
-        raise ProtocolError(f"{where}: order must be 'C' or 'F', got {order!r}")
+        raise ProtocolError(f"{where}: field 'order' must be 'C' or 'F', got {order!r}")
     expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps at 2**64
     if expected != nbytes:
         raise ProtocolError(
-            f"{where}: dtype {dtype_name} shape {shape} needs {expected} bytes, got {nbytes}"
+            f"{where}: dtype {meta['dtype']} shape {list(shape)} needs {expected} bytes, "
+            f"got {nbytes}"
         )
-    return dtype, tuple(shape), order
+    return dtype, shape, order
+
+
+def _parse_dtype(dtype_name: Any, where: str, name: str) -> np.dtype:
+    if not isinstance(dtype_name, str):
+        raise ProtocolError(f"{where}: field 'dtype' must be a string, got {dtype_name!r}")
+    if len(dtype_name) > _MAX_DTYPE_NAME:  # numpy parses names like '(3,4)f8': keep it short
+        raise ProtocolError(f"{where}: field 'dtype' is over {_MAX_DTYPE_NAME} characters")
+    try:
+        dtype = np.dtype("<i2" if dtype_name == BFLOAT16 else dtype_name)
+        check_dtype(dtype, name)
+    except TypeError as exc:  # numpy raises TypeError, ValueError and others for bad names
+        raise ProtocolError(f"{where}: field 'dtype': {exc}") from None
+    except Exception as exc:
+        raise ProtocolError(f"{where}: field 'dtype' {dtype_name!r}: {exc}") from None
+    return dtype
+
+
+def _parse_shape(shape: Any, itemsize: int, where: str) -> tuple:
+    if not isinstance(shape, list):
+        raise ProtocolError(f"{where}: field 'shape' must be a list of non-negative integers")
+    if len(shape) > _MAX_DIMS:  # before looking at the elements: the list may be huge
+        raise ProtocolError(
+            f"{where}: field 'shape' has {len(shape)} dimensions, numpy holds at most {_MAX_DIMS}"
+        )
+    if not all(type(d) is int and d >= 0 for d in shape):  # bool is an int to Python
+        raise ProtocolError(f"{where}: field 'shape' must be a list of non-negative integers")
+    # numpy refuses any shape whose non-zero sides multiply past intp, even when one side is
+    # 0 (then the payload is empty): such a tensor could be stored but never read back.
+    if math.prod(max(d, 1) for d in shape) * itemsize > _MAX_INTP:
+        raise ProtocolError(
+            f"{where}: field 'shape' {shape} is larger than numpy can index ({_MAX_INTP} bytes)"
+        )
+    return tuple(shape)
 
 
 def decode(meta: dict, buffer: Any, *, as_torch: bool = False, name: str = "") -> Any:

@@ -267,14 +267,46 @@ def test_store_full_counts_dataset_metadata(small):
     assert small.get_db_node_info()[0]["bytes"] >= stored * 200_000
 
 
-def test_oversized_message_is_protocol_error(small):
-    """A request over --max-message is refused with ProtocolError naming the limit; the
-    shard keeps serving."""
+def test_oversized_request_is_protocol_error(small):
+    """A request whose frames together pass --max-message is refused with ProtocolError
+    naming the limit; the shard keeps serving."""
     with pytest.raises(memstore.ProtocolError, match="max-message"):
-        small.put_tensor("huge", kib(800))
-    assert not small.key_exists("huge")
+        small.put_tensors({"h1": kib(400), "h2": kib(400)})
+    assert not small.key_exists("h1") and not small.key_exists("h2")
     small.put_tensor("fine", kib(10))
     np.testing.assert_array_equal(small.get_tensor("fine"), kib(10))
+
+
+def test_a_frame_over_max_message_drops_the_connection_not_the_shard(small):
+    """A single frame over --max-message is cut off as it arrives (libzmq's MAXMSGSIZE): the
+    caller gets ConnectionLost at once, not a hang, and the client keeps working."""
+    with pytest.raises(memstore.ConnectionLost):
+        small.put_tensor("huge", kib(800))
+    small.put_tensor("fine", kib(10))
+    np.testing.assert_array_equal(small.get_tensor("fine"), kib(10))
+    assert not small.key_exists("huge")
+
+
+def test_oversized_frames_never_land_in_shard_memory():
+    """Frames far over --max-message do not raise the shard's peak RSS by their size (before,
+    each was received whole and only then refused)."""
+    frame = b"\0" * (64 << 20)
+    with (
+        memstore.LocalCluster(shards=1, extra_args=["--max-message", "1MiB"]) as one,
+        one.client(timeout=10) as client,
+    ):
+        before = client.get_db_node_info()[0]["rss_peak"]
+        for _ in range(3):
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(one.addresses[0])
+            sock.send_multipart([req("put", keys=["big"], metas=[F4]), frame])
+            ask(sock, [req("hello")])  # the shard is alive and has read what it will
+            sock.close()
+        after = client.get_db_node_info()[0]
+        assert not client.key_exists("big")
+    # Margin: 16 MiB of receive buffers and allocator slack, a quarter of one frame.
+    assert after["rss_peak"] - before < 16 << 20, (before, after)
 
 
 # -- a killed shard --------------------------------------------------------------------------
@@ -354,6 +386,40 @@ def test_a_key_sent_to_the_wrong_shard_is_refused_naming_its_owner(doomed):
         sock.close()
     with doomed.client(timeout=10) as client:
         assert not client.key_exists(theirs) and client.key_exists(mine)
+
+
+def test_no_client_can_rewrite_the_cluster_topology(doomed):
+    """After start, a ``cluster`` call naming another list, another index or another shard
+    is refused; every key stays readable through the real shard list."""
+    first, second = doomed.addresses
+    keys = [f"k{i}" for i in range(6)]
+    with doomed.client(timeout=10) as client:
+        for key in keys:
+            client.put_tensor(key, np.arange(3.0))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(first)
+    hostile = {
+        "reordered": {"shards": [second, first], "index": 1},
+        "shrunk": {"shards": [first], "index": 0},
+        "grown": {"shards": [first, second, "tcp://127.0.0.1:1"], "index": 0},
+        "other-shard": {"shards": [first, second], "index": 1},
+        "duplicates": {"shards": [first, first], "index": 0},
+        "empty": {"shards": [], "index": 0},
+    }
+    try:
+        for name, fields in hostile.items():
+            header, _ = ask(sock, [req("cluster", **fields)])
+            assert header["ok"] is False and header["code"] == "protocol", name
+        same, _ = ask(sock, [req("cluster", shards=[first, second], index=0)])
+        assert same["ok"] is True  # the launcher's own call, repeated, is harmless
+        hello, _ = ask(sock, [req("hello")])
+        assert hello["shards"] == [first, second] and hello["index"] == 0
+    finally:
+        sock.close()
+    with doomed.client(timeout=10) as client:
+        for key in keys:
+            np.testing.assert_array_equal(client.get_tensor(key), np.arange(3.0))
 
 
 def test_killed_first_shard_fails_client_construction(doomed):

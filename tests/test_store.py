@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from memstore.errors import KeyNotFound, StoreFull, WrongType
-from memstore.server.store import DATASET, LIST, TENSOR, Entry, Store
+from memstore.server.store import (
+    DATASET,
+    DIM_OVERHEAD,
+    ENTRY_OVERHEAD,
+    FRAME_SLACK,
+    LIST,
+    TENSOR,
+    Entry,
+    Store,
+)
 
 
 def tensor(key: str, nbytes: int) -> Entry:
@@ -49,18 +58,20 @@ def test_used_returns_to_zero_after_deletes():
 def test_replace_accounts_old_size():
     """Replacing a value charges only the difference."""
     store = Store()
-    store.put("k", tensor("k", 1000))
+    store.put("k", tensor("k", 2000))
     first = store.used
-    store.put("k", tensor("k", 10))
-    assert store.used == first - 990 == charged(store)
+    store.put("k", tensor("k", 1500))
+    assert store.used == first - 500 == charged(store)
     store.put("k", tensor("k", 5000))
-    assert store.used == first + 4000 == charged(store)
+    assert store.used == first + 3000 == charged(store)
 
 
 def test_entry_size_counts_payload_and_key():
-    """An entry is charged for its payload, its key and a fixed overhead."""
+    """An entry is charged for its payload, its key, a fixed overhead for its objects and
+    the allocator's slack per frame."""
     small, big = tensor("k", 0), tensor("k", 4096)
-    assert big.nbytes - small.nbytes == 4096
+    assert big.nbytes - small.nbytes == 4096 + FRAME_SLACK
+    assert small.nbytes == ENTRY_OVERHEAD + 1 + DIM_OVERHEAD
     assert tensor("longer-key", 0).nbytes - small.nbytes == len("longer-key") - 1
 
 
@@ -146,7 +157,7 @@ TestAccounting.settings = settings(max_examples=60, stateful_step_count=30, dead
 
 def test_store_full_refuses_and_evicts_nothing():
     """A put past --max-memory raises StoreFull; every stored key and ``used`` are unchanged."""
-    store = Store(max_memory=10_000)
+    store = Store(max_memory=4 * tensor("k0", 2000).nbytes + 1000)
     for i in range(4):
         store.put(f"k{i}", tensor(f"k{i}", 2000))
     names = store.keys()
@@ -163,7 +174,7 @@ def test_store_full_refuses_and_evicts_nothing():
 
 def test_replacing_with_a_bigger_value_that_does_not_fit_keeps_the_old_one():
     """A refused replacement leaves the old value in place."""
-    store = Store(max_memory=3000)
+    store = Store(max_memory=tensor("k", 2000).nbytes)
     old = tensor("k", 1000)
     store.put("k", old)
     with pytest.raises(StoreFull):
@@ -173,7 +184,7 @@ def test_replacing_with_a_bigger_value_that_does_not_fit_keeps_the_old_one():
 
 def test_replacement_that_fits_only_after_freeing_the_old_value_is_accepted():
     """The cap is checked against the size after replacement, not old + new."""
-    store = Store(max_memory=3000)
+    store = Store(max_memory=tensor("k", 2500).nbytes)
     store.put("k", tensor("k", 2000))
     store.put("k", tensor("k", 2500))
     assert store.get("k").nbytes == tensor("k", 2500).nbytes
@@ -189,7 +200,7 @@ def test_check_room_counts_a_batch_together():
 
 def test_list_push_on_a_full_store_leaves_the_list_alone():
     """A refused list push changes neither the list nor ``used``."""
-    store = Store(max_memory=1000)
+    store = Store(max_memory=ENTRY_OVERHEAD + 1000)
     store.list_push("l", ["a"])
     used = store.used
     with pytest.raises(StoreFull):
@@ -200,7 +211,7 @@ def test_list_push_on_a_full_store_leaves_the_list_alone():
 
 def test_rename_in_a_nearly_full_store_succeeds():
     """Renaming moves a value; it must not need room for two copies of it."""
-    store = Store(max_memory=3000)
+    store = Store(max_memory=tensor("old", 2000).nbytes + 500)
     store.put("old", tensor("old", 2000))
     store.rename("old", "new")
     assert store.exists("new") and not store.exists("old")
@@ -376,3 +387,78 @@ def test_delete_and_flush_wake_waiters_whose_condition_holds_on_absence():
     store.flush()
     assert on_flush.calls == [None]
     assert needs_key.calls == []
+
+
+# -- waiters: memory, owners, caps -----------------------------------------------------------
+
+
+class Payload:
+    """Stands for the frames a parked request holds (weak-referenceable, unlike bytes)."""
+
+
+def test_a_woken_waiter_lets_go_of_its_callback_behind_a_long_parked_one():
+    """A waiter answered by a put frees what its callback holds at once, even while an
+    earlier waiter with a far deadline keeps it in the deadline heap (before: held until
+    that one expired)."""
+    import gc
+    import weakref
+
+    store = Store()
+    store.wait("never", lambda e: e is not None, 1e6, Recorder())
+    refs = []
+    for i in range(200):
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+        store.wait(f"k{i}", lambda e: e is not None, 10.0, lambda e, p=payload: None)
+        del payload
+        store.put(f"k{i}", tensor(f"k{i}", 1))
+    gc.collect()
+    assert all(ref() is None for ref in refs)
+    assert store.parked == 1
+    assert len(store._deadlines) < 100  # finished waiters do not pile up behind it
+
+
+def test_drop_owner_forgets_only_that_owners_waiters_without_answering():
+    """Waiters of a departed client go without a callback; others stay parked."""
+    store = Store()
+    gone, stays = Recorder(), Recorder()
+    for i in range(5):
+        store.wait(f"k{i}", lambda e: e is not None, 100.0, gone, owner=b"a")
+    store.wait("k0", lambda e: e is not None, 100.0, stays, owner=b"b")
+    assert store.parked == 6 and store.parked_clients == 2
+    assert store.drop_owner(b"a") == 5
+    assert store.parked == 1 and store.parked_clients == 1
+    store.put("k0", tensor("k0", 1))
+    assert gone.calls == [] and len(stays.calls) == 1
+    assert store.parked == 0 and store.next_deadline() is None
+
+
+def test_waiter_caps_per_owner_and_in_total():
+    """A wait past --max-client-waiters or --max-waiters is StoreFull naming the option."""
+    store = Store(max_waiters=5, max_client_waiters=3)
+    for i in range(3):
+        store.wait(f"a{i}", lambda e: e is not None, 100.0, Recorder(), owner=b"a")
+    with pytest.raises(StoreFull, match="--max-client-waiters 3"):
+        store.wait("a9", lambda e: e is not None, 100.0, Recorder(), owner=b"a")
+    store.wait("b0", lambda e: e is not None, 100.0, Recorder(), owner=b"b")
+    store.wait("b1", lambda e: e is not None, 100.0, Recorder(), owner=b"b")
+    with pytest.raises(StoreFull, match="--max-waiters 5"):
+        store.wait("c0", lambda e: e is not None, 100.0, Recorder(), owner=b"c")
+    store.wait("a0", lambda e: True, 100.0, Recorder(), owner=b"c")  # ready now: not parked
+    store.put("a0", tensor("a0", 1))
+    store.wait("c0", lambda e: e is not None, 100.0, Recorder(), owner=b"c")  # room again
+
+
+def test_a_failing_callback_does_not_undo_the_put_or_skip_other_waiters():
+    """One waiter whose answer raises is logged; the put stands and the others are answered."""
+    store = Store()
+    first, last = Recorder(), Recorder()
+
+    def broken(entry):
+        raise RuntimeError("boom")
+
+    for callback in (first, broken, last):
+        store.wait("k", lambda e: e is not None, 10.0, callback)
+    store.put("k", tensor("k", 1))
+    assert store.exists("k") and len(first.calls) == len(last.calls) == 1
+    assert store.parked == 0

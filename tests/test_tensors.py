@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -222,6 +224,98 @@ def test_zero_size_with_huge_other_dimension_is_fine():
     """A zero in the shape makes the size 0 whatever the other sides are."""
     meta = {"dtype": "<f8", "shape": [0, 2**40], "order": "C"}
     assert tensors.parse_meta(meta, 0, "k")[1] == (0, 2**40)
+
+
+@pytest.mark.parametrize("dtype", ["g", "G", "<f16", "<c32", "longdouble", "clongdouble"])
+def test_long_double_is_refused_on_both_sides(dtype):
+    """Long double has a platform-dependent size: refused when stored and when encoded."""
+    with pytest.raises(ProtocolError, match="dtype"):
+        tensors.parse_meta({"dtype": dtype, "shape": [1], "order": "C"}, np.dtype(dtype).itemsize)
+    with pytest.raises(TypeError):
+        tensors.encode(np.zeros(1, dtype=dtype), "k")
+
+
+@pytest.mark.parametrize(
+    "dtype", ["(4611686018427387904,)f8", "(2,)f4", "f4,f4", "x" * 1000, "M8[nope]", "<f4["]
+)
+def test_any_bad_dtype_name_is_a_protocol_error_naming_the_field(dtype):
+    """numpy raises ValueError (not TypeError) for some names: still a ProtocolError."""
+    with pytest.raises(ProtocolError, match="'dtype'"):
+        tensors.parse_meta({"dtype": dtype, "shape": [1], "order": "C"}, 8, "k")
+
+
+def test_dimensions_are_counted_before_the_elements_are_looked_at():
+    """A shape of a million junk elements is refused for its length, naming the field."""
+    shape = [None] * 1_000_000
+    with pytest.raises(ProtocolError, match="'shape' has 1000000 dimensions"):
+        tensors.parse_meta({"dtype": "<f4", "shape": shape, "order": "C"}, 0, "k")
+
+
+@pytest.mark.parametrize(
+    "shape", [[0, 2**62, 2**62], [0, 2**63], [2**61, 0], [0, 2**31, 2**31], [0] + [2**8] * 8]
+)
+def test_empty_shapes_numpy_cannot_build_are_refused(shape):
+    """An empty tensor whose other sides overflow numpy's index could be stored, never read."""
+    with pytest.raises(ProtocolError, match="'shape'"):
+        tensors.parse_meta({"dtype": "<f4", "shape": shape, "order": "C"}, 0, "k")
+
+
+wire_dtypes = st.sampled_from(
+    [*DTYPES, "bfloat16", "g", "G", "|O", "<U2", "|S3", "|V4", "<M8[s]", "(2,)<f4", "f4,i4"]
+)
+huge_sides = st.sampled_from([0, 1, 2, 3, 2**31, 2**32, 2**61, 2**62, 2**63, 2**64 - 1])
+wire_shapes = st.lists(huge_sides | st.integers(0, 5), max_size=6)
+wire_junk = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.lists(st.integers(-3, 3) | st.booleans() | st.floats(), max_size=4)
+)
+wire_metas = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "dtype": wire_dtypes | wire_junk,
+            "shape": wire_shapes | wire_junk,
+            "order": st.sampled_from(["C", "F", "K"]) | wire_junk,
+            "extra": wire_junk,
+        },
+    )
+    | wire_junk
+)
+
+
+@given(meta=wire_metas, nbytes=st.sampled_from([0, 1, 2, 4, 8, 16, 24, 2**62]))
+def test_parse_meta_raises_only_protocol_errors(meta, nbytes):
+    """Whatever a client sends as meta, parse_meta accepts it or raises ProtocolError."""
+    try:
+        tensors.parse_meta(meta, nbytes, "k")
+    except ProtocolError as exc:
+        assert "'k'" in str(exc)
+
+
+@given(dtype=wire_dtypes, shape=wire_shapes, order=st.sampled_from(["C", "F"]))
+def test_every_meta_the_shard_accepts_can_be_read_back(dtype, shape, order):
+    """Storable implies readable: a meta that parse_meta accepts always decodes."""
+    meta = {"dtype": dtype, "shape": shape, "order": order}
+    try:
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    except TypeError:
+        itemsize = 1
+    nbytes = math.prod(shape) * itemsize
+    if nbytes > 1 << 20:
+        return  # fine to accept, too big to allocate in a test
+    try:
+        tensors.parse_meta(meta, nbytes, "k")
+    except ProtocolError:
+        return
+    if dtype == "bfloat16":  # numpy cannot hold it; its bit pattern has the same shape
+        meta["dtype"] = "<i2"
+    decoded = tensors.decode(meta, bytearray(nbytes), name="k")
+    assert tuple(decoded.shape) == tuple(shape)
 
 
 # -- torch -----------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -18,7 +20,13 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import tensors, wire
-from memstore.config import MAX_KEY_BYTES
+from memstore.config import (
+    DEFAULT_MAX_CLIENT_WAITERS,
+    DEFAULT_MAX_WAITERS,
+    MAX_KEY_BYTES,
+    MAX_SHARDS,
+    MAX_WAIT_TIMEOUT,
+)
 from memstore.errors import MemstoreError, ProtocolError, RemoteError
 from memstore.placement import key_shard
 from memstore.server.executor import Executor
@@ -46,7 +54,10 @@ class Shard(ModelOps):
     Args:
         address: where to bind; ``tcp://127.0.0.1:0`` picks a free port.
         max_memory: byte cap on stored data (0 = unlimited); writes past it get ``StoreFull``.
-        max_message: largest request accepted, in bytes (0 = unlimited).
+        max_message: largest request accepted, in bytes (0 = unlimited); a single frame
+            over it makes libzmq drop the connection before the frame is kept in memory.
+        max_waiters: most parked waits (polls) on this shard (0 = unlimited).
+        max_client_waiters: most parked waits of one client connection (0 = unlimited).
         allow_pickle: run cloudpickled client code (models, functions): arbitrary code!
         model_threads: model workers per device.
         intra_op_threads: ``torch.set_num_threads`` for model runs (0: torch's default).
@@ -63,8 +74,10 @@ class Shard(ModelOps):
         model_threads: int = 1,
         intra_op_threads: int = 0,
         model_timeout: float = 300.0,
+        max_waiters: int = DEFAULT_MAX_WAITERS,
+        max_client_waiters: int = DEFAULT_MAX_CLIENT_WAITERS,
     ):
-        self.store = Store(max_memory)
+        self.store = Store(max_memory, max_waiters, max_client_waiters)
         self.max_message = max_message
         self.model_timeout = model_timeout
         self.executor = Executor(
@@ -88,6 +101,14 @@ class Shard(ModelOps):
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, 0)  # never drop a reply to a slow reader
         self._socket.setsockopt(zmq.RCVHWM, 0)
+        if max_message:  # refused while it arrives, not after it is all in memory
+            self._socket.setsockopt(zmq.MAXMSGSIZE, max_message)
+        # Which connection (file descriptor) each waiting client came on, so that its
+        # waiters go when the monitor reports that connection closed.
+        self._live_fds: set[int] = set()
+        self._peer_fd: dict[bytes, int] = {}
+        self._fd_peers: dict[int, set[bytes]] = {}
+        self._source = None
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         if address.startswith("tcp://") and address.rsplit(":", 1)[1] in ("0", "*"):
             port = self._socket.bind_to_random_port(address.rsplit(":", 1)[0])
@@ -111,6 +132,9 @@ class Shard(ModelOps):
         log.info("shard %s serving (pid %d)", self.address, os.getpid())
         try:
             while self._running:
+                # No request ends the loop: _handle answers any error in a handler, the
+                # store logs any error in a waiter's answer, and every deadline is bounded.
+                # A bug in the loop itself still stops the shard, loudly, rather than spin.
                 next_model_deadline = self._expire_models(time.monotonic())
                 events = dict(poller.poll(self._poll_timeout_ms(next_model_deadline)))
                 if self._monitor in events:
@@ -150,7 +174,8 @@ class Shard(ModelOps):
         deadline = min(deadlines) if deadlines else None
         if deadline is None:
             return _IDLE_POLL_MS
-        return max(0, min(_IDLE_POLL_MS, int((deadline - time.monotonic()) * 1000) + 1))
+        left_ms = (deadline - time.monotonic()) * 1000  # clamped as a float: int(inf) raises
+        return int(max(0.0, min(float(_IDLE_POLL_MS), left_ms + 1)))
 
     def _drain(self, budget: int = 256) -> None:
         """Answer up to ``budget`` queued requests without going back to poll."""
@@ -173,6 +198,7 @@ class Shard(ModelOps):
     def _handle(self, identity: bytes, frames: list) -> list | None:
         self.ops += 1
         req_id = -1
+        self._source = frames[0]  # which connection it came on, read only if it waits
         try:
             request = wire.parse_request(frames)
             req_id = request.id  # first, so that even a refusal reaches the waiting caller
@@ -194,12 +220,38 @@ class Shard(ModelOps):
             return wire.error_reply(req_id, RemoteError(f"shard {self.address}: {detail}"))
 
     def _count_clients(self) -> None:
+        """Count connections opened and closed; forget the waiters of closed ones."""
         while True:
             try:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.clients += 1 if event["event"] == zmq.EVENT_ACCEPTED else -1
+            fd = int(event["value"])
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.clients += 1
+                self._live_fds.add(fd)
+            else:
+                self.clients -= 1
+                self._live_fds.discard(fd)
+                for identity in self._fd_peers.pop(fd, ()):
+                    del self._peer_fd[identity]
+                    dropped = self.store.drop_owner(identity)
+                    log.debug("shard %s: a client left, %d waits dropped", self.address, dropped)
+
+    def _waiting_client_is_connected(self, identity: bytes) -> bool:
+        """Note the connection a waiting client came on; False if it has closed already
+        (its requests can outlive it in the socket's queue)."""
+        fd = _source_fd(self._source)
+        if fd < 0 or self._peer_fd.get(identity) == fd:
+            return True
+        # Its ACCEPTED event, and the DISCONNECTED of an earlier owner of the same descriptor,
+        # were queued before its first message: read them before trusting ``fd``.
+        self._count_clients()
+        if fd not in self._live_fds:
+            return False
+        self._peer_fd[identity] = fd
+        self._fd_peers.setdefault(fd, set()).add(identity)
+        return True
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -254,14 +306,34 @@ class Shard(ModelOps):
                 "index": self.index,
                 "address": self.address,
                 "pid": os.getpid(),
+                "max_message": self.max_message,
             },
         )
 
     def _op_cluster(self, request, identity):
+        """Learn the shard list once, at startup; no client can rewrite it later."""
         shards = wire.field(request.header, "shards", list)
         index = wire.field(request.header, "index", int)
-        if not all(isinstance(s, str) for s in shards) or not 0 <= index < len(shards):
-            raise ProtocolError("cluster: shards must be addresses and index one of them")
+        if not shards or len(shards) > MAX_SHARDS:
+            raise ProtocolError(f"cluster: field 'shards' must list 1 to {MAX_SHARDS} addresses")
+        if not all(isinstance(s, str) and s for s in shards) or len(set(shards)) != len(shards):
+            raise ProtocolError("cluster: field 'shards' must be distinct address strings")
+        if not 0 <= index < len(shards) or shards[index] != self.address:
+            raise ProtocolError(
+                f"cluster: field 'index' {index} must name this shard ({self.address}) in 'shards'"
+            )
+        if self.cluster:
+            if (shards, index) == (self.cluster, self.index):
+                return wire.reply(request.id)  # a repeated startup call changes nothing
+            raise ProtocolError(
+                f"cluster: shard {self.address} already serves a cluster of "
+                f"{len(self.cluster)}; its topology is fixed after start"
+            )
+        if len(self.store):
+            raise ProtocolError(
+                f"cluster: shard {self.address} already holds {len(self.store)} keys placed "
+                "for a single shard; the shard list must be set before any data is stored"
+            )
         self.cluster, self.index = shards, index
         return wire.reply(request.id)
 
@@ -290,10 +362,14 @@ class Shard(ModelOps):
         return wire.reply(0, {"n": counts_out}, frames_out)
 
     def _op_info(self, request, identity):
+        store = self.store
         return wire.reply(request.id, {
-            "address": self.address, "keys": len(self.store), "bytes": self.store.used,
-            "max_memory": self.store.max_memory, "ops": self.ops, "clients": self.clients,
-            "parked": self.store.parked, "uptime": time.time() - self.started,
+            "address": self.address, "keys": len(store), "bytes": store.used,
+            "max_memory": store.max_memory, "max_message": self.max_message,
+            "rss": _rss(), "rss_peak": _rss_peak(), "ops": self.ops, "clients": self.clients,
+            "parked": store.parked, "parked_clients": store.parked_clients,
+            "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
+            "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
         })  # fmt: skip
 
@@ -425,10 +501,16 @@ class Shard(ModelOps):
         if condition is None:
             raise ProtocolError(f"wait {key!r}: unknown condition {request.header.get('cond')!r}")
         n = wire.field(request.header, "n", int, 0)
-        timeout = wire.field(request.header, "timeout", (int, float))
+        timeout = float(wire.field(request.header, "timeout", (int, float)))
         fetch = bool(request.header.get("fetch")) and kind == TENSOR
-        if not 0 <= timeout < float("inf"):  # NaN or inf would break the loop's deadline math
-            raise ProtocolError(f"wait {key!r}: timeout must be a finite number >= 0")
+        if not 0 <= timeout <= MAX_WAIT_TIMEOUT:  # NaN and inf fail too
+            raise ProtocolError(
+                f"wait {key!r}: field 'timeout' must be 0 to {MAX_WAIT_TIMEOUT:g} seconds, "
+                f"got {timeout!r}"
+            )
+        if not self._waiting_client_is_connected(identity):
+            return None  # it left: nobody to answer, nothing to park
+        req_id = request.id  # not the request: a parked closure must not pin its frames
 
         def ready(entry: Entry | None) -> bool:
             if entry is None:
@@ -441,14 +523,50 @@ class Shard(ModelOps):
             if entry is None and self.store.exists(key):  # the deadline: judge what is there
                 entry = self.store.get(key)
             if not ready(entry):
-                self._send(identity, wire.reply(request.id, {"found": False}))
+                self._send(identity, wire.reply(req_id, {"found": False}))
             elif fetch:
                 self._send(
-                    identity,
-                    wire.reply(request.id, {"found": True, "meta": entry.meta}, entry.frames),
+                    identity, wire.reply(req_id, {"found": True, "meta": entry.meta}, entry.frames)
                 )
             else:
-                self._send(identity, wire.reply(request.id, {"found": True}))
+                self._send(identity, wire.reply(req_id, {"found": True}))
 
-        self.store.wait(key, ready, float(timeout), answer)
+        self.store.wait(key, ready, timeout, answer, owner=identity)
         return None  # answered by `answer`, now or later
+
+
+def _source_fd(frame: object) -> int:
+    """The descriptor of the connection ``frame`` came on; -1 over inproc (no descriptor,
+    no monitor events) or for frames that did not come from a socket."""
+    if not isinstance(frame, zmq.Frame):
+        return -1
+    try:
+        return frame.get(zmq.SRCFD)
+    except zmq.ZMQError:  # inproc messages have none
+        return -1
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (0 where /proc is missing)."""
+    return _proc_status("VmRSS:")
+
+
+def _rss_peak() -> int:
+    """The most resident memory this process has used, in bytes: VmHWM, since getrusage's
+    maxrss on Linux carries over the parent's peak across fork and exec."""
+    peak = _proc_status("VmHWM:")
+    if peak:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux and BSDs count KiB
+
+
+def _proc_status(field: str) -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,17 +17,35 @@ from typing import Any
 from memstore import wire
 from memstore.errors import KeyNotFound, StoreFull, WrongType
 
-#: Bytes charged per entry on top of its payload (dict slot, header, key).
-ENTRY_OVERHEAD = 128
+log = logging.getLogger(__name__)
+
+#: Bytes charged per entry on top of its payload and key: what one more entry costs the
+#: shard process in Python objects (the Entry, its meta map and shape list, the frame list,
+#: the key's string and dict slot). Measured as RSS growth per key over 20,000 puts into one
+#: shard: 0.85 KiB for empty tensors, 0.8-2.1 KiB beyond the payload up to 128 KiB values
+#: (docs/security.md, "Memory caps"); the rest is charged per frame (FRAME_SLACK).
+ENTRY_OVERHEAD = 1024
+#: Allocator slack charged per payload frame: ``min(len(frame), FRAME_SLACK)``.
+FRAME_SLACK = 1024
+#: Extra bytes charged per dimension of a tensor's shape (a list slot and an int object).
+DIM_OVERHEAD = 40
+#: Payload frames smaller than this are copied into their own ``bytes`` when stored.
+#: ZeroMQ delivers small messages as slices of a shared receive buffer (8 KiB of data plus
+#: its bookkeeping, ~18 KiB): keeping one 512-byte slice keeps the whole buffer alive
+#: (20,000 puts of 512 B: 3.0 KiB of RSS per key kept as frames, 1.3 KiB copied). Measured
+#: up to 40 KB, copying stops paying off between 16 and 40 KB, where libzmq already gives
+#: each message a buffer of its own.
+COPY_BELOW = 16 * 1024
 
 TENSOR, DATASET, LIST, MODEL, SCRIPT = "tensor", "dataset", "list", "model", "script"
 #: Kinds every shard holds a copy of (so their keys are not routed by placement).
 REPLICATED = (MODEL, SCRIPT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
-    """One stored value. ``frames`` are received payload buffers, kept as they arrived."""
+    """One stored value. ``frames`` are payload buffers: large ones kept as they arrived,
+    small ones copied (see :data:`COPY_BELOW`)."""
 
     kind: str
     meta: Any = None
@@ -35,40 +54,60 @@ class Entry:
 
     @classmethod
     def of(cls, kind: str, meta: Any, frames: list, key: str) -> Entry:
-        size = sum(len(f) for f in frames) + len(key) + ENTRY_OVERHEAD
+        frames = [_compact(f) for f in frames]
+        size = sum(len(f) + min(len(f), FRAME_SLACK) for f in frames)
+        size += len(key) + ENTRY_OVERHEAD
         if kind == LIST:
             size += sum(_item_size(i) for i in meta)
         elif kind == DATASET:  # its layout carries the metadata, which may be large
             size += len(wire.pack(meta))
+        elif kind == TENSOR and isinstance(meta, dict) and isinstance(meta.get("shape"), list):
+            size += DIM_OVERHEAD * len(meta["shape"])
         return cls(kind, meta, frames, size)
+
+
+def _compact(frame: Any) -> Any:
+    """A small received frame as compact ``bytes``; a copy that must happen, so that a
+    stored 512-byte value does not pin ZeroMQ's whole shared receive buffer."""
+    if isinstance(frame, bytes) or len(frame) >= COPY_BELOW:
+        return frame
+    return bytes(frame)
 
 
 def _item_size(item: str) -> int:
     return len(item) + 8
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class Waiter:
     """A parked request: answered by ``callback(entry)`` when ``ready(entry)`` holds, or
-    by ``callback(None)`` at ``deadline``."""
+    by ``callback(None)`` at ``deadline``. Once finished it lets go of both callables, so
+    whatever they hold is freed even while the waiter still sits in the deadline heap."""
 
     deadline: float
     seq: int
     key: str = field(compare=False)
-    ready: Callable[[Entry | None], bool] = field(compare=False)
-    callback: Callable[[Entry | None], None] = field(compare=False)
+    ready: Callable[[Entry | None], bool] | None = field(compare=False)
+    callback: Callable[[Entry | None], None] | None = field(compare=False)
+    owner: bytes = field(default=b"", compare=False)
     done: bool = field(default=False, compare=False)
 
 
 class Store:
-    """Entries of one shard with a memory cap (0 = unlimited)."""
+    """Entries of one shard with a memory cap (0 = unlimited) and parked waiters, at most
+    ``max_waiters`` in all and ``max_client_waiters`` per owner (0 = unlimited)."""
 
-    def __init__(self, max_memory: int = 0):
+    def __init__(self, max_memory: int = 0, max_waiters: int = 0, max_client_waiters: int = 0):
         self.max_memory = max_memory
+        self.max_waiters = max_waiters
+        self.max_client_waiters = max_client_waiters
         self.used = 0
         self._entries: dict[str, Entry] = {}
-        self._waiters: dict[str, list[Waiter]] = {}
+        # Waiters by key and by owner, each in arrival order (seq): O(1) to drop one.
+        self._waiters: dict[str, dict[int, Waiter]] = {}
+        self._owned: dict[bytes, dict[int, Waiter]] = {}
         self._deadlines: list[Waiter] = []
+        self._finished_in_heap = 0
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -173,21 +212,43 @@ class Store:
         ready: Callable[[Entry | None], bool],
         timeout: float,
         callback: Callable[[Entry | None], None],
+        owner: bytes = b"",
     ) -> None:
         """Call ``callback(entry)`` as soon as ``ready(entry)`` holds (maybe now), or
-        ``callback(None)`` once ``timeout`` seconds pass."""
+        ``callback(None)`` once ``timeout`` seconds pass. ``owner`` names the client, so that
+        :meth:`drop_owner` can forget its waiters when it goes.
+
+        Raises:
+            StoreFull: the shard or this owner already has its most parked waiters.
+        """
         entry = self._entries.get(key)
         if ready(entry):
             callback(entry)
             return
-        waiter = Waiter(time.monotonic() + timeout, next(self._seq), key, ready, callback)
-        self._waiters.setdefault(key, []).append(waiter)
+        self._check_waiter_room(key, owner)
+        waiter = Waiter(time.monotonic() + timeout, next(self._seq), key, ready, callback, owner)
+        self._waiters.setdefault(key, {})[waiter.seq] = waiter
+        self._owned.setdefault(owner, {})[waiter.seq] = waiter
         heapq.heappush(self._deadlines, waiter)
+
+    def _check_waiter_room(self, key: str, owner: bytes) -> None:
+        if self.max_waiters and self.parked >= self.max_waiters:
+            raise StoreFull(
+                f"wait on {key!r}: this shard already has {self.parked} parked waits "
+                f"(--max-waiters {self.max_waiters}); retry later or raise the limit"
+            )
+        mine = len(self._owned.get(owner, ()))
+        if self.max_client_waiters and mine >= self.max_client_waiters:
+            raise StoreFull(
+                f"wait on {key!r}: this client already has {mine} parked waits on this shard "
+                f"(--max-client-waiters {self.max_client_waiters}); wait for some to finish"
+            )
 
     def next_deadline(self) -> float | None:
         """Monotonic time of the earliest parked deadline, for the loop's poll timeout."""
         while self._deadlines and self._deadlines[0].done:
             heapq.heappop(self._deadlines)
+            self._finished_in_heap -= 1
         return self._deadlines[0].deadline if self._deadlines else None
 
     def expire(self, now: float | None = None) -> None:
@@ -195,23 +256,56 @@ class Store:
         now = time.monotonic() if now is None else now
         while self._deadlines and self._deadlines[0].deadline <= now:
             waiter = heapq.heappop(self._deadlines)
-            if not waiter.done:
-                self._finish(waiter, None)
+            if waiter.done:
+                self._finished_in_heap -= 1
+            else:
+                self._finish(waiter, None, in_heap=False)
+
+    def drop_owner(self, owner: bytes) -> int:
+        """Forget every waiter of ``owner`` (a client that went away) without answering;
+        how many there were."""
+        waiters = list(self._owned.get(owner, {}).values())
+        for waiter in waiters:
+            self._retire(waiter)
+        return len(waiters)
 
     @property
     def parked(self) -> int:
-        return sum(len(ws) for ws in self._waiters.values())
+        return len(self._deadlines) - self._finished_in_heap
+
+    @property
+    def parked_clients(self) -> int:
+        """How many owners have parked waiters."""
+        return len(self._owned)
 
     def _wake(self, key: str, entry: Entry | None) -> None:
-        for waiter in list(self._waiters.get(key, ())):
+        for waiter in list(self._waiters.get(key, {}).values()):
             if not waiter.done and waiter.ready(entry):
                 self._finish(waiter, entry)
 
-    def _finish(self, waiter: Waiter, entry: Entry | None) -> None:
+    def _finish(self, waiter: Waiter, entry: Entry | None, in_heap: bool = True) -> None:
+        callback = waiter.callback
+        self._retire(waiter, in_heap)
+        try:
+            callback(entry)
+        except Exception:  # one broken answer must not stop the put that woke it, or others
+            log.exception("answering a waiter on %r failed", waiter.key)
+
+    def _retire(self, waiter: Waiter, in_heap: bool = True) -> None:
+        """Unlink a waiter everywhere and drop its callables (and what they hold)."""
         waiter.done = True
-        waiting = self._waiters.get(waiter.key, [])
-        if waiter in waiting:
-            waiting.remove(waiter)
-        if not waiting:
-            self._waiters.pop(waiter.key, None)
-        waiter.callback(entry)
+        waiter.ready = waiter.callback = None
+        for index, name in ((self._waiters, waiter.key), (self._owned, waiter.owner)):
+            group = index.get(name)
+            if group is not None:
+                group.pop(waiter.seq, None)
+                if not group:
+                    del index[name]
+        if in_heap:
+            self._finished_in_heap += 1
+            # Finished waiters behind a long-parked one would stay in the heap until it
+            # expires: rebuild once they are the majority, so the heap stays O(parked).
+            if self._finished_in_heap > 64 and self._finished_in_heap * 2 > len(self._deadlines):
+                self._deadlines = [w for w in self._deadlines if not w.done]
+                heapq.heapify(self._deadlines)
+                self._finished_in_heap = 0
