@@ -177,7 +177,9 @@ class Client(DatasetCalls, ModelCalls):
             )
             if value is not UNAVAILABLE:
                 return Settled(value)
-        reply = self._transport.submit(shard, op, fields, list(payload), decode, timeout, what or op)
+        reply = self._transport.submit(
+            shard, op, fields, list(payload), decode, timeout, what or op
+        )
         reply.keepalive = self  # a dropped client stays open until its replies are in
         return reply
 

@@ -280,7 +280,7 @@ def wait(futures: list, timeout: float | None = None) -> None:
 class _Connection:
     """One DEALER to one shard, with the monitor that reports its disconnects."""
 
-    __slots__ = ("socket", "monitor", "shard", "fresh")
+    __slots__ = ("fresh", "monitor", "shard", "socket")
 
     def __init__(self, context: zmq.Context, address: str, shard: int):
         socket = context.socket(zmq.DEALER)
@@ -289,8 +289,8 @@ class _Connection:
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not there
         self.monitor = socket.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED, addr=f"inproc://memstore.monitor.{os.getpid()}."
-            f"{next(_monitor_ids)}"
+            zmq.EVENT_DISCONNECTED,
+            addr=f"inproc://memstore.monitor.{os.getpid()}.{next(_monitor_ids)}",
         )
         socket.connect(address)
         self.socket, self.shard, self.fresh = socket, shard, True
@@ -425,8 +425,10 @@ class Transport:
         except zmq.Again:
             # A new socket may still be connecting; an established one that cannot send is
             # disconnected, and so is a shard another socket already found down.
-            if not conn.fresh or self._down[conn.shard] or not self._await_connection(
-                conn, deadline
+            if (
+                not conn.fresh
+                or self._down[conn.shard]
+                or not self._await_connection(conn, deadline)
             ):
                 self._down[conn.shard] = True
                 raise ConnectionLost(
@@ -680,7 +682,6 @@ class Transport:
             while free:
                 free.pop().close()
 
-
     def _shut_pump(self) -> None:
         """On the pump thread (or at close when it never ran): fail pending, close its
         sockets."""
@@ -688,8 +689,11 @@ class Transport:
         for req_id in list(self._pending):
             reply = self._forget(req_id)
             if reply is not None:
-                reply._settle(error=ConnectionLost(f"client closed before {_describe(reply.what)}"
-                                                   " was answered"))
+                reply._settle(
+                    error=ConnectionLost(
+                        f"client closed before {_describe(reply.what)} was answered"
+                    )
+                )
         self._queue.clear()
         for i, conn in enumerate(self._pump_conns):
             if conn is not None:

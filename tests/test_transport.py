@@ -99,6 +99,7 @@ def test_eight_threads_share_one_client_with_bounded_sockets(client):
 def test_short_lived_threads_do_not_leak_sockets(client):
     """Sockets are per client and shard, not per thread: 60 threads that each make one call
     leave the process's descriptor count where a handful of threads leave it."""
+
     def burst(n: int) -> None:
         for i in range(n):
             thread = threading.Thread(target=client.tensor_exists, args=(f"x{i}",))
@@ -131,7 +132,7 @@ def test_cancel_really_cancels_and_the_late_reply_breaks_nothing(client):
 def test_futures_progress_without_being_driven(client):
     """concurrent.futures.wait / as_completed and result(0) after them need no driving."""
     puts = [client.put_tensor_async(f"p{i}", np.full(3, i)) for i in range(100)]
-    done, not_done = concurrent.futures.wait(puts, timeout=30)
+    _done, not_done = concurrent.futures.wait(puts, timeout=30)
     assert not not_done and all(f.result(0) is None for f in puts)
     gets = {client.get_tensor_async(f"p{i}"): i for i in range(100)}
     seen = [gets[f] for f in concurrent.futures.as_completed(gets, timeout=30)]
@@ -184,7 +185,7 @@ def test_a_failing_request_in_a_batch_fails_alone(client):
     futures = [client.put_tensor_async(f"b{i}", np.ones(1)) for i in range(10)]
     bad = client.get_tensor_async("missing")
     futures += [client.get_tensor_async(f"b{i}") for i in range(10)]
-    memstore.wait(futures + [bad], timeout=30)
+    memstore.wait([*futures, bad], timeout=30)
     assert isinstance(bad.exception(0), memstore.KeyNotFound)
     assert all(f.exception(0) is None for f in futures)
 
@@ -195,6 +196,7 @@ def test_a_failing_request_in_a_batch_fails_alone(client):
 def test_clients_dropped_without_close_release_their_sockets(cluster):
     """Twenty clients made, used and dropped without close(): new clients keep working
     (the seventh used to fail with 'Address already in use') and descriptors come back."""
+
     def use_and_drop(i: int) -> None:
         client = memstore.Client(cluster.address, timeout=10)
         client.put_tensor(f"drop{i}", np.ones(2))
@@ -300,7 +302,9 @@ def test_kill_and_restart_under_load_from_four_threads(restartable):
     client = memstore.Client(address, timeout=3)
     stop = threading.Event()
     after_restart = threading.Event()
-    outcomes: dict[int, dict] = {t: {"ok": 0, "lost": 0, "ok_after": 0, "bad": []} for t in range(4)}
+    outcomes: dict[int, dict] = {
+        t: {"ok": 0, "lost": 0, "ok_after": 0, "bad": []} for t in range(4)
+    }
 
     def load(t: int) -> None:
         mine = outcomes[t]
@@ -404,14 +408,14 @@ class Interleavings(RuleBasedStateMachine):
     @precondition(lambda self: self.gets or self.waits)
     @rule(thread=st.integers(0, THREADS - 1), pick=st.integers(0, 1000))
     def cancel(self, thread, pick):
-        pool = self.gets and [g[0] for g in self.gets] or self.waits
+        pool = (self.gets and [g[0] for g in self.gets]) or self.waits
         future = pool[pick % len(pool)]
         self.cancels.append((future, self.on(thread, future.cancel)))
 
     @rule()
     def settle(self):
         pending = [g[0] for g in self.gets] + self.waits + self.puts
-        done, not_done = concurrent.futures.wait(pending, timeout=60)
+        _done, not_done = concurrent.futures.wait(pending, timeout=60)
         assert not not_done, "a reply was lost"
         for future, key, expected in self.gets:
             if future.cancelled():
