@@ -13,7 +13,6 @@ get wrap the received message: writable, private to the caller, no copy.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -28,35 +27,13 @@ from memstore import tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
 from memstore.config import CLIENT_SOCKETS, ENV_KEY_IN, ENV_KEY_OUT, client_timeout
-from memstore.errors import ConnectionLost, Timeout
+from memstore.errors import ConnectionLost, ProtocolError, Timeout
 from memstore.placement import key_shard
 from memstore.transport import UNAVAILABLE, Future, Gathered, Settled, Transport, _ignore, chain
 
 log = logging.getLogger(__name__)
 
 TENSOR, DATASET, LIST, MODEL = "tensor", "dataset", "list", "model"
-
-
-def _sync_twins(cls: type) -> type:
-    """Give every ``x_async`` method (own or mixed in) a blocking twin ``x``, unless ``x`` is
-    written out."""
-    for klass in cls.__mro__[:-1]:
-        for name, method in list(vars(klass).items()):
-            if name.endswith("_async") and not hasattr(cls, name[: -len("_async")]):
-                setattr(cls, name[: -len("_async")], _blocking(method))
-    return cls
-
-
-def _blocking(method: Callable[..., Future]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        return self._sync(method, self, *args, **kwargs)
-
-    call.__name__ = method.__name__[: -len("_async")]
-    call.__qualname__ = f"Client.{call.__name__}"
-    summary = (method.__doc__ or "").strip().splitlines()[0:1]
-    call.__doc__ = f"{summary[0] if summary else ''}\n\nBlocking form of ``{method.__name__}``."
-    return call
 
 
 def _found(header: dict, payload: list) -> bool:
@@ -67,7 +44,6 @@ def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
     return header["metas"][0], payload[0]
 
 
-@_sync_twins
 class Client(DatasetCalls, ModelCalls):
     """A connection to every shard of one memstore cluster.
 
@@ -102,6 +78,7 @@ class Client(DatasetCalls, ModelCalls):
         self._context = zmq.Context.instance()
         self._local = threading.local()
         self._aliases = dict(aliases or {})
+        self._max_message = 0  # the cluster's --max-message, once hello tells it
         self._connect([self._aliases.get(a, a) for a in addresses.resolve(address)])
         self._discover()
         self._put_prefix = os.environ.get(ENV_KEY_OUT, "")
@@ -126,6 +103,7 @@ class Client(DatasetCalls, ModelCalls):
                 f"no memstore shard answered at {self.addresses[0]} within {self.timeout}s: "
                 "is it running? (start one with `memstore start`)"
             ) from None
+        self._max_message = int(hello.get("max_message") or 0)
         shards = [self._aliases.get(a, a) for a in hello.get("shards") or []]
         if shards and shards != self.addresses:
             log.debug("using the cluster's shard list %s", shards)
@@ -169,11 +147,14 @@ class Client(DatasetCalls, ModelCalls):
         what: Any = "",
     ) -> Future | Settled:
         timeout = self.timeout + (wait if wait > 0 else 0.0)  # NaN: the shard refuses it
+        payload = list(payload)
+        if self._max_message and payload:
+            self._check_size(payload, what or op)
         local = self._local
         if getattr(local, "inline", False):
             local.inline = False  # only the call's first request: the rest are its steps
             value = self._transport.call(
-                shard, op, fields, list(payload), decode, timeout, what or op
+                shard, op, fields, payload, decode, timeout, what or op
             )
             if value is not UNAVAILABLE:
                 return Settled(value)
@@ -185,6 +166,17 @@ class Client(DatasetCalls, ModelCalls):
 
     def _shard(self, key: str) -> int:
         return key_shard(key, len(self.addresses))
+
+    def _check_size(self, payload: list, what: Any) -> None:
+        """Refuse here what the shard's ``--max-message`` would cut off (it drops the
+        connection of a peer sending an oversized frame, failing everything in flight)."""
+        size = sum(memoryview(frame).nbytes for frame in payload)
+        if size > self._max_message:
+            name = f"{what[0]} {what[1]!r}" if isinstance(what, tuple) else what
+            raise ProtocolError(
+                f"{name}: {size} bytes exceed the shard's --max-message {self._max_message}: "
+                "split the data or raise the limit (nothing was sent)"
+            )
 
     def _call(
         self,
@@ -245,6 +237,12 @@ class Client(DatasetCalls, ModelCalls):
             self._shard(key), "put", {"keys": [key], "metas": [meta]}, [buffer], what=("put", key)
         )
 
+    def put_tensor(self, name: str, data: Any) -> Any:
+        """Store ``data`` (numpy array or torch tensor) under ``name``.
+
+        Blocking form of :meth:`put_tensor_async`."""
+        return self._sync(self.put_tensor_async, name, data)
+
     def get_tensor_async(self, name: str, as_torch: bool = False) -> Future:
         """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``)."""
         key = self._key(name, TENSOR, read=True)
@@ -255,6 +253,12 @@ class Client(DatasetCalls, ModelCalls):
             decode=lambda h, p: tensors.decode(h["metas"][0], p[0], as_torch=as_torch, name=key),
             what=("get", key),
         )
+
+    def get_tensor(self, name: str, as_torch: bool = False) -> Any:
+        """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``).
+
+        Blocking form of :meth:`get_tensor_async`."""
+        return self._sync(self.get_tensor_async, name, as_torch)
 
     def unpack_tensor_async(self, name: str, result: Any) -> Future:
         """Copy tensor ``name`` into the preallocated array ``result`` (same shape/dtype)."""
@@ -269,6 +273,12 @@ class Client(DatasetCalls, ModelCalls):
             return result
 
         return chain(self.get_tensor_async(name), into)
+
+    def unpack_tensor(self, name: str, result: Any) -> Any:
+        """Copy tensor ``name`` into the preallocated array ``result`` (same shape/dtype).
+
+        Blocking form of :meth:`unpack_tensor_async`."""
+        return self._sync(self.unpack_tensor_async, name, result)
 
     def put_tensors_async(self, tensors_by_name: dict[str, Any]) -> Future:
         """Store several tensors: one message per shard."""
@@ -287,6 +297,12 @@ class Client(DatasetCalls, ModelCalls):
             ],
             combine=lambda _: None,
         )
+
+    def put_tensors(self, tensors_by_name: dict[str, Any]) -> Any:
+        """Store several tensors: one message per shard.
+
+        Blocking form of :meth:`put_tensors_async`."""
+        return self._sync(self.put_tensors_async, tensors_by_name)
 
     def get_tensors_async(self, names: list[str], as_torch: bool = False) -> Future:
         """Several tensors, in the order of ``names``: one message per shard."""
@@ -317,9 +333,21 @@ class Client(DatasetCalls, ModelCalls):
 
         return self._fan_out(requests, combine)
 
+    def get_tensors(self, names: list[str], as_torch: bool = False) -> Any:
+        """Several tensors, in the order of ``names``: one message per shard.
+
+        Blocking form of :meth:`get_tensors_async`."""
+        return self._sync(self.get_tensors_async, names, as_torch)
+
     def delete_tensor_async(self, name: str) -> Future:
         """Delete tensor ``name``; ``KeyNotFound`` if it does not exist."""
         return self._call("delete", self._key(name, TENSOR, read=True), {"kind": TENSOR})
+
+    def delete_tensor(self, name: str) -> Any:
+        """Delete tensor ``name``; ``KeyNotFound`` if it does not exist.
+
+        Blocking form of :meth:`delete_tensor_async`."""
+        return self._sync(self.delete_tensor_async, name)
 
     def copy_tensor_async(self, src_name: str, dest_name: str) -> Future:
         """Copy tensor ``src_name`` to ``dest_name`` (across shards if they differ)."""
@@ -327,23 +355,53 @@ class Client(DatasetCalls, ModelCalls):
             TENSOR, self._key(src_name, TENSOR, read=True), self._key(dest_name, TENSOR, read=False)
         )
 
+    def copy_tensor(self, src_name: str, dest_name: str) -> Any:
+        """Copy tensor ``src_name`` to ``dest_name`` (across shards if they differ).
+
+        Blocking form of :meth:`copy_tensor_async`."""
+        return self._sync(self.copy_tensor_async, src_name, dest_name)
+
     def rename_tensor_async(self, old_name: str, new_name: str) -> Future:
         """Rename tensor ``old_name`` to ``new_name``."""
         return self._rename(
             TENSOR, self._key(old_name, TENSOR, read=True), self._key(new_name, TENSOR, read=False)
         )
 
+    def rename_tensor(self, old_name: str, new_name: str) -> Any:
+        """Rename tensor ``old_name`` to ``new_name``.
+
+        Blocking form of :meth:`rename_tensor_async`."""
+        return self._sync(self.rename_tensor_async, old_name, new_name)
+
     def tensor_exists_async(self, name: str) -> Future:
         """Whether tensor ``name`` exists."""
         return self._exists(self._key(name, TENSOR, read=True), TENSOR)
+
+    def tensor_exists(self, name: str) -> Any:
+        """Whether tensor ``name`` exists.
+
+        Blocking form of :meth:`tensor_exists_async`."""
+        return self._sync(self.tensor_exists_async, name)
 
     def dataset_exists_async(self, name: str) -> Future:
         """Whether dataset ``name`` exists."""
         return self._exists(self._key(name, DATASET, read=True), DATASET)
 
+    def dataset_exists(self, name: str) -> Any:
+        """Whether dataset ``name`` exists.
+
+        Blocking form of :meth:`dataset_exists_async`."""
+        return self._sync(self.dataset_exists_async, name)
+
     def key_exists_async(self, key: str) -> Future:
         """Whether ``key`` (taken as is, no prefix) holds anything."""
         return self._exists(key, None)
+
+    def key_exists(self, key: str) -> Any:
+        """Whether ``key`` (taken as is, no prefix) holds anything.
+
+        Blocking form of :meth:`key_exists_async`."""
+        return self._sync(self.key_exists_async, key)
 
     def _exists(self, key: str, kind: str | None) -> Future:
         return self._call("exists", key, {"kind": kind}, decode=lambda h, p: bool(h["exists"]))
@@ -394,15 +452,33 @@ class Client(DatasetCalls, ModelCalls):
         ``poll_frequency_ms * num_tries`` ms. The shard waits; the client does not poll."""
         return self._poll(self._key(name, TENSOR, read=True), TENSOR, poll_frequency_ms, num_tries)
 
+    def poll_tensor(self, name: str, poll_frequency_ms: int, num_tries: int) -> Any:
+        """True as soon as tensor ``name`` exists; False after
+
+        Blocking form of :meth:`poll_tensor_async`."""
+        return self._sync(self.poll_tensor_async, name, poll_frequency_ms, num_tries)
+
     def poll_dataset_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as dataset ``name`` exists (see ``poll_tensor``)."""
         return self._poll(
             self._key(name, DATASET, read=True), DATASET, poll_frequency_ms, num_tries
         )
 
+    def poll_dataset(self, name: str, poll_frequency_ms: int, num_tries: int) -> Any:
+        """True as soon as dataset ``name`` exists (see ``poll_tensor``).
+
+        Blocking form of :meth:`poll_dataset_async`."""
+        return self._sync(self.poll_dataset_async, name, poll_frequency_ms, num_tries)
+
     def poll_key_async(self, key: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as ``key`` (no prefix) holds anything (see ``poll_tensor``)."""
         return self._poll(key, None, poll_frequency_ms, num_tries)
+
+    def poll_key(self, key: str, poll_frequency_ms: int, num_tries: int) -> Any:
+        """True as soon as ``key`` (no prefix) holds anything (see ``poll_tensor``).
+
+        Blocking form of :meth:`poll_key_async`."""
+        return self._sync(self.poll_key_async, key, poll_frequency_ms, num_tries)
 
     def poll_list_length_async(
         self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
@@ -410,17 +486,47 @@ class Client(DatasetCalls, ModelCalls):
         """True as soon as list ``name`` has exactly ``list_length`` datasets."""
         return self._poll_list(name, list_length, poll_frequency_ms, num_tries, "len_eq")
 
+    def poll_list_length(
+        self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
+    ) -> Any:
+        """True as soon as list ``name`` has exactly ``list_length`` datasets.
+
+        Blocking form of :meth:`poll_list_length_async`."""
+        return self._sync(
+            self.poll_list_length_async, name, list_length, poll_frequency_ms, num_tries
+        )
+
     def poll_list_length_gte_async(
         self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
     ) -> Future:
         """True as soon as list ``name`` has at least ``list_length`` datasets."""
         return self._poll_list(name, list_length, poll_frequency_ms, num_tries, "len_ge")
 
+    def poll_list_length_gte(
+        self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
+    ) -> Any:
+        """True as soon as list ``name`` has at least ``list_length`` datasets.
+
+        Blocking form of :meth:`poll_list_length_gte_async`."""
+        return self._sync(
+            self.poll_list_length_gte_async, name, list_length, poll_frequency_ms, num_tries
+        )
+
     def poll_list_length_lte_async(
         self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
     ) -> Future:
         """True as soon as list ``name`` has at most ``list_length`` datasets."""
         return self._poll_list(name, list_length, poll_frequency_ms, num_tries, "len_le")
+
+    def poll_list_length_lte(
+        self, name: str, list_length: int, poll_frequency_ms: int, num_tries: int
+    ) -> Any:
+        """True as soon as list ``name`` has at most ``list_length`` datasets.
+
+        Blocking form of :meth:`poll_list_length_lte_async`."""
+        return self._sync(
+            self.poll_list_length_lte_async, name, list_length, poll_frequency_ms, num_tries
+        )
 
     def _poll_list(self, name, list_length, poll_frequency_ms, num_tries, cond) -> Future:
         if not isinstance(list_length, int) or list_length < 0:
@@ -449,6 +555,12 @@ class Client(DatasetCalls, ModelCalls):
             decode=decode,
             wait=seconds,
         )
+
+    def wait_tensor(self, name: str, timeout: float | None = None, as_torch: bool = False) -> Any:
+        """The tensor ``name`` as soon as it is stored; ``Timeout`` after ``timeout`` seconds
+
+        Blocking form of :meth:`wait_tensor_async`."""
+        return self._sync(self.wait_tensor_async, name, timeout, as_torch)
 
     # -- ensembles -------------------------------------------------------------------------
 
@@ -484,6 +596,12 @@ class Client(DatasetCalls, ModelCalls):
         """Delete every key on the given shards (default: all)."""
         return self._broadcast("flush", addresses, combine=lambda _: None)
 
+    def flush_db(self, addresses: list[str] | None = None) -> Any:
+        """Delete every key on the given shards (default: all).
+
+        Blocking form of :meth:`flush_db_async`."""
+        return self._sync(self.flush_db_async, addresses)
+
     def get_db_node_info_async(self, addresses: list[str] | None = None) -> Future:
         """Per shard: address, keys, bytes, ops, clients, uptime."""
         return self._broadcast(
@@ -492,6 +610,18 @@ class Client(DatasetCalls, ModelCalls):
             decode=lambda h, p: {k: v for k, v in h.items() if k not in ("v", "id", "ok")},
         )
 
+    def get_db_node_info(self, addresses: list[str] | None = None) -> Any:
+        """Per shard: address, keys, bytes, ops, clients, uptime.
+
+        Blocking form of :meth:`get_db_node_info_async`."""
+        return self._sync(self.get_db_node_info_async, addresses)
+
     def shutdown_async(self, addresses: list[str] | None = None) -> Future:
         """Stop the given shards (default: all); their data is gone."""
         return self._broadcast("shutdown", addresses, combine=lambda _: None)
+
+    def shutdown(self, addresses: list[str] | None = None) -> Any:
+        """Stop the given shards (default: all); their data is gone.
+
+        Blocking form of :meth:`shutdown_async`."""
+        return self._sync(self.shutdown_async, addresses)

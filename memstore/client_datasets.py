@@ -7,6 +7,8 @@ it, so a reader never finds a listed dataset missing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from memstore.dataset import DataSet
 from memstore.errors import KeyNotFound
 from memstore.transport import Future, Gathered, Resolved, chain
@@ -25,6 +27,12 @@ class DatasetCalls:
             raise TypeError(f"put_dataset takes a memstore.DataSet, got {type(dataset).__name__}")
         return self._put_dataset(self._key(dataset.name, DATASET, read=False), dataset)
 
+    def put_dataset(self, dataset: DataSet) -> Any:
+        """Store ``dataset`` whole on one shard, in one message.
+
+        Blocking form of :meth:`put_dataset_async`."""
+        return self._sync(self.put_dataset_async, dataset)
+
     def _put_dataset(self, key: str, dataset: DataSet) -> Future:
         layout, buffers = dataset.to_wire()
         return self._call("put_dataset", key, {"dataset": layout}, buffers)
@@ -32,6 +40,12 @@ class DatasetCalls:
     def get_dataset_async(self, name: str) -> Future:
         """The dataset ``name``."""
         return self._get_dataset(self._key(name, DATASET, read=True), name)
+
+    def get_dataset(self, name: str) -> Any:
+        """The dataset ``name``.
+
+        Blocking form of :meth:`get_dataset_async`."""
+        return self._sync(self.get_dataset_async, name)
 
     def _get_dataset(self, key: str, name: str) -> Future:
         return self._call(
@@ -42,6 +56,12 @@ class DatasetCalls:
         """Delete dataset ``name``; ``KeyNotFound`` if it does not exist."""
         return self._call("delete", self._key(name, DATASET, read=True), {"kind": DATASET})
 
+    def delete_dataset(self, name: str) -> Any:
+        """Delete dataset ``name``; ``KeyNotFound`` if it does not exist.
+
+        Blocking form of :meth:`delete_dataset_async`."""
+        return self._sync(self.delete_dataset_async, name)
+
     def copy_dataset_async(self, src_name: str, dest_name: str) -> Future:
         """Copy dataset ``src_name`` to ``dest_name``."""
         return self._copy(
@@ -50,6 +70,12 @@ class DatasetCalls:
             self._key(dest_name, DATASET, read=False),
         )
 
+    def copy_dataset(self, src_name: str, dest_name: str) -> Any:
+        """Copy dataset ``src_name`` to ``dest_name``.
+
+        Blocking form of :meth:`copy_dataset_async`."""
+        return self._sync(self.copy_dataset_async, src_name, dest_name)
+
     def rename_dataset_async(self, old_name: str, new_name: str) -> Future:
         """Rename dataset ``old_name`` to ``new_name``."""
         return self._rename(
@@ -57,6 +83,12 @@ class DatasetCalls:
             self._key(old_name, DATASET, read=True),
             self._key(new_name, DATASET, read=False),
         )
+
+    def rename_dataset(self, old_name: str, new_name: str) -> Any:
+        """Rename dataset ``old_name`` to ``new_name``.
+
+        Blocking form of :meth:`rename_dataset_async`."""
+        return self._sync(self.rename_dataset_async, old_name, new_name)
 
     # -- aggregation lists -----------------------------------------------------------------
 
@@ -74,9 +106,21 @@ class DatasetCalls:
             ),
         )
 
+    def append_to_list(self, list_name: str, dataset: DataSet) -> Any:
+        """Store ``dataset``, then append it to list ``list_name``; the list's new length.
+
+        Blocking form of :meth:`append_to_list_async`."""
+        return self._sync(self.append_to_list_async, list_name, dataset)
+
     def delete_list_async(self, list_name: str) -> Future:
         """Delete list ``list_name`` (not the datasets in it)."""
         return self._call("delete", self._key(list_name, LIST, read=True), {"kind": LIST})
+
+    def delete_list(self, list_name: str) -> Any:
+        """Delete list ``list_name`` (not the datasets in it).
+
+        Blocking form of :meth:`delete_list_async`."""
+        return self._sync(self.delete_list_async, list_name)
 
     def copy_list_async(self, src_name: str, dest_name: str) -> Future:
         """Copy list ``src_name`` to ``dest_name`` (the dataset references, not the datasets);
@@ -91,6 +135,12 @@ class DatasetCalls:
 
         return chain(self._list_range(src, 0, -1), store_copy)
 
+    def copy_list(self, src_name: str, dest_name: str) -> Any:
+        """Copy list ``src_name`` to ``dest_name`` (the dataset references, not the datasets);
+
+        Blocking form of :meth:`copy_list_async`."""
+        return self._sync(self.copy_list_async, src_name, dest_name)
+
     def rename_list_async(self, src_name: str, dest_name: str) -> Future:
         """Rename list ``src_name`` to ``dest_name`` (nothing to do if the names are equal)."""
         if src_name == dest_name:  # copy-then-delete onto itself would delete the list
@@ -101,15 +151,33 @@ class DatasetCalls:
             lambda _: self._call("delete", src, {"kind": LIST}),
         )
 
+    def rename_list(self, src_name: str, dest_name: str) -> Any:
+        """Rename list ``src_name`` to ``dest_name`` (nothing to do if the names are equal).
+
+        Blocking form of :meth:`rename_list_async`."""
+        return self._sync(self.rename_list_async, src_name, dest_name)
+
     def get_list_length_async(self, list_name: str) -> Future:
         """Number of datasets in list ``list_name`` (0 if it does not exist)."""
         return self._call(
             "list_len", self._key(list_name, LIST, read=True), decode=lambda h, p: h["length"]
         )
 
+    def get_list_length(self, list_name: str) -> Any:
+        """Number of datasets in list ``list_name`` (0 if it does not exist).
+
+        Blocking form of :meth:`get_list_length_async`."""
+        return self._sync(self.get_list_length_async, list_name)
+
     def get_datasets_from_list_async(self, list_name: str) -> Future:
         """Every dataset in list ``list_name``, in order (fetched in parallel)."""
         return self.get_dataset_list_range_async(list_name, 0, -1)
+
+    def get_datasets_from_list(self, list_name: str) -> Any:
+        """Every dataset in list ``list_name``, in order (fetched in parallel).
+
+        Blocking form of :meth:`get_datasets_from_list_async`."""
+        return self._sync(self.get_datasets_from_list_async, list_name)
 
     def get_dataset_list_range_async(
         self, list_name: str, start_index: int, end_index: int
@@ -123,6 +191,12 @@ class DatasetCalls:
                 [self._get_dataset(k, _unprefixed(k, self._get_prefix)) for k in keys]
             ),
         )
+
+    def get_dataset_list_range(self, list_name: str, start_index: int, end_index: int) -> Any:
+        """Datasets ``start_index..end_index`` of the list, inclusive; negative indices
+
+        Blocking form of :meth:`get_dataset_list_range_async`."""
+        return self._sync(self.get_dataset_list_range_async, list_name, start_index, end_index)
 
     def _list_range(self, key: str, start: int, end: int) -> Future:
         if not isinstance(start, int) or not isinstance(end, int):

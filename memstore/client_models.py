@@ -168,6 +168,36 @@ class ModelCalls:
         }
         return self._replicate(MODEL, self._key(name, MODEL, read=False), meta, [blob])
 
+    def set_model(
+        self,
+        name: str,
+        model: Any,
+        backend: str = "TORCH",
+        device: str = "CPU",
+        batch_size: int = 0,
+        min_batch_size: int = 0,
+        min_batch_timeout: int = 0,
+        tag: str = "",
+        inputs: list[str] | None = None,
+        outputs: list[str] | None = None,
+    ) -> Any:
+        """Store a model on every shard: TorchScript bytes, a ``torch.jit.ScriptModule``,
+
+        Blocking form of :meth:`set_model_async`."""
+        return self._sync(
+            self.set_model_async,
+            name,
+            model,
+            backend,
+            device,
+            batch_size,
+            min_batch_size,
+            min_batch_timeout,
+            tag,
+            inputs,
+            outputs,
+        )
+
     def set_model_from_file_async(
         self,
         name: str,
@@ -195,6 +225,36 @@ class ModelCalls:
             outputs,
         )
 
+    def set_model_from_file(
+        self,
+        name: str,
+        model_file: str,
+        backend: str = "TORCH",
+        device: str = "CPU",
+        batch_size: int = 0,
+        min_batch_size: int = 0,
+        min_batch_timeout: int = 0,
+        tag: str = "",
+        inputs: list[str] | None = None,
+        outputs: list[str] | None = None,
+    ) -> Any:
+        """Store the TorchScript model saved in ``model_file`` (see ``set_model``).
+
+        Blocking form of :meth:`set_model_from_file_async`."""
+        return self._sync(
+            self.set_model_from_file_async,
+            name,
+            model_file,
+            backend,
+            device,
+            batch_size,
+            min_batch_size,
+            min_batch_timeout,
+            tag,
+            inputs,
+            outputs,
+        )
+
     def set_script_async(self, name: str, script: str, device: str = "CPU") -> Future:
         """Store TorchScript source; run its functions with ``run_script``."""
         if not isinstance(script, str):
@@ -202,9 +262,21 @@ class ModelCalls:
         meta = {"device": device, "format": "source"}
         return self._replicate(SCRIPT, self._key(name, MODEL, read=False), meta, [script.encode()])
 
+    def set_script(self, name: str, script: str, device: str = "CPU") -> Any:
+        """Store TorchScript source; run its functions with ``run_script``.
+
+        Blocking form of :meth:`set_script_async`."""
+        return self._sync(self.set_script_async, name, script, device)
+
     def set_script_from_file_async(self, name: str, file: str, device: str = "CPU") -> Future:
         """Store the TorchScript source in ``file``."""
         return self.set_script_async(name, Path(file).read_text(), device)
+
+    def set_script_from_file(self, name: str, file: str, device: str = "CPU") -> Any:
+        """Store the TorchScript source in ``file``.
+
+        Blocking form of :meth:`set_script_from_file_async`."""
+        return self._sync(self.set_script_from_file_async, name, file, device)
 
     def set_function_async(self, name: str, function: Any, device: str = "CPU") -> Future:
         """Store a Python function: compiled as TorchScript from its source, or (shards with
@@ -223,6 +295,12 @@ class ModelCalls:
         payload = [source.encode(), pickle_code(function)] if source else [pickle_code(function)]
         return self._replicate(SCRIPT, self._key(name, MODEL, read=False), meta, payload)
 
+    def set_function(self, name: str, function: Any, device: str = "CPU") -> Any:
+        """Store a Python function: compiled as TorchScript from its source, or (shards with
+
+        Blocking form of :meth:`set_function_async`."""
+        return self._sync(self.set_function_async, name, function, device)
+
     # -- reading and deleting --------------------------------------------------------------
 
     def _get_code(self, kind: str, name: str) -> Future:
@@ -235,12 +313,24 @@ class ModelCalls:
         """The stored model's bytes (TorchScript, or cloudpickle for Python models)."""
         return self._chain_value(self._get_code(MODEL, name), lambda meta, blob: blob)
 
+    def get_model(self, name: str) -> Any:
+        """The stored model's bytes (TorchScript, or cloudpickle for Python models).
+
+        Blocking form of :meth:`get_model_async`."""
+        return self._sync(self.get_model_async, name)
+
     def get_script_async(self, name: str) -> Future:
         """The stored script's source (bytes for a cloudpickled function)."""
         return self._chain_value(
             self._get_code(SCRIPT, name),
             lambda meta, blob: blob.decode() if meta.get("format") == "source" else blob,
         )
+
+    def get_script(self, name: str) -> Any:
+        """The stored script's source (bytes for a cloudpickled function).
+
+        Blocking form of :meth:`get_script_async`."""
+        return self._sync(self.get_script_async, name)
 
     def _chain_value(self, future: Future, pick) -> Future:
         return Chained(future, lambda pair: pick(*pair))
@@ -258,14 +348,32 @@ class ModelCalls:
         """Delete the model from every shard."""
         return self._delete_everywhere(MODEL, self._key(name, MODEL, read=True))
 
+    def delete_model(self, name: str) -> Any:
+        """Delete the model from every shard.
+
+        Blocking form of :meth:`delete_model_async`."""
+        return self._sync(self.delete_model_async, name)
+
     def delete_script_async(self, name: str) -> Future:
         """Delete the script from every shard."""
         return self._delete_everywhere(SCRIPT, self._key(name, MODEL, read=True))
+
+    def delete_script(self, name: str) -> Any:
+        """Delete the script from every shard.
+
+        Blocking form of :meth:`delete_script_async`."""
+        return self._sync(self.delete_script_async, name)
 
     def model_exists_async(self, name: str) -> Future:
         """Whether a model or a script ``name`` is stored (SmartRedis: either)."""
         key = self._key(name, MODEL, read=True)
         return Gathered([self._exists(key, MODEL), self._exists(key, SCRIPT)], combine=any)
+
+    def model_exists(self, name: str) -> Any:
+        """Whether a model or a script ``name`` is stored (SmartRedis: either).
+
+        Blocking form of :meth:`model_exists_async`."""
+        return self._sync(self.model_exists_async, name)
 
     def poll_model_async(self, name: str, poll_frequency_ms: int, num_tries: int) -> Future:
         """True as soon as a model or script ``name`` is stored (the shard waits; see
@@ -275,6 +383,12 @@ class ModelCalls:
             self._poll(key, None, poll_frequency_ms, num_tries),
             lambda found: self.model_exists_async(name) if found else False,
         )
+
+    def poll_model(self, name: str, poll_frequency_ms: int, num_tries: int) -> Any:
+        """True as soon as a model or script ``name`` is stored (the shard waits; see
+
+        Blocking form of :meth:`poll_model_async`."""
+        return self._sync(self.poll_model_async, name, poll_frequency_ms, num_tries)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -298,6 +412,17 @@ class ModelCalls:
         ``outputs``. Inputs may live on any shards."""
         return self._run(MODEL, name, None, inputs, outputs)
 
+    def run_model(
+        self,
+        name: str,
+        inputs: str | list[str] | None = None,
+        outputs: str | list[str] | None = None,
+    ) -> Any:
+        """Run model ``name`` on the stored ``inputs``; its results are stored as
+
+        Blocking form of :meth:`run_model_async`."""
+        return self._sync(self.run_model_async, name, inputs, outputs)
+
     def run_script_async(
         self, name: str, fn_name: str, inputs: str | list[str], outputs: str | list[str]
     ) -> Future:
@@ -305,6 +430,14 @@ class ModelCalls:
         if not isinstance(fn_name, str) or not fn_name:
             raise TypeError(f"run_script {name!r}: fn_name must be the function's name")
         return self._run(SCRIPT, name, fn_name, inputs, outputs)
+
+    def run_script(
+        self, name: str, fn_name: str, inputs: str | list[str], outputs: str | list[str]
+    ) -> Any:
+        """Run function ``fn_name`` of script ``name`` on ``inputs``, storing ``outputs``.
+
+        Blocking form of :meth:`run_script_async`."""
+        return self._sync(self.run_script_async, name, fn_name, inputs, outputs)
 
     # -- several GPUs (SmartRedis's *_multigpu: one copy per GPU) ---------------------------
 
@@ -331,6 +464,38 @@ class ModelCalls:
             lambda copy, g: self.set_model_async(copy, model, backend, f"GPU:{g}", *options),
         )
 
+    def set_model_multigpu(
+        self,
+        name: str,
+        model: Any,
+        backend: str,
+        first_gpu: int,
+        num_gpus: int,
+        batch_size: int = 0,
+        min_batch_size: int = 0,
+        min_batch_timeout: int = 0,
+        tag: str = "",
+        inputs: list[str] | None = None,
+        outputs: list[str] | None = None,
+    ) -> Any:
+        """Store one copy of the model on each of GPUs ``first_gpu .. first_gpu+num_gpus-1``.
+
+        Blocking form of :meth:`set_model_multigpu_async`."""
+        return self._sync(
+            self.set_model_multigpu_async,
+            name,
+            model,
+            backend,
+            first_gpu,
+            num_gpus,
+            batch_size,
+            min_batch_size,
+            min_batch_timeout,
+            tag,
+            inputs,
+            outputs,
+        )
+
     def set_model_from_file_multigpu_async(
         self,
         name: str,
@@ -345,6 +510,28 @@ class ModelCalls:
             name, Path(model_file).read_bytes(), backend, first_gpu, num_gpus, **options
         )
 
+    def set_model_from_file_multigpu(
+        self,
+        name: str,
+        model_file: str,
+        backend: str,
+        first_gpu: int,
+        num_gpus: int,
+        **options: Any,
+    ) -> Any:
+        """``set_model_multigpu`` from a TorchScript file.
+
+        Blocking form of :meth:`set_model_from_file_multigpu_async`."""
+        return self._sync(
+            self.set_model_from_file_multigpu_async,
+            name,
+            model_file,
+            backend,
+            first_gpu,
+            num_gpus,
+            **options,
+        )
+
     def run_model_multigpu_async(
         self,
         name: str,
@@ -357,9 +544,31 @@ class ModelCalls:
         """Run the copy on GPU ``first_gpu + offset % num_gpus`` (spread callers by offset)."""
         return self.run_model_async(_gpu_copy(name, offset, first_gpu, num_gpus), inputs, outputs)
 
+    def run_model_multigpu(
+        self,
+        name: str,
+        offset: int,
+        first_gpu: int,
+        num_gpus: int,
+        inputs: str | list[str] | None = None,
+        outputs: str | list[str] | None = None,
+    ) -> Any:
+        """Run the copy on GPU ``first_gpu + offset % num_gpus`` (spread callers by offset).
+
+        Blocking form of :meth:`run_model_multigpu_async`."""
+        return self._sync(
+            self.run_model_multigpu_async, name, offset, first_gpu, num_gpus, inputs, outputs
+        )
+
     def delete_model_multigpu_async(self, name: str, first_gpu: int, num_gpus: int) -> Future:
         """Delete every per-GPU copy."""
         return _per_gpu(name, first_gpu, num_gpus, lambda copy, g: self.delete_model_async(copy))
+
+    def delete_model_multigpu(self, name: str, first_gpu: int, num_gpus: int) -> Any:
+        """Delete every per-GPU copy.
+
+        Blocking form of :meth:`delete_model_multigpu_async`."""
+        return self._sync(self.delete_model_multigpu_async, name, first_gpu, num_gpus)
 
     def set_script_multigpu_async(
         self, name: str, script: str, first_gpu: int, num_gpus: int
@@ -372,11 +581,25 @@ class ModelCalls:
             lambda copy, g: self.set_script_async(copy, script, f"GPU:{g}"),
         )
 
+    def set_script_multigpu(self, name: str, script: str, first_gpu: int, num_gpus: int) -> Any:
+        """Store one copy of the script per GPU.
+
+        Blocking form of :meth:`set_script_multigpu_async`."""
+        return self._sync(self.set_script_multigpu_async, name, script, first_gpu, num_gpus)
+
     def set_script_from_file_multigpu_async(
         self, name: str, file: str, first_gpu: int, num_gpus: int
     ) -> Future:
         """``set_script_multigpu`` from a file."""
         return self.set_script_multigpu_async(name, Path(file).read_text(), first_gpu, num_gpus)
+
+    def set_script_from_file_multigpu(
+        self, name: str, file: str, first_gpu: int, num_gpus: int
+    ) -> Any:
+        """``set_script_multigpu`` from a file.
+
+        Blocking form of :meth:`set_script_from_file_multigpu_async`."""
+        return self._sync(self.set_script_from_file_multigpu_async, name, file, first_gpu, num_gpus)
 
     def set_function_multigpu_async(
         self, name: str, function: Any, first_gpu: int, num_gpus: int
@@ -388,6 +611,12 @@ class ModelCalls:
             num_gpus,
             lambda copy, g: self.set_function_async(copy, function, f"GPU:{g}"),
         )
+
+    def set_function_multigpu(self, name: str, function: Any, first_gpu: int, num_gpus: int) -> Any:
+        """Store one copy of the function per GPU.
+
+        Blocking form of :meth:`set_function_multigpu_async`."""
+        return self._sync(self.set_function_multigpu_async, name, function, first_gpu, num_gpus)
 
     def run_script_multigpu_async(
         self,
@@ -403,9 +632,39 @@ class ModelCalls:
         copy = _gpu_copy(name, offset, first_gpu, num_gpus)
         return self.run_script_async(copy, fn_name, inputs, outputs)
 
+    def run_script_multigpu(
+        self,
+        name: str,
+        fn_name: str,
+        inputs: str | list[str],
+        outputs: str | list[str],
+        offset: int,
+        first_gpu: int,
+        num_gpus: int,
+    ) -> Any:
+        """Run the script copy on GPU ``first_gpu + offset % num_gpus``.
+
+        Blocking form of :meth:`run_script_multigpu_async`."""
+        return self._sync(
+            self.run_script_multigpu_async,
+            name,
+            fn_name,
+            inputs,
+            outputs,
+            offset,
+            first_gpu,
+            num_gpus,
+        )
+
     def delete_script_multigpu_async(self, name: str, first_gpu: int, num_gpus: int) -> Future:
         """Delete every per-GPU script copy."""
         return _per_gpu(name, first_gpu, num_gpus, lambda copy, g: self.delete_script_async(copy))
+
+    def delete_script_multigpu(self, name: str, first_gpu: int, num_gpus: int) -> Any:
+        """Delete every per-GPU script copy.
+
+        Blocking form of :meth:`delete_script_multigpu_async`."""
+        return self._sync(self.delete_script_multigpu_async, name, first_gpu, num_gpus)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -437,6 +696,12 @@ class ModelCalls:
             ],
             combine=_sum_stats,
         )
+
+    def get_ai_info(self, name: str, key: str | None = None, reset_stat: bool = False) -> Any:
+        """Run statistics of a model or script: calls, batches, errors, total and mean time,
+
+        Blocking form of :meth:`get_ai_info_async`."""
+        return self._sync(self.get_ai_info_async, name, key, reset_stat)
 
     @staticmethod
     def _normalize(address: str) -> str:

@@ -52,6 +52,34 @@ def world() -> None:
     spmd("1")
 
 
+def snapshots() -> None:
+    """A world of one serves its shards in threads over inproc://: a put still snapshots
+    the caller's array and a got array is still the caller's own (both used to alias)."""
+    from memstore import DataSet, mpi
+
+    with mpi.init(timeout=60, grace=5, client_timeout=10) as store:
+        if store.is_server:
+            store.serve()
+            return
+        assert any(a.startswith("inproc://") for a in store.client_addresses), store
+        client = store.client
+        data = np.arange(100_000, dtype=np.float64)  # large: no small-message copy hides it
+        client.put_tensor("s", data)
+        client.put_tensor_async("s_async", data).result(10)
+        data[:] = 7
+        for key in ("s", "s_async"):
+            got = client.get_tensor(key)
+            assert got[1] == 1 and got[-1] == 99_999, (key, got[:3])
+            got[:] = -1
+            assert client.get_tensor(key)[5] == 5, key
+        dataset = DataSet("d")
+        dataset.add_tensor("t", data)
+        client.put_dataset(dataset)
+        data[:] = 3
+        assert client.get_dataset("d").get_tensor("t")[0] == 7
+        say("ok snapshots")
+
+
 def mpmd() -> None:
     """``mpi.connect`` next to ``memstore-server --mpi``: program numbers and comms."""
     import memstore
@@ -142,6 +170,7 @@ if __name__ == "__main__":
     {
         "spmd": spmd,
         "world": world,
+        "snapshots": snapshots,
         "mpmd": mpmd,
         "fail": fail,
         "crash": crash,

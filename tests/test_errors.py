@@ -277,11 +277,14 @@ def test_oversized_request_is_protocol_error(small):
     np.testing.assert_array_equal(small.get_tensor("fine"), kib(10))
 
 
-def test_a_frame_over_max_message_drops_the_connection_not_the_shard(small):
-    """A single frame over --max-message is cut off as it arrives (libzmq's MAXMSGSIZE): the
-    caller gets ConnectionLost at once, not a hang, and the client keeps working."""
-    with pytest.raises(memstore.ConnectionLost):
+def test_a_frame_over_max_message_is_refused_by_the_client(small):
+    """A frame the shard would cut off (libzmq's MAXMSGSIZE drops the sender's connection)
+    is refused before it is sent, naming --max-message; the client keeps working. (The
+    shard's side, for clients that send it anyway: test_oversized_frames_never_land...)"""
+    with pytest.raises(memstore.ProtocolError, match="max-message.*nothing was sent"):
         small.put_tensor("huge", kib(800))
+    with pytest.raises(memstore.ProtocolError, match="max-message"):
+        small.put_tensor_async("huge", kib(800))
     small.put_tensor("fine", kib(10))
     np.testing.assert_array_equal(small.get_tensor("fine"), kib(10))
     assert not small.key_exists("huge")

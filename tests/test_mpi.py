@@ -100,6 +100,14 @@ def test_world_of_one_runs_shards_in_threads():
     assert oks(out) == ["ok 0"], out
 
 
+@not_nested
+def test_in_process_shards_do_not_alias_the_callers_memory():
+    """Over inproc:// a put is a snapshot and a got array belongs to the caller."""
+    rc, out, _ = run_job([PY, JOBS, "snapshots"], 60)
+    assert rc == 0, out
+    assert oks(out) == ["ok snapshots"], out
+
+
 @pytest.mark.skipif(not UNDER_MPI, reason="runs across the ranks of `mpiexec pytest`")
 def test_world_in_process():
     """``mpiexec -n N python -m pytest tests/test_mpi.py``: bootstrap over the N ranks."""
