@@ -48,6 +48,8 @@ _SLICE_S = 0.1
 _BATCH_MAX = 256
 _BATCH_BYTES = 1 << 20
 _POLLIN = zmq.POLLIN
+#: How soon the pump looks at the queue again after sending (it is not woken meanwhile).
+_BURST_MS = 1
 
 #: Turns ``(reply header, payload frames)`` into a future's result.
 Decoder = Callable[[dict, list], Any]
@@ -478,6 +480,7 @@ class Transport:
         if self._thread is None:
             self._start_pump()
         elif self._sleeping:
+            self._sleeping = False  # one wake-up per sleep is enough
             self._wake_pump()
         return reply
 
@@ -536,11 +539,16 @@ class Transport:
     def _turn(self, max_wait: float) -> None:
         """One round: send what is queued, wait for replies, dispatch them, expire."""
         self._register_new()
-        self._send_queued()
         wait_ms = self._wait_ms(max_wait)
-        self._sleeping = True
-        if self._queue:
-            wait_ms = 0
+        if self._send_queued():
+            # A burst may be under way: look again within a millisecond rather than make
+            # each following submit wake us (a syscall that hands over the GIL per request,
+            # which would send the burst one request at a time).
+            wait_ms = min(wait_ms, _BURST_MS)
+        else:
+            self._sleeping = True  # from here on, a submit wakes us
+            if self._queue:
+                wait_ms = 0
         events = self._poller.poll(wait_ms)
         self._sleeping = False
         for socket, _ in events:
@@ -571,20 +579,25 @@ class Transport:
             wait = min(wait, self._deadlines[0][0] - time.monotonic())
         return max(0, int(wait * 1000) + 1)
 
-    def _send_queued(self) -> None:
-        """Send everything queued; back-to-back requests to one shard go as one message."""
+    def _send_queued(self) -> int:
+        """Send everything queued; back-to-back requests to one shard go as one message.
+        Returns how many requests were taken off the queue."""
         groups: dict[int, list] = {}
         queue = self._queue
+        taken = 0
         while queue:
             item = queue.popleft()
+            taken += 1
             reply = item[0]
-            if reply.req_id not in self._pending:  # cancelled or failed before it was sent
+            if reply.cancelled():  # cancelled before it was sent: nothing will answer it
+                self._forget(reply.req_id)
                 continue
             heapq.heappush(self._deadlines, (item[2], reply.req_id))
             groups.setdefault(reply.shard, []).append(item)
         for shard, items in groups.items():
             for chunk in _chunks(items):
                 self._send_group(shard, chunk)
+        return taken
 
     def _send_group(self, shard: int, items: list) -> None:
         if len(items) == 1:
