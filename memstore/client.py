@@ -28,12 +28,11 @@ from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
 from memstore.config import CLIENT_SOCKETS, ENV_KEY_IN, ENV_KEY_OUT, client_timeout
 from memstore.errors import ConnectionLost, ProtocolError, Timeout
+from memstore.kinds import DATASET, LIST, MODEL, TENSOR
 from memstore.placement import key_shard
 from memstore.transport import UNAVAILABLE, Future, Gathered, Settled, Transport, _ignore, chain
 
 log = logging.getLogger(__name__)
-
-TENSOR, DATASET, LIST, MODEL = "tensor", "dataset", "list", "model"
 
 
 def _found(header: dict, payload: list) -> bool:
@@ -104,11 +103,13 @@ class Client(DatasetCalls, ModelCalls):
                 "is it running? (start one with `memstore start`)"
             ) from None
         self._max_message = int(hello.get("max_message") or 0)
+        batching = "batch" in (hello.get("features") or [])
         shards = [self._aliases.get(a, a) for a in hello.get("shards") or []]
         if shards and shards != self.addresses:
             log.debug("using the cluster's shard list %s", shards)
             self.close()  # sockets were made for the old list
             self._connect(shards)
+        self._transport.batching = batching
 
     def __repr__(self) -> str:
         return f"Client({','.join(self.addresses)!r}, timeout={self.timeout})"
@@ -153,9 +154,7 @@ class Client(DatasetCalls, ModelCalls):
         local = self._local
         if getattr(local, "inline", False):
             local.inline = False  # only the call's first request: the rest are its steps
-            value = self._transport.call(
-                shard, op, fields, payload, decode, timeout, what or op
-            )
+            value = self._transport.call(shard, op, fields, payload, decode, timeout, what or op)
             if value is not UNAVAILABLE:
                 return Settled(value)
         reply = self._transport.submit(

@@ -11,9 +11,8 @@ from typing import Any
 
 from memstore.dataset import DataSet
 from memstore.errors import KeyNotFound
+from memstore.kinds import DATASET, LIST
 from memstore.transport import Future, Gathered, Resolved, chain
-
-TENSOR, DATASET, LIST = "tensor", "dataset", "list"
 
 
 class DatasetCalls:

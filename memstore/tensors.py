@@ -122,7 +122,15 @@ def parse_meta(meta: Any, nbytes: int, name: str = "") -> tuple[np.dtype, tuple,
     return dtype, shape, order
 
 
+#: dtype names already checked: every put and get parses one, and numpy's parser is slow.
+#: Bounded: only names numpy accepts as a supported dtype, of at most 16 characters, get in.
+_CHECKED_DTYPES: dict[str, np.dtype] = {}
+
+
 def _parse_dtype(dtype_name: Any, where: str, name: str) -> np.dtype:
+    checked = _CHECKED_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+    if checked is not None:
+        return checked
     if not isinstance(dtype_name, str):
         raise ProtocolError(f"{where}: field 'dtype' must be a string, got {dtype_name!r}")
     if len(dtype_name) > _MAX_DTYPE_NAME:  # numpy parses names like '(3,4)f8': keep it short
@@ -134,6 +142,7 @@ def _parse_dtype(dtype_name: Any, where: str, name: str) -> np.dtype:
         raise ProtocolError(f"{where}: field 'dtype': {exc}") from None
     except Exception as exc:
         raise ProtocolError(f"{where}: field 'dtype' {dtype_name!r}: {exc}") from None
+    _CHECKED_DTYPES[dtype_name] = dtype
     return dtype
 
 

@@ -48,6 +48,9 @@ _SLICE_S = 0.1
 _BATCH_MAX = 256
 _BATCH_BYTES = 1 << 20
 _POLLIN = zmq.POLLIN
+_EVENTS, _RCVTIMEO = int(zmq.EVENTS), int(zmq.RCVTIMEO)  # plain ints: no enum on hot paths
+_SLICE_MS = int(_SLICE_S * 1000)
+_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 #: How soon the pump looks at the queue again after sending (it is not woken meanwhile).
 _BURST_MS = 1
 
@@ -282,7 +285,7 @@ def wait(futures: list, timeout: float | None = None) -> None:
 class _Connection:
     """One DEALER to one shard, with the monitor that reports its disconnects."""
 
-    __slots__ = ("fresh", "monitor", "shard", "socket")
+    __slots__ = ("fresh", "monitor", "rcvtimeo", "shard", "socket")
 
     def __init__(self, context: zmq.Context, address: str, shard: int):
         socket = context.socket(zmq.DEALER)
@@ -294,13 +297,14 @@ class _Connection:
             zmq.EVENT_DISCONNECTED,
             addr=f"inproc://memstore.monitor.{os.getpid()}.{next(_monitor_ids)}",
         )
+        socket.setsockopt(_RCVTIMEO, _SLICE_MS)
         socket.connect(address)
-        self.socket, self.shard, self.fresh = socket, shard, True
+        self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
 
     def dropped(self) -> bool:
         """Whether the connection dropped since the last look (drains the monitor)."""
         dropped = False
-        while self.monitor.get(zmq.EVENTS) & _POLLIN:
+        while self.monitor.get(_EVENTS) & _POLLIN:
             dropped |= recv_monitor_message(self.monitor)["event"] == zmq.EVENT_DISCONNECTED
         return dropped
 
@@ -348,6 +352,8 @@ class Transport:
         self._sleeping = False
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: Whether the shards take ``batch`` messages (their ``hello`` says so).
+        self.batching = False
 
     # -- the fast path -----------------------------------------------------------------------
 
@@ -404,7 +410,10 @@ class Transport:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._overdue(conn.shard, what)
-            socket.rcvtimeo = int(min(left, _SLICE_S) * 1000) + 1
+            timeout_ms = _SLICE_MS if left > _SLICE_S else int(left * 1000) + 1
+            if timeout_ms != conn.rcvtimeo:  # only for the last slice before the deadline
+                socket.setsockopt(_RCVTIMEO, timeout_ms)
+                conn.rcvtimeo = timeout_ms
             try:
                 reply = socket.recv_multipart(copy=False)
             except zmq.Again:
@@ -423,7 +432,7 @@ class Transport:
         """Send now or raise ``ConnectionLost``: nothing waits in a queue for a dead peer."""
         copy = self._copy[conn.shard]
         try:
-            conn.socket.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+            _send_frames(conn.socket, frames, copy)
         except zmq.Again:
             # A new socket may still be connecting; an established one that cannot send is
             # disconnected, and so is a shard another socket already found down.
@@ -437,7 +446,7 @@ class Transport:
                     f"shard {self.addresses[conn.shard]} is not connected: {_describe(what)} "
                     "was not sent (is it running? the client reconnects by itself)"
                 ) from None
-            conn.socket.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+            _send_frames(conn.socket, frames, copy)
         conn.fresh = False
         self._down[conn.shard] = False
 
@@ -595,7 +604,7 @@ class Transport:
             heapq.heappush(self._deadlines, (item[2], reply.req_id))
             groups.setdefault(reply.shard, []).append(item)
         for shard, items in groups.items():
-            for chunk in _chunks(items):
+            for chunk in _chunks(items) if self.batching else ([item] for item in items):
                 self._send_group(shard, chunk)
         return taken
 
@@ -617,7 +626,7 @@ class Transport:
 
     def _receive(self, conn: _Connection) -> None:
         socket = conn.socket
-        while socket.get(zmq.EVENTS) & _POLLIN:
+        while socket.get(_EVENTS) & _POLLIN:
             frames = socket.recv_multipart(copy=False)
             header = _header(frames[0], self.addresses[conn.shard])
             if header is None:
@@ -715,6 +724,18 @@ class Transport:
         with self._lock:
             os.close(self._wake)
             self._wake = None
+
+
+def _send_frames(socket: zmq.Socket, frames: list, copy: bool) -> None:
+    """One message, without waiting: ``zmq.Again`` (nothing queued) if no peer is connected.
+
+    The header is small bytes (copied); payload frames go without a copy unless ``copy``
+    (pyzmq still copies small ones). Once the first part is queued the rest cannot fail:
+    the high-water mark is unlimited."""
+    last = len(frames) - 1
+    socket.send(frames[0], _NOBLOCK_MORE if last else zmq.NOBLOCK, copy=True)
+    for i in range(1, last + 1):
+        socket.send(frames[i], _NOBLOCK_MORE if i < last else zmq.NOBLOCK, copy=copy)
 
 
 def _header(frame: Any, source: str) -> dict | None:

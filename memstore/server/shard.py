@@ -28,11 +28,12 @@ from memstore.config import (
     MAX_WAIT_TIMEOUT,
 )
 from memstore.errors import MemstoreError, ProtocolError, RemoteError
+from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
 from memstore.placement import key_shard
 from memstore.server.executor import Executor
 from memstore.server.model_ops import ModelOps
 from memstore.server.peers import Peers
-from memstore.server.store import DATASET, LIST, REPLICATED, TENSOR, Entry, Store
+from memstore.server.store import Entry, Store
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Shard(ModelOps):
         self.cluster: list[str] = []
         self.index = 0
         self.ops = 0
+        self.messages = 0  # requests arrive in fewer messages when clients batch them
         self.clients = 0
         self.started = time.time()
         self._running = False
@@ -184,6 +186,7 @@ class Shard(ModelOps):
             if not socket.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
                 return
             frames = socket.recv_multipart(copy=False)
+            self.messages += 1
             identity = frames[0].bytes
             reply = self._handle(identity, frames[1:])
             if reply is not None:
@@ -307,6 +310,7 @@ class Shard(ModelOps):
                 "address": self.address,
                 "pid": os.getpid(),
                 "max_message": self.max_message,
+                "features": ["batch"],  # what a client may use beyond the version's basics
             },
         )
 
@@ -366,7 +370,8 @@ class Shard(ModelOps):
         return wire.reply(request.id, {
             "address": self.address, "keys": len(store), "bytes": store.used,
             "max_memory": store.max_memory, "max_message": self.max_message,
-            "rss": _rss(), "rss_peak": _rss_peak(), "ops": self.ops, "clients": self.clients,
+            "rss": _rss(), "rss_peak": _rss_peak(), "ops": self.ops, "messages": self.messages,
+            "clients": self.clients,
             "parked": store.parked, "parked_clients": store.parked_clients,
             "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
             "uptime": time.time() - self.started,

@@ -16,6 +16,7 @@ from typing import Any
 
 from memstore import wire
 from memstore.errors import KeyNotFound, StoreFull, WrongType
+from memstore.kinds import DATASET, LIST, TENSOR
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ DIM_OVERHEAD = 40
 #: up to 40 KB, copying stops paying off between 16 and 40 KB, where libzmq already gives
 #: each message a buffer of its own.
 COPY_BELOW = 16 * 1024
-
-TENSOR, DATASET, LIST, MODEL, SCRIPT = "tensor", "dataset", "list", "model", "script"
-#: Kinds every shard holds a copy of (so their keys are not routed by placement).
-REPLICATED = (MODEL, SCRIPT)
 
 
 @dataclass(slots=True)
