@@ -165,9 +165,19 @@ def _parse_shape(shape: Any, itemsize: int, where: str) -> tuple:
 
 
 def decode(meta: dict, buffer: Any, *, as_torch: bool = False, name: str = "") -> Any:
-    """Wrap ``buffer`` as the array ``meta`` describes (no copy)."""
-    dtype, shape, order = parse_meta(meta, memoryview(buffer).nbytes, name)
-    array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+    """Wrap ``buffer`` as the array ``meta`` describes (no copy).
+
+    Metas come from shards, which checked them on the way in: a dtype seen before and a
+    shape numpy accepts for the buffer skip the full check; anything else gets it, and
+    its :class:`ProtocolError`."""
+    try:
+        dtype, shape = _CHECKED_DTYPES[meta["dtype"]], meta["shape"]
+        if min(shape, default=0) < 0:  # reshape would take -1 as "whatever fits"
+            raise ValueError
+        array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order=meta.get("order", "C"))
+    except Exception:
+        dtype, shape, order = parse_meta(meta, memoryview(buffer).nbytes, name)
+        array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
     bfloat = meta["dtype"] == BFLOAT16
     if as_torch:
         import torch

@@ -193,8 +193,12 @@ class Shard(ModelOps):
                 self._send(identity, reply)
 
     def _send(self, identity: bytes, frames: list) -> None:
+        """One reply: the routing id, then its frames (stored payloads go without a copy)."""
+        send, last = self._socket.send, len(frames) - 1
         try:
-            self._socket.send_multipart([identity, *frames], copy=False)
+            send(identity, zmq.SNDMORE)
+            for i, frame in enumerate(frames):
+                send(frame, zmq.SNDMORE if i < last else 0, copy=False)
         except zmq.ZMQError as exc:  # the client went away; its answer has nowhere to go
             log.debug("reply to a departed client dropped: %s", exc)
 
