@@ -370,18 +370,17 @@ class Transport:
         """Send and wait on the calling thread; ``UNAVAILABLE`` if the pump must take it."""
         if self._busy[shard] or self._closed:
             return UNAVAILABLE
-        req_id = next(self._ids)
-        frames = wire.request(req_id, op, fields, payload)  # may raise: nothing sent yet
         conn = self._checkout(shard)
         if conn is None:
             return UNAVAILABLE
         try:
+            req_id = next(self._ids)
+            frames = wire.request(req_id, op, fields, payload)  # may raise: nothing sent yet
             return self._exchange(conn, req_id, frames, decode, time.monotonic() + timeout, what)
         finally:
-            if self._closed:
-                conn.close()
-            else:
-                self._free[shard].append(conn)
+            self._free[shard].append(conn)
+            if self._closed:  # close() may have emptied the pool while we held this one
+                self._close_free()
 
     def _checkout(self, shard: int) -> _Connection | None:
         try:
@@ -419,6 +418,8 @@ class Transport:
             except zmq.Again:
                 if conn.dropped():
                     raise self._lost(conn.shard, what) from None
+                if self._closed:
+                    raise ConnectionLost(f"client closed before {_describe(what)} was answered")
                 continue
             header = _header(reply[0], self.addresses[conn.shard])
             if header is None or header["id"] != req_id:
@@ -486,6 +487,8 @@ class Transport:
             self._busy[shard] += 1
             self._pending[reply.req_id] = reply
         self._queue.append((reply, frames, time.monotonic() + timeout))
+        if self._closed and self._forget(reply.req_id) is not None:  # close() raced us
+            reply._settle(error=ConnectionLost("the client is closed"))
         if self._thread is None:
             self._start_pump()
         elif self._sleeping:
@@ -666,6 +669,11 @@ class Transport:
                 reply._settle(error=self._lost(shard, reply.what))
 
     def _expire(self, now: float) -> None:
+        if len(self._deadlines) > 2 * len(self._pending) + 1024:
+            # Answered requests leave their deadlines behind until they pass: drop those,
+            # so a fast pipeline with a long timeout does not grow the heap without bound.
+            self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
+            heapq.heapify(self._deadlines)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, req_id = heapq.heappop(deadlines)
@@ -700,9 +708,16 @@ class Transport:
             self._wake_pump()
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
+        self._close_free()
+
+    def _close_free(self) -> None:
         for free in self._free:
-            while free:
-                free.pop().close()
+            while True:
+                try:
+                    conn = free.pop()  # atomic: several threads may drain at once
+                except IndexError:
+                    break
+                conn.close()
 
     def _shut_pump(self) -> None:
         """On the pump thread (or at close when it never ran): fail pending, close its

@@ -468,3 +468,37 @@ def test_interleavings_from_threads(interleaving_cluster):
         suppress_health_check=[HealthCheck.too_slow],
     )
     run().runTest()
+
+
+def test_close_fails_a_blocking_wait_in_another_thread(cluster):
+    """close() ends another thread's blocking call on the fast path with ConnectionLost,
+    well before that call's own 60 s wait would end."""
+    client = cluster.client(timeout=10)
+    outcome: list = []
+
+    def wait() -> None:
+        try:
+            client.wait_tensor("never", timeout=60)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    with cluster.client(timeout=10) as watcher:  # until the wait is parked on its shard
+        deadline = time.monotonic() + 20
+        while sum(i["parked"] for i in watcher.get_db_node_info()) == 0:
+            assert time.monotonic() < deadline, "the wait never reached its shard"
+            time.sleep(0.01)
+    client.close()
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], memstore.ConnectionLost)
+
+
+def test_answered_requests_do_not_pile_up_in_the_deadline_heap(client):
+    """A long pipeline with a long timeout keeps the pump's books proportional to what is
+    in flight, not to everything ever sent."""
+    for _ in range(10):
+        memstore.wait([client.put_tensor_async(f"h{i}", np.ones(1)) for i in range(1000)], 30)
+    client.put_tensor_async("last", np.ones(1)).result(10)
+    assert len(client._transport._deadlines) <= 2 * 1000 + 1024
