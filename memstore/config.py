@@ -51,6 +51,12 @@ DEFAULT_MAX_CLIENT_WAITERS = 10_000
 #: Most shards one cluster may list (the ``cluster`` op refuses longer lists).
 MAX_SHARDS = 65_536
 
+#: Which client code a shard runs (``memstore-server --models``): none at all, TorchScript
+#: only, or also cloudpickled Python (arbitrary code). See docs/security.md.
+MODELS_NONE, MODELS_TORCHSCRIPT, MODELS_ALL = "none", "torchscript", "all"
+MODEL_POLICIES = (MODELS_NONE, MODELS_TORCHSCRIPT, MODELS_ALL)
+DEFAULT_MODELS = MODELS_TORCHSCRIPT
+
 #: The line a shard prints on stdout once it serves; launchers read the address from it.
 READY_LINE = "memstore shard ready at "
 

@@ -281,7 +281,7 @@ def test_a_frame_over_max_message_is_refused_by_the_client(small):
     """A frame the shard would cut off (libzmq's MAXMSGSIZE drops the sender's connection)
     is refused before it is sent, naming --max-message; the client keeps working. (The
     shard's side, for clients that send it anyway: test_oversized_frames_never_land...)"""
-    with pytest.raises(memstore.ProtocolError, match="max-message.*nothing was sent"):
+    with pytest.raises(memstore.ProtocolError, match=r"max-message.*nothing was sent"):
         small.put_tensor("huge", kib(800))
     with pytest.raises(memstore.ProtocolError, match="max-message"):
         small.put_tensor_async("huge", kib(800))
