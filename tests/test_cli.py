@@ -302,3 +302,9 @@ def test_server_refuses_a_cluster_list_without_its_address():
     assert result.returncode == 2 and "not in the cluster list" in result.stderr
     result = run(SERVER, "--port", "0", "--index", "0")
     assert result.returncode == 2 and "--index needs --cluster" in result.stderr
+
+
+def test_server_refuses_allow_pickle_with_a_narrower_models_setting():
+    """--allow-pickle means --models all; asking for both all and none is an error."""
+    result = run(SERVER, "--port", "0", "--allow-pickle", "--models", "none")
+    assert result.returncode != 0 and "contradicts --models none" in result.stderr

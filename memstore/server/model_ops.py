@@ -118,7 +118,7 @@ class ModelOps:
             raise ModelError(
                 f"{kind} {key!r} is cloudpickled Python code, which shard {self.address} "
                 "refuses (--models torchscript): send TorchScript, or start the shards with "
-                "--models all (arbitrary code: only on networks you trust)"
+                "--models all / --allow-pickle (arbitrary code: only on networks you trust)"
             )
 
     def _op_get_model(self, request, identity):
