@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    args.models = _models(args)  # --mpi passes it on by name too
     if args.mpi:
         from memstore.mpi import program
 
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     host = DEFAULT_HOST if args.host is None else args.host
     port = DEFAULT_PORT if args.port is None else args.port
     address = args.bind or f"tcp://{host}:{port}"
-    models = _models(args)
+    models = args.models
     try:
         cluster = _cluster(args)
     except (MemstoreError, ValueError) as exc:
