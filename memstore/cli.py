@@ -30,6 +30,8 @@ def _cluster(args) -> list[str]:
 
 def cmd_start(args) -> int:
     log_dir = args.log_dir or os.path.dirname(os.path.abspath(_address_file(args)))
+    if args.restart_shard is not None:
+        return _restart(args, log_dir)
     if args.mpi:
         found = _start_mpi(args, log_dir)
     else:
@@ -50,6 +52,33 @@ def cmd_start(args) -> int:
         file=sys.stderr,
     )
     print(f"export MEMSTORE_ADDRESS={','.join(found)}")
+    return 0
+
+
+def _restart(args, log_dir: str) -> int:
+    """``--restart-shard N``: shard N of the address file's cluster, again at its address."""
+    found = addresses.read_file(_address_file(args))
+    index = args.restart_shard
+    if not 0 <= index < len(found):
+        raise MemstoreError(f"no shard {index}: {_address_file(args)} lists {len(found)}")
+    try:
+        launcher._request(found[index], "hello", timeout=min(args.timeout, 1.0))
+    except MemstoreError:
+        pass  # not answering: the expected case
+    else:
+        raise MemstoreError(
+            f"shard {index} at {found[index]} still answers: stop it first "
+            f"(memstore stop --address {found[index]}); its data would be lost"
+        )
+    shard = launcher.restart_shard(
+        found,
+        index,
+        max_memory=args.max_memory,
+        log_dir=log_dir,
+        detach=True,
+        extra_args=["--log-level", args.log_level],
+    )
+    print(f"restarted shard {index} at {shard.address} (empty); logs in {log_dir}", file=sys.stderr)
     return 0
 
 
@@ -139,6 +168,13 @@ def parser() -> argparse.ArgumentParser:
         "--mpi", action="store_true", help="start the shards as one mpiexec job (docs/cluster.md)"
     )
     start.add_argument("--hosts", help="with --mpi: nodes to spread the shards over, a,b,...")
+    start.add_argument(
+        "--restart-shard",
+        type=int,
+        metavar="N",
+        help="start shard N of the address file's cluster again, at its address on this "
+        "machine, knowing the whole cluster (it comes back empty)",
+    )
     start.set_defaults(run=cmd_start)
     for name, run, text in (
         ("stop", cmd_stop, "stop the shards"),

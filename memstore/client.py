@@ -26,7 +26,13 @@ from memstore import address as addresses
 from memstore import tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
-from memstore.config import CLIENT_SOCKETS, ENV_KEY_IN, ENV_KEY_OUT, client_timeout
+from memstore.config import (
+    CLIENT_SOCKETS,
+    ENV_KEY_IN,
+    ENV_KEY_OUT,
+    client_max_inflight,
+    client_timeout,
+)
 from memstore.errors import ConnectionLost, ProtocolError, Timeout
 from memstore.kinds import DATASET, LIST, MODEL, TENSOR
 from memstore.placement import key_shard
@@ -89,7 +95,9 @@ class Client(DatasetCalls, ModelCalls):
         """Sockets for ``shard_addresses``, closed by ``close()`` or when this client is
         garbage-collected (the finalizer holds the transport, not the client)."""
         self.addresses = shard_addresses
-        self._transport = Transport(self._context, shard_addresses, CLIENT_SOCKETS)
+        self._transport = Transport(
+            self._context, shard_addresses, CLIENT_SOCKETS, client_max_inflight()
+        )
         self._finalizer = weakref.finalize(self, self._transport.close)
 
     def _discover(self) -> None:

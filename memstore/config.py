@@ -7,6 +7,7 @@
 | ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
 | ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
 | ``MEMSTORE_CLIENT_SOCKETS`` | fast-path sockets per client and shard | 4 |
+| ``MEMSTORE_CLIENT_MAX_INFLIGHT`` | most unanswered async requests per client (0: no cap) | 10000 |
 | ``MEMSTORE_MPI_TIMEOUT`` | seconds all ranks have to reach ``memstore.mpi.init/connect`` | 120 |
 | ``MEMSTORE_MPI_GRACE`` | seconds a failed rank waits for the others before ``MPI_Abort`` | 10 |
 | ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
@@ -42,6 +43,10 @@ STARTUP_TIMEOUT = 30.0
 MAX_KEY_BYTES = 64 * 1024
 #: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).
 CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "4"))
+#: Most requests a client has queued or unanswered on its pump (``*_async`` calls) before a
+#: submit waits for room; ``MEMSTORE_CLIENT_MAX_INFLIGHT`` overrides it (0: no cap).
+DEFAULT_CLIENT_MAX_INFLIGHT = 10_000
+ENV_CLIENT_MAX_INFLIGHT = "MEMSTORE_CLIENT_MAX_INFLIGHT"
 #: Longest a wait (poll) may park on a shard, in seconds (30 days); a longer one is refused.
 MAX_WAIT_TIMEOUT = 30 * 24 * 3600.0
 #: Default caps on parked waits per shard and per client connection (``--max-waiters``,
@@ -50,6 +55,12 @@ DEFAULT_MAX_WAITERS = 100_000
 DEFAULT_MAX_CLIENT_WAITERS = 10_000
 #: Most shards one cluster may list (the ``cluster`` op refuses longer lists).
 MAX_SHARDS = 65_536
+
+#: Which client code a shard runs (``memstore-server --models``): none at all, TorchScript
+#: only, or also cloudpickled Python (arbitrary code). See docs/security.md.
+MODELS_NONE, MODELS_TORCHSCRIPT, MODELS_ALL = "none", "torchscript", "all"
+MODEL_POLICIES = (MODELS_NONE, MODELS_TORCHSCRIPT, MODELS_ALL)
+DEFAULT_MODELS = MODELS_TORCHSCRIPT
 
 #: The line a shard prints on stdout once it serves; launchers read the address from it.
 READY_LINE = "memstore shard ready at "
@@ -77,6 +88,17 @@ def client_timeout() -> float:
     if not 0 < value < float("inf"):
         raise ValueError(f"{ENV_TIMEOUT}={text!r} must be a positive number of seconds")
     return value
+
+
+def client_max_inflight() -> int:
+    """The in-flight cap in force now: ``MEMSTORE_CLIENT_MAX_INFLIGHT`` if set, else the
+    default; read each time a client is made."""
+    text = os.environ.get(ENV_CLIENT_MAX_INFLIGHT, "").strip()
+    if not text:
+        return DEFAULT_CLIENT_MAX_INFLIGHT
+    if not text.isdigit():
+        raise ValueError(f"{ENV_CLIENT_MAX_INFLIGHT}={text!r} must be a count (0: no cap)")
+    return int(text)
 
 
 def parse_size(text: str | int) -> int:

@@ -83,26 +83,9 @@ def start_shards(
     started: list[ShardProcess] = []
     try:
         for i, bind in enumerate(_bind_addresses(shards, host, port, ipc_dir)):
-            log_path = log_dir / f"memstore-shard-{i}.log"
-            with open(log_path, "wb") as log_file:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "memstore.server",
-                    "--bind",
-                    bind,
-                    "--max-memory",
-                    str(max_memory),
-                    *(extra_args or []),
-                ]
-                process = subprocess.Popen(
-                    cmd,
-                    stdout=subprocess.PIPE,
-                    stderr=log_file,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=detach,
-                )
-            started.append(ShardProcess(process, "", log_path))
+            started.append(
+                _spawn(bind, log_dir / f"memstore-shard-{i}.log", max_memory, extra_args, detach)
+            )
         for shard in started:
             shard.address = _read_ready(shard, timeout)
         set_cluster([s.address for s in started], timeout=timeout)
@@ -110,6 +93,79 @@ def start_shards(
         stop_processes(started)
         raise
     return started
+
+
+def restart_shard(
+    shard_addresses: list[str],
+    index: int,
+    *,
+    max_memory: str | int = 0,
+    log_dir: str | os.PathLike | None = None,
+    detach: bool = False,
+    extra_args: list[str] | None = None,
+    timeout: float = STARTUP_TIMEOUT,
+) -> ShardProcess:
+    """Start shard ``index`` of a cluster again at its address, knowing the whole cluster.
+
+    The new process gets the shard list on its command line (``--cluster``), so from its
+    first request on it refuses keys the other shards own and tells clients the full list.
+    It starts empty: what the old process held is gone. Its log is appended to.
+
+    Raises:
+        MemstoreError: ``index`` is out of range, or the shard did not start (e.g. another
+            process holds the address).
+    """
+    if not 0 <= index < len(shard_addresses):
+        raise MemstoreError(
+            f"no shard {index}: the cluster has shards 0 to {len(shard_addresses) - 1}"
+        )
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="memstore-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = ["--cluster", ",".join(shard_addresses), "--index", str(index)]
+    shard = _spawn(
+        shard_addresses[index],
+        log_dir / f"memstore-shard-{index}.log",
+        max_memory,
+        [*cluster, *(extra_args or [])],
+        detach,
+        append=True,
+    )
+    try:
+        shard.address = _read_ready(shard, timeout)
+    except BaseException:
+        stop_processes([shard])
+        raise
+    return shard
+
+
+def _spawn(
+    bind: str,
+    log_path: Path,
+    max_memory: str | int,
+    extra_args: list[str] | None,
+    detach: bool,
+    append: bool = False,
+) -> ShardProcess:
+    """One ``memstore-server`` process; its address is read later (``_read_ready``)."""
+    with open(log_path, "ab" if append else "wb") as log_file:
+        cmd = [
+            sys.executable,
+            "-m",
+            "memstore.server",
+            "--bind",
+            bind,
+            "--max-memory",
+            str(max_memory),
+            *(extra_args or []),
+        ]
+        process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+        )
+    return ShardProcess(process, "", log_path)
 
 
 def _read_ready(shard: ShardProcess, timeout: float) -> str:
@@ -228,6 +284,7 @@ class LocalCluster:
         extra_args: list[str] | None = None,
     ):
         self._tmp = tempfile.mkdtemp(prefix="memstore-")
+        self._max_memory, self._extra_args = max_memory, extra_args
         try:
             self.shards = start_shards(
                 shards,
@@ -248,6 +305,25 @@ class LocalCluster:
         from memstore.client import Client
 
         return Client(self.address, **kwargs)
+
+    def restart_shard(self, index: int) -> ShardProcess:
+        """Bring shard ``index`` back at its address, empty, knowing its cluster.
+
+        A shard still running is stopped first (its data is lost either way); the new one
+        refuses keys the other shards own and lists the whole cluster in ``hello``. Clients
+        reconnect by themselves.
+        """
+        if not 0 <= index < len(self.shards):
+            raise MemstoreError(f"no shard {index}: this cluster has {len(self.shards)}")
+        stop_processes([self.shards[index]])
+        self.shards[index] = restart_shard(
+            self.addresses,
+            index,
+            max_memory=self._max_memory,
+            log_dir=self._tmp,
+            extra_args=self._extra_args,
+        )
+        return self.shards[index]
 
     def logs(self) -> str:
         """Every shard's log, for diagnosing a failure."""

@@ -16,11 +16,15 @@ from memstore.config import (
     DEFAULT_HOST,
     DEFAULT_MAX_CLIENT_WAITERS,
     DEFAULT_MAX_WAITERS,
+    DEFAULT_MODELS,
     DEFAULT_PORT,
+    MODEL_POLICIES,
     MODEL_TIMEOUT,
+    MODELS_ALL,
     READY_LINE,
     parse_size,
 )
+from memstore.errors import MemstoreError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,10 +72,37 @@ def parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_CLIENT_WAITERS})",
     )
     p.add_argument(
+        "--models",
+        choices=MODEL_POLICIES,
+        default=None,
+        help="which client code this shard runs: 'none' (no models or scripts), "
+        "'torchscript' (TorchScript only; compiling a script can still read and write files "
+        "as the shard's user) or 'all' (also cloudpickled nn.Modules and functions: "
+        "arbitrary code). Default torchscript; docs/security.md",
+    )
+    p.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="run cloudpickled client code (nn.Module, functions): arbitrary code "
-        "execution, so only on networks you trust (TorchScript is always allowed)",
+        help="the same as --models all (kept for older command lines)",
+    )
+    restart = p.add_argument_group(
+        "cluster membership (a shard restarted in place; see `memstore start --restart-shard`)"
+    )
+    restart.add_argument(
+        "--cluster",
+        metavar="ADDR,ADDR,...",
+        help="the cluster's full shard list, this shard's address among them: the shard "
+        "refuses keys other shards own from its first request on",
+    )
+    restart.add_argument(
+        "--cluster-file",
+        metavar="FILE",
+        help="read that list from an address file (the one `memstore start` writes)",
+    )
+    restart.add_argument(
+        "--index",
+        type=int,
+        help="this shard's place in the list (default: where its --bind address is)",
     )
     p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
     p.add_argument(
@@ -114,11 +145,47 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _models(args) -> str:
+    """The --models policy; --allow-pickle means ``all`` and cannot contradict --models."""
+    if args.allow_pickle:
+        if args.models not in (None, MODELS_ALL):
+            sys.exit(f"memstore-server: --allow-pickle contradicts --models {args.models}")
+        return MODELS_ALL
+    return args.models or DEFAULT_MODELS
+
+
+def _cluster(args) -> list[str] | None:
+    """The shard list from --cluster or --cluster-file, None when neither is given."""
+    from memstore import address as addresses
+
+    if args.cluster and args.cluster_file:
+        raise MemstoreError("give --cluster or --cluster-file, not both")
+    if args.cluster:
+        return addresses.parse(args.cluster)
+    if args.cluster_file:
+        return addresses.read_file(args.cluster_file)
+    if args.index is not None:
+        raise MemstoreError("--index needs --cluster or --cluster-file")
+    return None
+
+
+def _index(args, cluster: list[str], address: str) -> int:
+    if args.index is not None:
+        return args.index
+    if address not in cluster:
+        raise MemstoreError(
+            f"this shard's address {address} is not in the cluster list {','.join(cluster)}: "
+            "bind the address it has there, or give --index"
+        )
+    return cluster.index(address)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    args.models = _models(args)  # --mpi passes it on by name too
     if args.mpi:
         from memstore.mpi import program
 
@@ -128,12 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     host = DEFAULT_HOST if args.host is None else args.host
     port = DEFAULT_PORT if args.port is None else args.port
     address = args.bind or f"tcp://{host}:{port}"
+    models = args.models
+    try:
+        cluster = _cluster(args)
+    except (MemstoreError, ValueError) as exc:
+        print(f"memstore-server: {exc}", file=sys.stderr)
+        return 2
     try:
         shard = Shard(
             address,
             max_memory=args.max_memory,
             max_message=args.max_message,
-            allow_pickle=args.allow_pickle,
+            models=models,
             model_threads=args.model_threads,
             intra_op_threads=args.intra_op_threads,
             model_timeout=args.model_timeout,
@@ -143,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)
         return 1
+    if cluster is not None:
+        try:
+            index = _index(args, cluster, shard.address)
+            shard.join(cluster, index)
+        except MemstoreError as exc:
+            shard.close()
+            print(f"memstore-server: {exc}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:

@@ -329,9 +329,18 @@ class Transport:
         addresses: one per shard; ``inproc://`` shards get copies both ways, so that a put
             snapshots the caller's data and a got array is the caller's own, as over sockets.
         pool_size: fast-path sockets per shard (threads beyond it use the pump).
+        max_inflight: most requests queued or unanswered on the pump at once (0: no cap). A
+            submit beyond it waits for room until its own timeout, then raises ``Timeout``;
+            callbacks on the pump thread are exempt (they are what makes room).
     """
 
-    def __init__(self, context: zmq.Context, addresses: list[str], pool_size: int = 4):
+    def __init__(
+        self,
+        context: zmq.Context,
+        addresses: list[str],
+        pool_size: int = 4,
+        max_inflight: int = 0,
+    ):
         self.addresses = list(addresses)
         self._context = context
         self._pool_size = max(1, pool_size)
@@ -344,6 +353,9 @@ class Transport:
         self._pump_conns: list[_Connection | None] = [None] * n
         self._open_locks = [threading.Lock() for _ in range(n)]
         self._lock = threading.Lock()  # counters, the pump's start and close; never held long
+        self._max_inflight = max(0, max_inflight)
+        self._room = threading.Condition(self._lock)  # a submit waiting under the cap
+        self._room_waiters = 0
         self._ids = itertools.count(1)
         self._queue: deque = deque()
         self._pending: dict[int, Reply] = {}
@@ -484,6 +496,8 @@ class Transport:
             self._open_pump_connection(shard, time.monotonic() + timeout, what)
         reply = Reply(self, shard, req_id, decode, what)
         with self._lock:
+            if self._max_inflight and len(self._pending) >= self._max_inflight:
+                self._wait_for_room(time.monotonic() + timeout, what)
             self._busy[shard] += 1
             self._pending[reply.req_id] = reply
         self._queue.append((reply, frames, time.monotonic() + timeout))
@@ -495,6 +509,31 @@ class Transport:
             self._sleeping = False  # one wake-up per sleep is enough
             self._wake_pump()
         return reply
+
+    def _wait_for_room(self, deadline: float, what: What) -> None:
+        """Under ``_lock``: wait until fewer than ``max_inflight`` requests are pending.
+
+        The pump thread never waits here: only it makes room, so a callback submitting more
+        work goes over the cap instead of deadlocking.
+        """
+        if getattr(_on_pump, "transport", None) is self:
+            return
+        while len(self._pending) >= self._max_inflight:
+            if self._closed:
+                raise ConnectionLost("the client is closed")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(
+                    f"{_describe(what)} was not sent: this client already has "
+                    f"{len(self._pending)} requests in flight (MEMSTORE_CLIENT_MAX_INFLIGHT="
+                    f"{self._max_inflight}) and none was answered in time; collect results "
+                    "before submitting more, or raise the cap"
+                )
+            self._room_waiters += 1
+            try:
+                self._room.wait(min(left, _SLICE_S * 10))
+            finally:
+                self._room_waiters -= 1
 
     def _wake_pump(self) -> None:
         with self._lock:  # the descriptor is closed under this lock, never written after
@@ -659,6 +698,8 @@ class Transport:
             reply = self._pending.pop(req_id, None)
             if reply is not None:
                 self._busy[reply.shard] -= 1
+                if self._room_waiters:
+                    self._room.notify()
         return reply
 
     def _fail_shard(self, shard: int) -> None:
@@ -702,6 +743,7 @@ class Transport:
                 return
             self._closed = True
             thread = self._thread
+            self._room.notify_all()  # submits waiting for room raise ConnectionLost
         if thread is None:
             self._shut_pump()
         else:

@@ -267,3 +267,44 @@ def test_server_refuses_a_bad_size():
     result = run(SERVER, "--port", "0", "--max-memory", "lots")
     assert result.returncode == 2
     assert "max-memory" in result.stderr
+
+
+def test_restart_shard_after_kill_9_knows_its_cluster(started):
+    """`memstore start --restart-shard 1` after kill -9 of shard 1 brings it back at its
+    address knowing both shards: it refuses shard 0's keys and lists the cluster in hello.
+    A shard that still answers is not restarted."""
+    from memstore.launcher import _request
+    from memstore.placement import key_shard
+
+    address_file, _, pids = started
+    addresses = address_file.read_text().strip().split(",")
+    os.kill(pids[1], signal.SIGKILL)
+    assert wait_gone([pids[1]])
+    result = run(MEMSTORE, "start", "--restart-shard", "1", "--address-file", str(address_file))
+    assert result.returncode == 0, result.stderr
+    hello = _request(addresses[1], "hello", timeout=10)
+    pids.append(hello["pid"])  # the fixture ends it too
+    assert hello["shards"] == addresses and hello["index"] == 1
+    foreign = next(f"k{i}" for i in range(100) if key_shard(f"k{i}", 2) == 0)
+    with pytest.raises(memstore.MemstoreError, match="belongs to shard"):
+        _request(addresses[1], "exists", {"key": foreign}, timeout=10)
+    with memstore.Client(addresses[1], timeout=10) as client:
+        assert client.addresses == addresses
+
+    again = run(MEMSTORE, "start", "--restart-shard", "0", "--address-file", str(address_file))
+    assert again.returncode == 1 and "still answers" in again.stderr
+    assert not gone(pids[0])
+
+
+def test_server_refuses_a_cluster_list_without_its_address():
+    """--cluster must list the shard's own address (or --index must name it)."""
+    result = run(SERVER, "--bind", "tcp://127.0.0.1:0", "--cluster", "127.0.0.1:1,127.0.0.1:2")
+    assert result.returncode == 2 and "not in the cluster list" in result.stderr
+    result = run(SERVER, "--port", "0", "--index", "0")
+    assert result.returncode == 2 and "--index needs --cluster" in result.stderr
+
+
+def test_server_refuses_allow_pickle_with_a_narrower_models_setting():
+    """--allow-pickle means --models all; asking for both all and none is an error."""
+    result = run(SERVER, "--port", "0", "--allow-pickle", "--models", "none")
+    assert result.returncode != 0 and "contradicts --models none" in result.stderr

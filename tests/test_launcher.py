@@ -148,3 +148,55 @@ def test_a_ready_line_behind_other_output_in_one_write_is_seen(tmp_path):
     finally:
         process.kill()
         process.wait(30)
+
+
+def _owner_of(key: str, shards: int) -> int:
+    from memstore.placement import key_shard
+
+    return key_shard(key, shards)
+
+
+@pytest.mark.parametrize("ipc", [False, True], ids=["tcp", "ipc"])
+def test_a_shard_killed_and_restarted_in_place_knows_its_cluster(ipc):
+    """kill -9 of shard 1, then restart_shard(1): the new process at the same address lists
+    the whole cluster in hello, refuses keys the other shards own, and a client given only its
+    address finds all three shards. (A shard started again without its cluster answered
+    hello with ``shards: []`` and took any key.)"""
+    from memstore.errors import MemstoreError
+    from memstore.launcher import _request
+
+    with memstore.LocalCluster(shards=3, ipc=ipc) as cluster, cluster.client(timeout=10) as old:
+        data = {f"k{i}": np.full(2, i) for i in range(30)}
+        old.put_tensors(data)
+        victim = cluster.shards[1]
+        victim.process.kill()
+        victim.process.wait(timeout=10)
+
+        restarted = cluster.restart_shard(1)
+        assert restarted.address == cluster.addresses[1]
+        assert restarted.process.pid != victim.process.pid and restarted.alive()
+        hello = _request(cluster.addresses[1], "hello", timeout=10)
+        assert hello["shards"] == cluster.addresses and hello["index"] == 1
+        foreign = next(k for k in data if _owner_of(k, 3) != 1)
+        with pytest.raises(MemstoreError, match="belongs to shard"):
+            _request(cluster.addresses[1], "exists", {"key": foreign}, timeout=10)
+        with memstore.Client(cluster.addresses[1], timeout=10) as fresh:
+            assert fresh.addresses == cluster.addresses
+            for key, value in data.items():
+                if _owner_of(key, 3) == 1:
+                    assert not fresh.tensor_exists(key)  # it came back empty
+                else:
+                    np.testing.assert_array_equal(fresh.get_tensor(key), value)
+            mine = next(k for k in data if _owner_of(k, 3) == 1)
+            fresh.put_tensor(mine, np.full(2, -1))
+            np.testing.assert_array_equal(fresh.get_tensor(mine), [-1, -1])
+
+
+def test_restart_shard_index_out_of_range_is_refused():
+    """restart_shard names the valid range instead of starting anything."""
+    from memstore.errors import MemstoreError
+
+    with memstore.LocalCluster(shards=1) as cluster:
+        with pytest.raises(MemstoreError, match="no shard 3"):
+            cluster.restart_shard(3)
+        assert cluster.shards[0].alive()

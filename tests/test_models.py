@@ -108,6 +108,34 @@ def test_pickle_refused_without_flag_names_the_flag():
         assert client.model_exists("scripted")
 
 
+def test_models_none_refuses_models_and_scripts_naming_the_flag():
+    """--models none: set_model (even TorchScript) and set_script are refused with a
+    ModelError naming the flag, and nothing is stored; tensors still work."""
+    with (
+        memstore.LocalCluster(shards=2, extra_args=["--models", "none"]) as cluster,
+        cluster.client(timeout=20) as client,
+    ):
+        assert [i["models"] for i in client.get_db_node_info()] == ["none", "none"]
+        with pytest.raises(memstore.ModelError, match="--models none"):
+            client.set_model("scripted", torch.jit.script(MLP()))
+        with pytest.raises(memstore.ModelError, match="--models none"):
+            client.set_script("ops", "def neg(a):\n    return -a\n")
+        with pytest.raises(memstore.ModelError, match="--models none"):
+            client.set_model("eager", MLP())
+        assert not any(client.model_exists(n) for n in ("scripted", "ops", "eager"))
+        client.put_tensor("x", np.ones(2))
+        np.testing.assert_array_equal(client.get_tensor("x"), [1, 1])
+
+
+def test_models_policy_default_and_alias(mc):
+    """The default is torchscript; --allow-pickle is --models all."""
+    assert {i["models"] for i in mc.get_db_node_info()} == {"all"}
+    with memstore.LocalCluster(shards=1) as cluster, cluster.client(timeout=20) as client:
+        assert client.get_db_node_info()[0]["models"] == "torchscript"
+        with pytest.raises(memstore.ModelError, match="--models all"):
+            client.set_model("eager", MLP())
+
+
 def test_script_and_function(mc):
     mc.set_script("ops", "def add(a, b):\n    return a + b\n\ndef neg(a):\n    return -a\n")
     x = np.arange(6, dtype=np.float32).reshape(2, 3)

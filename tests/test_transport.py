@@ -502,3 +502,57 @@ def test_answered_requests_do_not_pile_up_in_the_deadline_heap(client):
         memstore.wait([client.put_tensor_async(f"h{i}", np.ones(1)) for i in range(1000)], 30)
     client.put_tensor_async("last", np.ones(1)).result(10)
     assert len(client._transport._deadlines) <= 2 * 1000 + 1024
+
+
+def test_async_requests_beyond_the_inflight_cap_wait_for_room(cluster, monkeypatch):
+    """MEMSTORE_CLIENT_MAX_INFLIGHT bounds what one client has unanswered: with 4 waits
+    parked, a 5th submit waits for room, raises Timeout at the client's timeout without
+    sending anything, and goes as soon as an answer makes room. (It used to be queued at
+    once, however many were in flight.)"""
+    monkeypatch.setenv("MEMSTORE_CLIENT_MAX_INFLIGHT", "4")
+    with cluster.client(timeout=1) as capped, cluster.client(timeout=10) as other:
+        other.flush_db()
+        waits = [capped.wait_tensor_async("gate", timeout=60) for _ in range(4)]
+        started = time.monotonic()
+        with pytest.raises(memstore.Timeout, match="MEMSTORE_CLIENT_MAX_INFLIGHT=4"):
+            capped.put_tensor_async("more", np.ones(1))
+        assert 0.9 < time.monotonic() - started < 5
+        assert not other.tensor_exists("more")  # nothing was sent
+        other.put_tensor("gate", np.ones(1))
+        assert all(w.result(10)[0] == 1 for w in waits)
+
+    with cluster.client(timeout=30) as capped, cluster.client(timeout=10) as other:
+        waits = [capped.wait_tensor_async("gate2", timeout=60) for _ in range(4)]
+        sent: dict = {}
+        submitter = threading.Thread(
+            target=lambda: sent.update(f=capped.put_tensor_async("more", np.full(1, 5)))
+        )
+        submitter.start()
+        submitter.join(0.5)
+        assert submitter.is_alive()  # waiting for room, not queued
+        other.put_tensor("gate2", np.ones(1))
+        submitter.join(10)
+        assert not submitter.is_alive()
+        sent["f"].result(10)
+        assert all(w.result(10)[0] == 1 for w in waits)
+        np.testing.assert_array_equal(other.get_tensor("more"), [5])
+
+
+def test_a_callback_on_the_pump_may_go_over_the_inflight_cap(cluster, monkeypatch):
+    """Only the pump makes room, so submits from its callbacks are exempt (no deadlock)."""
+    monkeypatch.setenv("MEMSTORE_CLIENT_MAX_INFLIGHT", "1")
+    with cluster.client(timeout=10) as capped:
+        done: dict = {}
+        finished = threading.Event()
+
+        def more(_):
+            try:
+                futures = [capped.put_tensor_async(f"cb{i}", np.full(1, i)) for i in range(3)]
+                done["n"] = sum(f.result(10) is None for f in futures)
+            finally:
+                finished.set()
+
+        capped.put_tensor_async("first", np.ones(1)).add_done_callback(more)
+        assert finished.wait(30)
+        assert done["n"] == 3
+        np.testing.assert_array_equal(capped.get_tensor("cb2"), [2])

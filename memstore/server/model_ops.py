@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 
 from memstore import wire
+from memstore.config import MODELS_NONE, MODELS_TORCHSCRIPT
 from memstore.errors import KeyNotFound, MemstoreError, ModelError, ProtocolError
 from memstore.kinds import MODEL, SCRIPT, TENSOR
 from memstore.server.executor import Deadlines, Executor, Job
-from memstore.server.models import Loaded, parse_device
+from memstore.server.models import PICKLE, Loaded, parse_device
 from memstore.server.store import Entry
 
 _FORMATS = {MODEL: ("torchscript", "pickle"), SCRIPT: ("source", "pickle")}
@@ -45,6 +46,8 @@ class ModelOps:
 
     executor: Executor
     model_timeout: float
+    models: str
+    address: str
 
     def _init_models(self) -> None:
         self._staged: dict[str, Staged] = {}
@@ -71,11 +74,12 @@ class ModelOps:
         kind = self._model_kind(request)
         key = self._key(request, kind=kind)
         meta = wire.field(request.header, "model", dict)
+        self._check_allowed(kind, key, meta.get("format"))
         backend = str(meta.get("backend", "TORCH")).upper()
         if backend != "TORCH":
             raise ModelError(
                 f"{kind} {key!r}: backend {backend} is not supported; memstore "
-                "runs TORCH models (TorchScript, or nn.Module with --allow-pickle)"
+                "runs TORCH models (TorchScript, or nn.Module with --models all)"
             )
         if meta.get("format") not in _FORMATS[kind] or not request.payload:
             raise ProtocolError(
@@ -102,6 +106,20 @@ class ModelOps:
 
         self.executor.load(key, kind, meta, payload, loaded)
         return None
+
+    def _check_allowed(self, kind: str, key: str, form: object) -> None:
+        """Refuse code this shard's ``--models`` setting does not run, before any is loaded."""
+        if self.models == MODELS_NONE:
+            raise ModelError(
+                f"{kind} {key!r}: shard {self.address} runs with --models none and refuses "
+                "models and scripts; start the shards with --models torchscript to run them"
+            )
+        if self.models == MODELS_TORCHSCRIPT and form == PICKLE:
+            raise ModelError(
+                f"{kind} {key!r} is cloudpickled Python code, which shard {self.address} "
+                "refuses (--models torchscript): send TorchScript, or start the shards with "
+                "--models all / --allow-pickle (arbitrary code: only on networks you trust)"
+            )
 
     def _op_get_model(self, request, identity):
         kind = self._model_kind(request)

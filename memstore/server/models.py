@@ -165,7 +165,7 @@ def _unpickle(name: str, blob: bytes, allow_pickle: bool) -> Any:
     if not allow_pickle:
         raise ModelError(
             f"{name!r} is cloudpickled Python code, which this shard refuses: "
-            "start the shards with --allow-pickle to run client code "
+            "start the shards with --models all (or --allow-pickle) to run client code "
             "(only on networks you trust), or send TorchScript"
         )
     import cloudpickle
@@ -183,7 +183,7 @@ def _compile_script(name: str, source: str, fallback: list, allow_pickle: bool) 
             fn = _unpickle(name, bytes(fallback[0]), allow_pickle)
             return {fn.__name__: fn}
         hint = (
-            " (set_function: start the shards with --allow-pickle to run it as plain Python)"
+            " (set_function: start the shards with --models all to run it as plain Python)"
             if fallback
             else ""
         )

@@ -23,9 +23,12 @@ from memstore import tensors, wire
 from memstore.config import (
     DEFAULT_MAX_CLIENT_WAITERS,
     DEFAULT_MAX_WAITERS,
+    DEFAULT_MODELS,
     MAX_KEY_BYTES,
     MAX_SHARDS,
     MAX_WAIT_TIMEOUT,
+    MODEL_POLICIES,
+    MODELS_ALL,
 )
 from memstore.errors import MemstoreError, ProtocolError, RemoteError
 from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
@@ -59,7 +62,9 @@ class Shard(ModelOps):
             over it makes libzmq drop the connection before the frame is kept in memory.
         max_waiters: most parked waits (polls) on this shard (0 = unlimited).
         max_client_waiters: most parked waits of one client connection (0 = unlimited).
-        allow_pickle: run cloudpickled client code (models, functions): arbitrary code!
+        models: which client code runs here: ``"none"``, ``"torchscript"`` (the default) or
+            ``"all"`` (cloudpickled modules and functions too: arbitrary code!).
+        allow_pickle: the same as ``models="all"`` (older spelling).
         model_threads: model workers per device.
         intra_op_threads: ``torch.set_num_threads`` for model runs (0: torch's default).
         model_timeout: seconds a model run may take before its caller gets ``ModelError``.
@@ -71,6 +76,7 @@ class Shard(ModelOps):
         *,
         max_memory: int = 0,
         max_message: int = 0,
+        models: str | None = None,
         allow_pickle: bool = False,
         model_threads: int = 1,
         intra_op_threads: int = 0,
@@ -78,6 +84,10 @@ class Shard(ModelOps):
         max_waiters: int = DEFAULT_MAX_WAITERS,
         max_client_waiters: int = DEFAULT_MAX_CLIENT_WAITERS,
     ):
+        models = models or (MODELS_ALL if allow_pickle else DEFAULT_MODELS)
+        if models not in MODEL_POLICIES:
+            raise ValueError(f"models must be one of {MODEL_POLICIES}, got {models!r}")
+        self.models = models
         self.store = Store(max_memory, max_waiters, max_client_waiters)
         self.max_message = max_message
         self.model_timeout = model_timeout
@@ -87,7 +97,7 @@ class Shard(ModelOps):
             self._store_outputs,
             model_threads=model_threads,
             intra_op_threads=intra_op_threads,
-            allow_pickle=allow_pickle,
+            allow_pickle=models == MODELS_ALL,
         )
         self._init_models()
         self.cluster: list[str] = []
@@ -320,8 +330,21 @@ class Shard(ModelOps):
 
     def _op_cluster(self, request, identity):
         """Learn the shard list once, at startup; no client can rewrite it later."""
-        shards = wire.field(request.header, "shards", list)
-        index = wire.field(request.header, "index", int)
+        header = request.header
+        self.join(wire.field(header, "shards", list), wire.field(header, "index", int))
+        return wire.reply(request.id)
+
+    def join(self, shards: list, index: int) -> None:
+        """Take ``shards`` as this shard's cluster, with this shard at ``index``: set once.
+
+        Called by the ``cluster`` op (launchers, after every shard answers) and by
+        ``memstore-server --cluster`` (a shard restarted in place knows its cluster before it
+        serves). A repeat of the same list changes nothing.
+
+        Raises:
+            ProtocolError: a malformed list, an index that does not name this shard, a
+                different list than the one already set, or keys stored already.
+        """
         if not shards or len(shards) > MAX_SHARDS:
             raise ProtocolError(f"cluster: field 'shards' must list 1 to {MAX_SHARDS} addresses")
         if not all(isinstance(s, str) and s for s in shards) or len(set(shards)) != len(shards):
@@ -332,7 +355,7 @@ class Shard(ModelOps):
             )
         if self.cluster:
             if (shards, index) == (self.cluster, self.index):
-                return wire.reply(request.id)  # a repeated startup call changes nothing
+                return  # a repeated startup call changes nothing
             raise ProtocolError(
                 f"cluster: shard {self.address} already serves a cluster of "
                 f"{len(self.cluster)}; its topology is fixed after start"
@@ -342,8 +365,7 @@ class Shard(ModelOps):
                 f"cluster: shard {self.address} already holds {len(self.store)} keys placed "
                 "for a single shard; the shard list must be set before any data is stored"
             )
-        self.cluster, self.index = shards, index
-        return wire.reply(request.id)
+        self.cluster, self.index = list(shards), index
 
     def _op_batch(self, request, identity):
         """Several requests in one message (a client's pipeline): each is handled as if it
@@ -378,7 +400,7 @@ class Shard(ModelOps):
             "clients": self.clients,
             "parked": store.parked, "parked_clients": store.parked_clients,
             "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
-            "uptime": time.time() - self.started,
+            "models": self.models, "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
         })  # fmt: skip
 
