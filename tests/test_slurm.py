@@ -91,10 +91,11 @@ def test_launcher_runs_store_and_app_as_srun_jobs(slurm, jobdir):
 
 
 def submit(slurm: SlurmCluster, script: Path, workdir: Path, *options: str, **env: str) -> str:
+    """sbatch from ``workdir`` (the script's SLURM_SUBMIT_DIR); ``env`` added to the job's."""
     exported = ",".join(["ALL", *(f"{k}={v}" for k, v in env.items())])
     done = slurm.run("sbatch", "--parsable", f"--chdir={workdir}", f"--export={exported}",
                      f"--output={workdir / 'job.out'}", *options, str(script),
-                     env=slurm.env(TMPDIR=str(workdir)))  # fmt: skip
+                     env=slurm.env(TMPDIR=str(workdir)), cwd=workdir)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().split(";")[0]
 
