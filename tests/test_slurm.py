@@ -8,16 +8,15 @@ be brought up (not root, no apt-get, the daemons fail). Everything binds to 127.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 from memstore import Client, address
 from memstore.launcher import Launcher, stop_addresses
-from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 
