@@ -39,6 +39,9 @@ MPI_TIMEOUT = float(os.environ.get("MEMSTORE_MPI_TIMEOUT", "120"))
 MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 #: Seconds ``memstore start`` / ``LocalCluster`` wait for a new shard to answer.
 STARTUP_TIMEOUT = 30.0
+#: The ``srun --mpi=`` plugin the slurm Launcher asks for: pmi2 is what the PyPI mpich wheel
+#: (``memstore[mpi]``) speaks; "" leaves it to the site (``MpiDefault``, ``SLURM_MPI_TYPE``).
+SRUN_MPI = os.environ.get("MEMSTORE_SRUN_MPI", "pmi2")
 #: Longest key accepted, in bytes (UTF-8).
 MAX_KEY_BYTES = 64 * 1024
 #: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).

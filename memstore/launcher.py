@@ -32,6 +32,7 @@ from memstore.config import (
     ENV_ADDRESS_FILE,
     ENV_SSDB,
     READY_LINE,
+    SRUN_MPI,
     STARTUP_TIMEOUT,
 )
 from memstore.errors import MemstoreError, Timeout
@@ -387,6 +388,8 @@ class Launcher:
         dry_run: build the commands (``jobs``, ``batch_script``) without running them.
         python: interpreter for the store (default: this one).
         mpiexec: the ``mpiexec`` to use (default: the one next to ``python``, else PATH).
+        srun_mpi: ``slurm``: the ``srun --mpi=`` plugin (default ``MEMSTORE_SRUN_MPI``, else
+            ``pmi2``, which the PyPI mpich wheel needs; ``""``: the site's default).
 
     The store takes the first nodes it is given; each application the next ones, so
     ``start_store(4, nodes=1)`` then ``start_app(cmd, ranks=8, nodes=2)`` puts them on
@@ -396,7 +399,7 @@ class Launcher:
     def __init__(self, kind: str = "local", *, workdir: str | os.PathLike | None = None,
                  hosts: list[str] | None = None, dry_run: bool = False,
                  python: str | None = None, mpiexec: str | None = None,
-                 timeout: float = STARTUP_TIMEOUT):  # fmt: skip
+                 timeout: float = STARTUP_TIMEOUT, srun_mpi: str | None = None):  # fmt: skip
         schedulers._check(kind)
         self.kind = kind
         self.dry_run = dry_run
@@ -406,6 +409,7 @@ class Launcher:
         self.mpiexec = mpiexec or schedulers.find_mpiexec(self.python)
         self.hosts = hosts if hosts is not None else schedulers.allocation_hosts(kind)
         self.timeout = timeout
+        self.srun_mpi = SRUN_MPI if srun_mpi is None else srun_mpi
         self.address_file = str(self.workdir / "memstore.addr")
         self.addresses: list[str] = []
         self.jobs: dict[str, Job] = {}
@@ -492,7 +496,8 @@ class Launcher:
 
     def _launch(self, name: str, program: list[str], where: schedulers.Placement,
                 env: dict[str, str], store: bool = False) -> Job:  # fmt: skip
-        argv = schedulers.launch_argv(self.kind, program, where, mpiexec=self.mpiexec)
+        argv = schedulers.launch_argv(self.kind, program, where, mpiexec=self.mpiexec,
+                                      srun_mpi=self.srun_mpi)  # fmt: skip
         self.steps.append(schedulers.Step(name, tuple(program), where, store, tuple(env.items())))
         job = Job(name, argv, [], self.workdir / f"{name}.log", store)
         self.jobs[name] = job
@@ -570,6 +575,7 @@ class Launcher:
                  for s in self.steps]  # fmt: skip
         options.setdefault("python", self.python)
         options.setdefault("mpiexec", self.mpiexec)
+        options.setdefault("srun_mpi", self.srun_mpi)
         text = schedulers.batch_script(kind, steps, address_file=self.address_file, **options)
         if path is not None:
             Path(path).write_text(text)

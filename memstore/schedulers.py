@@ -64,10 +64,12 @@ def server_program(python: str, address_file: str, options: Sequence[str] = ()) 
 
 
 def launch_argv(kind: str, program: Sequence[str], where: Placement, *, mpiexec: str = "mpiexec",
-                host_list: str | None = None) -> list[str]:  # fmt: skip
+                host_list: str | None = None,
+                srun_mpi: str | None = None) -> list[str]:  # fmt: skip
     """The command that starts ``program`` on ``where.ranks`` processes.
 
-    ``host_list`` replaces the ``-hosts`` value with shell text (batch scripts).
+    ``host_list`` replaces the ``-hosts`` value with shell text (batch scripts);
+    ``srun_mpi`` is the ``srun --mpi=`` plugin (None or "": the site's default).
     """
     _check(kind)
     if kind == "local":
@@ -78,6 +80,8 @@ def launch_argv(kind: str, program: Sequence[str], where: Placement, *, mpiexec:
             argv += [f"--nodes={where.nodes}", f"--relative={where.first_node}"]
         if where.per_node:
             argv.append(f"--ntasks-per-node={where.per_node}")
+        if srun_mpi:  # without a PMI the MPI library speaks, every task is a world of one
+            argv.append(f"--mpi={srun_mpi}")
         # --exact: steps share the allocation side by side; a dead rank ends its step
         return [*argv, "--exact", "--kill-on-bad-exit=1", *program]
     argv = [mpiexec, "-n", str(where.ranks)]
@@ -114,7 +118,7 @@ def batch_script(kind: str, steps: Sequence[Step], *, address_file: str, python:
                  mpiexec: str = "mpiexec", job_name: str = "memstore", nodes: int | None = None,
                  walltime: str = "00:30:00", account: str | None = None,
                  queue: str | None = None, cores_per_node: int | None = None,
-                 setup: Sequence[str] = ()) -> str:  # fmt: skip
+                 setup: Sequence[str] = (), srun_mpi: str | None = None) -> str:  # fmt: skip
     """A batch script that starts the store, runs the applications, then stops the store.
 
     ``kind`` ``"slurm"`` gives an ``sbatch`` script, ``"pbs"`` a ``qsub`` script and
@@ -159,7 +163,8 @@ def batch_script(kind: str, steps: Sequence[Step], *, address_file: str, python:
         host_list = None
         if kind == "pbs" and not step.where.hosts and step.where.nodes:
             host_list = f'"$(hosts {step.where.first_node} {step.where.nodes})"'
-        argv = launch_argv(kind, step.program, step.where, mpiexec=mpiexec, host_list=host_list)
+        argv = launch_argv(kind, step.program, step.where, mpiexec=mpiexec, host_list=host_list,
+                           srun_mpi=srun_mpi)  # fmt: skip
         words = [w if host_list is not None and w == host_list else q(w) for w in argv]
         envs = [f"{k}={q(v)}" for k, v in step.env]
         lines.append(" ".join(["env", *envs, *words] if envs else words) + " &")

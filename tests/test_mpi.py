@@ -101,6 +101,17 @@ def test_world_of_one_runs_shards_in_threads():
 
 
 @not_nested
+def test_world_of_one_in_a_many_task_srun_step_is_refused():
+    """What ``srun -n 2`` without ``--mpi=pmi2`` gives each task (tests/test_slurm.py runs
+    the real thing): a world of one in a 2-task step would start one store per rank."""
+    rc, out, _ = run_job([PY, JOBS, "world"], 60, SLURM_STEP_NUM_TASKS="2")
+    assert rc != 0 and not oks(out), out
+    assert "--mpi=pmi2" in out and "2 tasks" in out, out
+    rc, out, _ = run_job(SERVER, 60, SLURM_STEP_NUM_TASKS="2")
+    assert rc == 1 and "--mpi=pmi2" in out, out
+
+
+@not_nested
 def test_in_process_shards_do_not_alias_the_callers_memory():
     """Over inproc:// a put is a snapshot and a got array belongs to the caller."""
     rc, out, _ = run_job([PY, JOBS, "snapshots"], 60)

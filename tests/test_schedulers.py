@@ -49,7 +49,7 @@ def test_launch_argv_per_kind():
 
 
 def slurm_plan(tmp_path: Path) -> Launcher:
-    launcher = Launcher("slurm", workdir=tmp_path, dry_run=True, python="python3")
+    launcher = Launcher("slurm", workdir=tmp_path, dry_run=True, python="python3", srun_mpi="pmi2")
     assert launcher.start_store(4, nodes=1, max_memory="8GiB") == []
     launcher.start_app("python sim.py --steps 100", ranks=8, nodes=2, name="sim")
     launcher.start_app(["python", "train.py"], ranks=2, nodes=1, name="train")
@@ -60,13 +60,17 @@ def test_slurm_store_on_its_own_node_then_apps(tmp_path):
     launcher = slurm_plan(tmp_path)
     store, sim, train = (launcher.jobs[n].argv for n in ("store", "sim", "train"))
     assert store == [
-        "srun", "--ntasks=4", "--nodes=1", "--relative=0", "--ntasks-per-node=4", "--exact",
+        "srun", "--ntasks=4", "--nodes=1", "--relative=0", "--ntasks-per-node=4", "--mpi=pmi2",
+        "--exact",
         "--kill-on-bad-exit=1", "python3", "-m", "memstore.server", "--mpi",
         "--address-file", launcher.address_file, "--max-memory", "8GiB",
     ]  # fmt: skip
-    assert sim[:5] == ["srun", "--ntasks=8", "--nodes=2", "--relative=1", "--exact"]
+    assert sim[:6] == ["srun", "--ntasks=8", "--nodes=2", "--relative=1", "--mpi=pmi2", "--exact"]
     assert sim[-4:] == ["python", "sim.py", "--steps", "100"]
-    assert train[:5] == ["srun", "--ntasks=2", "--nodes=1", "--relative=3", "--exact"]
+    assert train[:6] == ["srun", "--ntasks=2", "--nodes=1", "--relative=3", "--mpi=pmi2", "--exact"]
+    site = Launcher("slurm", workdir=tmp_path, dry_run=True, srun_mpi="")
+    site.start_store(1)
+    assert not any(w.startswith("--mpi=") for w in site.jobs["store"].argv)
     assert launcher.status() == {"store": "planned", "sim": "planned", "train": "planned"}
     assert launcher.wait() == {}
     launcher.stop()  # nothing ran: nothing to stop

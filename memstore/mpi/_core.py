@@ -147,6 +147,8 @@ def bootstrap(
     """
     MPI = mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
+    if comm == MPI.COMM_WORLD:
+        _check_not_singleton(comm.Get_size())
     _rendezvous(comm, MPI_TIMEOUT if timeout is None else timeout)
     meeting = _meet(comm, mode, shards_per_node, address_file)
     threads, shard_list, aliases = _start(comm, meeting, make_shard, host, port, ipc)
@@ -254,6 +256,26 @@ def _start(
         if local and (r == rank or not local.startswith("inproc://"))
     }
     return threads, shard_list, aliases
+
+
+def _check_not_singleton(size: int) -> None:
+    """Refuse a world of one inside a many-task ``srun`` step (no PMI: one store per rank).
+
+    ``srun`` sets ``SLURM_STEP_NUM_TASKS`` in every task of a step (not in the batch
+    script itself); without a PMI plugin that the MPI library speaks each task
+    initialises MPI as a singleton, so every rank would silently start a store of its own.
+    A launcher inside the step that set up its own PMI (``mpiexec -n 1``) is left alone.
+    """
+    tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+    launched = any(v in os.environ for v in ("PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE"))
+    if size == 1 and tasks.isdigit() and int(tasks) > 1 and not launched:
+        raise MemstoreError(
+            f"memstore.mpi: this srun step has {tasks} tasks but MPI.COMM_WORLD has 1 rank: "
+            "srun started them without a PMI the MPI library speaks, so each would run a "
+            "store of its own. Add --mpi=pmi2 to srun (the PyPI mpich wheel and most MPICH "
+            "builds; --mpi=pmix for PMIx builds of Open MPI; `srun --mpi=list` shows what "
+            "this Slurm offers), or set SLURM_MPI_TYPE=pmi2"
+        )
 
 
 def _rendezvous(comm: Any, timeout: float) -> None:
