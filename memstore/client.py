@@ -23,13 +23,14 @@ from typing import Any
 import zmq
 
 from memstore import address as addresses
-from memstore import tensors
+from memstore import shm, tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
 from memstore.config import (
     CLIENT_SOCKETS,
     ENV_KEY_IN,
     ENV_KEY_OUT,
+    SHM_THRESHOLD,
     client_max_inflight,
     client_timeout,
 )
@@ -47,6 +48,14 @@ def _found(header: dict, payload: list) -> bool:
 
 def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
     return header["metas"][0], payload[0]
+
+
+_UNKNOWN = object()  # a shard not yet asked whether it shares memory with this process
+_STALE = object()  # a shared-memory file went between the shard's answer and its mapping
+
+
+def _failed(future: Any) -> bool:
+    return future.cancelled() or future.exception(0) is not None
 
 
 class Client(DatasetCalls, ModelCalls):
@@ -95,6 +104,12 @@ class Client(DatasetCalls, ModelCalls):
         """Sockets for ``shard_addresses``, closed by ``close()`` or when this client is
         garbage-collected (the finalizer holds the transport, not the client)."""
         self.addresses = shard_addresses
+        # Per shard: its shared-memory link, None (sockets only) or not asked yet. Shards in
+        # this process (inproc://) get copies from the transport instead.
+        self._links: list[Any] = [
+            None if a.startswith("inproc://") else _UNKNOWN for a in shard_addresses
+        ]
+        self._shm_threshold = max(1, SHM_THRESHOLD)
         self._transport = Transport(
             self._context, shard_addresses, CLIENT_SOCKETS, client_max_inflight()
         )
@@ -118,6 +133,30 @@ class Client(DatasetCalls, ModelCalls):
             self.close()  # sockets were made for the old list
             self._connect(shards)
         self._transport.batching = batching
+        index = hello.get("index", 0) if shards else 0
+        if 0 <= index < len(self._links) and self._links[index] is _UNKNOWN:
+            self._links[index] = self._negotiate(hello)
+
+    @staticmethod
+    def _negotiate(hello: dict) -> shm.Link | None:
+        if "shm" not in (hello.get("features") or []):
+            return None
+        return shm.Link.negotiate(hello.get("shm"))
+
+    def _link(self, shard: int) -> shm.Link | None:
+        """The shared-memory link to ``shard``, asking it the first time (a ``hello``)."""
+        link = self._links[shard]
+        if link is _UNKNOWN:
+            local = self._local
+            inline = getattr(local, "inline", False)  # the caller's request keeps its fast path
+            try:
+                hello = self._sync(
+                    self._submit, shard, "hello", {}, decode=lambda h, p: h, what="hello"
+                )
+            finally:
+                local.inline = inline
+            link = self._links[shard] = self._negotiate(hello)
+        return link
 
     def __repr__(self) -> str:
         return f"Client({','.join(self.addresses)!r}, timeout={self.timeout})"
@@ -240,9 +279,37 @@ class Client(DatasetCalls, ModelCalls):
         """Store ``data`` (numpy array or torch tensor) under ``name``."""
         key = self._key(name, TENSOR, read=False)
         meta, buffer = tensors.encode(data, key)
-        return self._submit(
-            self._shard(key), "put", {"keys": [key], "metas": [meta]}, [buffer], what=("put", key)
-        )
+        return self._put(self._shard(key), [key], [meta], [buffer])
+
+    def _put(self, shard: int, keys: list, metas: list, buffers: list) -> Future | Settled:
+        """One put message; buffers of at least the threshold go as shared-memory files
+        when ``shard`` shares memory with this process (written now: a snapshot)."""
+        fields, what = {"keys": keys, "metas": metas}, ("put", keys[0])
+        big = [i for i, b in enumerate(buffers) if b.nbytes >= self._shm_threshold]
+        link = self._link(shard) if big else None
+        if link is None:
+            return self._submit(shard, "put", fields, buffers, what=what)
+        if self._max_message:  # the same limit whichever way the bytes go
+            self._check_size(buffers, what)
+        files: list = [None] * len(keys)
+        payload, area = list(buffers), None
+        try:
+            for i in big:
+                area, files[i] = link.upload(buffers[i])
+                payload[i] = b""
+        except OSError as exc:  # /dev/shm full or gone: the sockets still work
+            log.debug("shared-memory upload failed (%s): sending %r over the socket", exc, keys)
+            link.discard_all(area, files)
+            return self._submit(shard, "put", fields, buffers, what=what)
+        try:
+            reply = self._submit(
+                shard, "put", {**fields, "area": area, "files": files}, payload, what=what
+            )
+        except BaseException:
+            link.discard_all(area, files)
+            raise
+        reply.add_done_callback(lambda f: _failed(f) and link.discard_all(area, files))
+        return reply
 
     def put_tensor(self, name: str, data: Any) -> Any:
         """Store ``data`` (numpy array or torch tensor) under ``name``.
@@ -253,12 +320,44 @@ class Client(DatasetCalls, ModelCalls):
     def get_tensor_async(self, name: str, as_torch: bool = False) -> Future:
         """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``)."""
         key = self._key(name, TENSOR, read=True)
-        return self._submit(
-            self._shard(key),
-            "get",
-            {"keys": [key]},
-            decode=lambda h, p: tensors.decode(h["metas"][0], p[0], as_torch=as_torch, name=key),
-            what=("get", key),
+        return self._get(self._shard(key), [key], as_torch, one=True)
+
+    def _get(
+        self, shard: int, keys: list, as_torch: bool, one: bool = False, link: Any = _UNKNOWN
+    ) -> Future | Settled:
+        """One get message: the arrays (``one``: the first), mapping shared-memory files
+        copy-on-write; a file overwritten before it was mapped is fetched again by socket.
+        A shard not asked yet sends its offer along with the files (no extra round trip)."""
+        if link is _UNKNOWN:
+            link = self._links[shard]
+
+        def decode(header, payload):
+            nonlocal link
+            files = header.get("files") if link is not None else None
+            if files:
+                if link is _UNKNOWN:
+                    link = self._links[shard] = shm.Link.negotiate(header.get("shm"))
+                    if link is None:
+                        return _STALE  # not shared after all: ask for the bytes
+                payload = list(payload)
+                for i, name in enumerate(files):
+                    if name is not None:
+                        payload[i] = link.map(name)
+                        if payload[i] is None:
+                            return _STALE
+            arrays = [
+                tensors.decode(m, f, as_torch=as_torch, name=k)
+                for k, m, f in zip(keys, header["metas"], payload, strict=False)
+            ]
+            return arrays[0] if one else arrays
+
+        fields = {"keys": keys, "shm": True} if link is not None else {"keys": keys}
+        reply = self._submit(shard, "get", fields, decode=decode, what=("get", keys[0]))
+        if link is None:
+            return reply
+        return chain(
+            reply,
+            lambda got: self._get(shard, keys, as_torch, one, None) if got is _STALE else got,
         )
 
     def get_tensor(self, name: str, as_torch: bool = False) -> Any:

@@ -10,6 +10,9 @@
 | ``MEMSTORE_CLIENT_MAX_INFLIGHT`` | most unanswered async requests per client (0: no cap) | 10000 |
 | ``MEMSTORE_MPI_TIMEOUT`` | seconds all ranks have to reach ``memstore.mpi.init/connect`` | 120 |
 | ``MEMSTORE_MPI_GRACE`` | seconds a failed rank waits for the others before ``MPI_Abort`` | 10 |
+| ``MEMSTORE_SHM`` | ``0`` turns the same-node shared-memory path off | on |
+| ``MEMSTORE_SHM_DIR`` | where shards and clients keep shared-memory files | /dev/shm |
+| ``MEMSTORE_SHM_THRESHOLD`` | smallest tensor (bytes) sent through shared memory | 256 KiB |
 | ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
 """
 
@@ -67,6 +70,15 @@ DEFAULT_MODELS = MODELS_TORCHSCRIPT
 
 #: The line a shard prints on stdout once it serves; launchers read the address from it.
 READY_LINE = "memstore shard ready at "
+
+#: Shared memory (``memstore/shm.py``): the variables, where files live, the smallest
+#: tensor worth a file (docs/design.md, "Shared memory", for the measurement), and how often
+#: a shard removes what dead shards and clients left behind (the bound on a leak).
+ENV_SHM = "MEMSTORE_SHM"
+ENV_SHM_DIR = "MEMSTORE_SHM_DIR"
+SHM_ROOT = "/dev/shm"
+SHM_THRESHOLD = int(os.environ.get("MEMSTORE_SHM_THRESHOLD", str(256 * 1024)))
+SHM_SWEEP_INTERVAL = 2.0
 
 ENV_ADDRESS = "MEMSTORE_ADDRESS"
 ENV_SSDB = "SSDB"

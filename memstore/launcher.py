@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from memstore import address as addresses
-from memstore import schedulers, wire
+from memstore import schedulers, shm, wire
 from memstore.config import (
     DEFAULT_HOST,
     ENV_ADDRESS,
@@ -81,6 +81,7 @@ def start_shards(
         raise ValueError(f"shards must be at least 1, got {shards}")
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="memstore-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    shm.sweep()  # shared-memory files of dead shards and clients of this user
     started: list[ShardProcess] = []
     try:
         for i, bind in enumerate(_bind_addresses(shards, host, port, ipc_dir)):

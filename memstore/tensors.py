@@ -122,6 +122,19 @@ def parse_meta(meta: Any, nbytes: int, name: str = "") -> tuple[np.dtype, tuple,
     return dtype, shape, order
 
 
+def meta_nbytes(meta: Any, name: str = "") -> int:
+    """The payload size ``meta`` describes, checked as :func:`parse_meta` checks it (for a
+    payload that arrives as a shared-memory file rather than a frame)."""
+    where = f"tensor {name!r}" if name else "tensor"
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"{where}: meta must be a map, got {type(meta).__name__}")
+    dtype = _parse_dtype(meta.get("dtype"), where, name)
+    shape = _parse_shape(meta.get("shape"), dtype.itemsize, where)
+    nbytes = math.prod(shape) * dtype.itemsize
+    parse_meta(meta, nbytes, name)
+    return nbytes
+
+
 #: dtype names already checked: every put and get parses one, and numpy's parser is slow.
 #: Bounded: only names numpy accepts as a supported dtype, of at most 16 characters, get in.
 _CHECKED_DTYPES: dict[str, np.dtype] = {}

@@ -462,11 +462,14 @@ def test_shard_memory_returns_to_zero(client):
     assert [(info["keys"], info["bytes"]) for info in infos] == [(0, 0)] * len(infos)
 
 
-def test_got_arrays_wrap_the_received_frame(client):
-    """A got array is a view of the received ZeroMQ frame, not a copy of it."""
+def test_got_arrays_wrap_the_received_frame(cluster, monkeypatch):
+    """Over the sockets a got array is a view of the received ZeroMQ frame, not a copy of
+    it (the shared-memory path maps a file instead: tests/test_shm.py)."""
     zmq = pytest.importorskip("zmq")
-    client.put_tensor("big", np.ones(1 << 18))
-    array = client.get_tensor("big")
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with cluster.client(timeout=10) as client:
+        client.put_tensor("big", np.ones(1 << 18))
+        array = client.get_tensor("big")
     owner = array
     while isinstance(owner, np.ndarray):
         owner = owner.base

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from memstore import tensors, wire
+from memstore import shm, tensors, wire
 from memstore.config import (
     DEFAULT_MAX_CLIENT_WAITERS,
     DEFAULT_MAX_WAITERS,
@@ -68,6 +68,7 @@ class Shard(ModelOps):
         model_threads: model workers per device.
         intra_op_threads: ``torch.set_num_threads`` for model runs (0: torch's default).
         model_timeout: seconds a model run may take before its caller gets ``ModelError``.
+        shm: offer the same-node shared-memory path (None: unless ``MEMSTORE_SHM=0``).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Shard(ModelOps):
         model_timeout: float = 300.0,
         max_waiters: int = DEFAULT_MAX_WAITERS,
         max_client_waiters: int = DEFAULT_MAX_CLIENT_WAITERS,
+        shm: bool | None = None,
     ):
         models = models or (MODELS_ALL if allow_pickle else DEFAULT_MODELS)
         if models not in MODEL_POLICIES:
@@ -128,6 +130,7 @@ class Shard(ModelOps):
         else:
             self._socket.bind(address)
         self.address = address
+        self.shm = _shm_area(shm)
         self._handlers: dict[str, Handler] = {
             name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_op_")
         }
@@ -156,6 +159,8 @@ class Shard(ModelOps):
                 if self.executor.wake_fd in events:
                     self.executor.run_completions()
                 self.store.expire()
+                if self.shm is not None:
+                    self.shm.maybe_sweep(time.monotonic())
         except KeyboardInterrupt:
             log.info("shard %s interrupted", self.address)
         finally:
@@ -179,6 +184,9 @@ class Shard(ModelOps):
             self._socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
             self._monitor.close(linger=0)
             self._socket.close(linger=0)
+            if self.shm is not None:
+                self.store.flush()  # its files go with the directory
+                self.shm.close()
             log.info("shard %s closed", self.address)
 
     def _poll_timeout_ms(self, next_model_deadline: float | None) -> int:
@@ -324,7 +332,9 @@ class Shard(ModelOps):
                 "address": self.address,
                 "pid": os.getpid(),
                 "max_message": self.max_message,
-                "features": ["batch"],  # what a client may use beyond the version's basics
+                # what a client may use beyond the version's basics
+                "features": ["batch", "shm"] if self.shm is not None else ["batch"],
+                "shm": self.shm.offer() if self.shm is not None else None,
             },
         )
 
@@ -402,6 +412,7 @@ class Shard(ModelOps):
             "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
             "models": self.models, "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
+            "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
         })  # fmt: skip
 
     def _op_flush(self, request, identity):
@@ -428,16 +439,37 @@ class Shard(ModelOps):
                 f"put: {len(keys)} keys, {len(metas)} metas and {len(request.payload)} "
                 "payload frames must match"
             )
+        files = request.header.get("files")  # shared-memory uploads by key; None: a frame
+        if files is not None and (
+            self.shm is None or not isinstance(files, list) or len(files) != len(keys)
+        ):
+            raise ProtocolError("put: field 'files' needs shared memory and one name per key")
+        area = request.header.get("area")
         entries = []
-        for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
-            key = self._check_key(keys[i], request.op)
-            tensors.parse_meta(meta, len(frame), key)
-            entries.append((key, Entry.of(TENSOR, meta, [frame], key)))
+        try:
+            for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
+                key = self._check_key(keys[i], request.op)
+                file = files[i] if files else None
+                if file is None:
+                    tensors.parse_meta(meta, len(frame), key)
+                    entries.append((key, Entry.of(TENSOR, meta, [frame], key)))
+                    continue
+                view, adopted = self.shm.adopt(area, file, tensors.meta_nbytes(meta, key), key)
+                entry = Entry.of(TENSOR, meta, [view], key)
+                entry.shm = adopted
+                entries.append((key, entry))
+        except BaseException:
+            _discard_files(entries)
+            raise
         return entries
 
     def _op_put(self, request, identity):
         entries = self._tensor_entries(request)
-        self.store.check_room([(key, e.nbytes) for key, e in entries])
+        try:
+            self.store.check_room([(key, e.nbytes) for key, e in entries])
+        except BaseException:
+            _discard_files(entries)
+            raise
         for key, entry in entries:
             self.store.put(key, entry)
         return wire.reply(request.id)
@@ -445,9 +477,15 @@ class Shard(ModelOps):
     def _op_get(self, request, identity):
         keys = wire.field(request.header, "keys", list)
         entries = [self.store.get(self._check_key(k, request.op), TENSOR) for k in keys]
-        return wire.reply(
-            request.id, {"metas": [e.meta for e in entries]}, [e.frames[0] for e in entries]
-        )
+        fields = {"metas": [e.meta for e in entries]}
+        if request.header.get("shm") is True and any(e.shm is not None for e in entries):
+            # The client maps these files; their frames go empty.
+            fields["files"] = [None if e.shm is None else e.shm.name for e in entries]
+            fields["shm"] = self.shm.offer()
+            frames = [e.frames[0] if e.shm is None else b"" for e in entries]
+        else:
+            frames = [e.frames[0] for e in entries]
+        return wire.reply(request.id, fields, frames)
 
     def _op_delete(self, request, identity):
         key, kind = self._key(request), self._kind(request)
@@ -564,6 +602,24 @@ class Shard(ModelOps):
 
         self.store.wait(key, ready, timeout, answer, owner=identity)
         return None  # answered by `answer`, now or later
+
+
+def _shm_area(wanted: bool | None) -> shm.ShardArea | None:
+    """This shard's shared-memory directory, unless turned off or impossible here."""
+    if wanted is False or (wanted is None and not shm.enabled()):
+        return None
+    try:
+        return shm.ShardArea()
+    except OSError as exc:
+        log.info("no shared-memory path (%s): clients use the sockets", exc)
+        return None
+
+
+def _discard_files(entries: list) -> None:
+    """Unlink the adopted files of entries that will not be stored."""
+    for _, entry in entries:
+        if entry.shm is not None:
+            entry.shm.unlink()
 
 
 def _source_fd(frame: object) -> int:

@@ -48,6 +48,9 @@ class Entry:
     meta: Any = None
     frames: list = field(default_factory=list)
     nbytes: int = 0
+    #: The shared-memory file holding ``frames[0]`` (``memstore.shm.ShmFile``), if any:
+    #: unlinked when the entry leaves the store; readers' mappings stay valid.
+    shm: Any = None
 
     @classmethod
     def of(cls, kind: str, meta: Any, frames: list, key: str) -> Entry:
@@ -99,6 +102,7 @@ class Store:
         self.max_waiters = max_waiters
         self.max_client_waiters = max_client_waiters
         self.used = 0
+        self.shm_used = 0  # of ``used``: bytes held in shared-memory files
         self._entries: dict[str, Entry] = {}
         # Waiters by key and by owner, each in arrival order (seq): O(1) to drop one.
         self._waiters: dict[str, dict[int, Waiter]] = {}
@@ -150,12 +154,24 @@ class Store:
         old = self._entries.get(key)
         self.used += entry.nbytes - (old.nbytes if old else 0)
         self._entries[key] = entry
+        if entry.shm is not None:
+            self.shm_used += entry.nbytes
+        if old is not None and old is not entry:
+            self._release(old)
         self._wake(key, entry)
+
+    def _release(self, entry: Entry) -> None:
+        """An entry left the store: its shared-memory file goes (mappings stay valid)."""
+        if entry.shm is not None:
+            self.shm_used -= entry.nbytes
+            entry.shm.unlink()
+            entry.shm = None
 
     def delete(self, key: str, kind: str | None = None) -> Entry:
         entry = self.get(key, kind)
         del self._entries[key]
         self.used -= entry.nbytes
+        self._release(entry)
         self._wake(key, None)
         return entry
 
@@ -172,6 +188,9 @@ class Store:
         moved = Entry.of(entry.kind, entry.meta, entry.frames, dst)
         # A move frees the source: check room for the result, not for two copies at once.
         self.check_room([(src, 0), (dst, moved.nbytes)])
+        if entry.shm is not None:  # the file moves with the value
+            self.shm_used -= entry.nbytes
+            moved.shm, entry.shm = entry.shm, None
         self.delete(src)
         self.put(dst, moved)
 
@@ -193,8 +212,10 @@ class Store:
 
     def flush(self) -> None:
         keys = list(self._entries)
+        for entry in self._entries.values():
+            self._release(entry)
         self._entries.clear()
-        self.used = 0
+        self.used = self.shm_used = 0
         for key in keys:
             self._wake(key, None)
 

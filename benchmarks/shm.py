@@ -1,0 +1,82 @@
+"""Issue 12's shared-memory targets: get/put of 1 MiB and 64 MiB over shm vs the socket
+path vs ``numpy.copyto``, in one run on one node.
+
+Run: ``python -m benchmarks.shm [--reps N]``. Not yet part of ``memstore-bench``'s report:
+this prints the medians (GB/s) and each target's ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+import memstore
+
+MiB = 1 << 20
+SIZES = (MiB, 64 * MiB)
+
+
+def _median_s(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(reps: int) -> dict:
+    out: dict = {}
+    with memstore.LocalCluster(shards=1) as cluster, cluster.client(timeout=60) as client:
+        big = client._shm_threshold
+        for size in SIZES:
+            out[size] = _one_size(client, size, big, reps)
+        client._shm_threshold = big
+    return out
+
+
+def _one_size(client, size: int, shm_threshold: int, reps: int) -> dict:
+    src = np.ones(size // 8)
+    dst = np.empty_like(src)
+    row = {"copyto": size / _median_s(lambda: np.copyto(dst, src), reps)}
+    for path, threshold in (("shm", shm_threshold), ("socket", 1 << 62)):
+        client._shm_threshold = threshold
+        client.put_tensor("x", src)
+        row[f"{path}_put"] = size / _median_s(lambda: client.put_tensor("x", src), reps)
+        row[f"{path}_get"] = size / _median_s(lambda: client.get_tensor("x"), reps)
+        # a got array's first full read (what a caller pays before using it)
+        row[f"{path}_get_read"] = size / _median_s(lambda: client.get_tensor("x").sum(), reps)
+    row["sum_plain"] = size / _median_s(lambda: src.sum(), reps)
+    return row
+
+
+def targets(m: dict) -> list[tuple[str, float, str]]:
+    big, small = m[64 * MiB], m[MiB]
+    return [
+        ("64 MiB get >= 5 GB/s", big["shm_get"] / 1e9, ">= 5"),
+        ("64 MiB get / copyto", big["shm_get"] / big["copyto"], ">= 0.5"),
+        ("64 MiB first read / plain read", big["shm_get_read"] / big["sum_plain"], ">= 0.5"),
+        ("64 MiB put / copyto", big["shm_put"] / big["copyto"], ">= 0.5"),
+        ("1 MiB get shm / socket", small["shm_get"] / small["socket_get"], ">= 3"),
+        ("1 MiB put shm / socket", small["shm_put"] / small["socket_put"], ">= 3"),
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.shm")
+    p.add_argument("--reps", type=int, default=15)
+    args = p.parse_args()
+    m = measure(args.reps)
+    for size, row in m.items():
+        print(f"{size // MiB} MiB: " + ", ".join(f"{k} {v / 1e9:.2f} GB/s" for k, v in row.items()))
+    for name, ratio, target in targets(m):
+        print(f"{name}: {ratio:.2f} (target {target})")
+    print(json.dumps({str(k): v for k, v in m.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""Same-node shared-memory data path: large tensors as files on ``/dev/shm``.
+
+A shard offers a directory of its own (mode 0700) in its ``hello``; a client on the same
+node (same boot id, same pid namespace, and it can read the probe file the shard wrote
+there: same ``/dev/shm``, never the hostname) uses it for tensors of at least
+:data:`memstore.config.SHM_THRESHOLD` bytes:
+
+- put: the client writes the bytes into a new file of its own upload area (one copy, by
+  ``write``) and sends the file's name; the shard adopts it by an atomic rename into its
+  directory, after checking it is a plain file of its user with one link (no symlink is
+  ever followed: ``O_NOFOLLOW`` and ``dir_fd`` lookups of single names).
+- get: the shard answers the entry's file name; the client maps it ``MAP_PRIVATE``: no
+  copy until the caller writes, and the caller's writes never reach the store.
+- overwrite/delete: the shard unlinks the file; mappings held by readers stay valid.
+
+Directory names carry the owner's pid namespace and pid, so a starting shard (or a shard
+every :data:`memstore.config.SHM_SWEEP_INTERVAL` seconds) removes those of dead processes:
+a killed shard's directory and a killed client's half-written uploads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import mmap
+import os
+import re
+import secrets
+import shutil
+import stat
+import threading
+import time
+from typing import Any
+
+from memstore.config import ENV_SHM, ENV_SHM_DIR, SHM_ROOT, SHM_SWEEP_INTERVAL
+from memstore.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+#: ``memstore-<shard|client>-<pid namespace>-<pid>-<token>``: what a sweep may remove.
+_DIR = re.compile(r"memstore-(shard|client)-(\d+)-(\d+)-([0-9a-f]{32})\Z")
+#: Names of files inside an area: short hexadecimal counters, never a path.
+_FILE = re.compile(r"[0-9a-f]{1,32}\Z")
+_PROBE = "probe"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE_CHUNK = 1 << 30  # Linux writes at most ~2 GiB per call
+
+
+def enabled() -> bool:
+    """False when ``MEMSTORE_SHM=0`` (read each time: tests and programs may set it late)."""
+    return os.environ.get(ENV_SHM, "1").strip() not in ("0", "false", "no", "off")
+
+
+def root() -> str:
+    """Where shard directories and upload areas live (``MEMSTORE_SHM_DIR``, else /dev/shm)."""
+    return os.environ.get(ENV_SHM_DIR) or SHM_ROOT
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def pid_ns() -> str:
+    """This process's pid namespace: pids (and their liveness) mean something only within it."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep(where: str | None = None) -> int:
+    """Remove directories left by dead shards and clients of this user and pid namespace;
+    how many were removed."""
+    where = where or root()
+    ns, uid, removed = pid_ns(), os.geteuid(), 0
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return 0
+    for name in names:
+        match = _DIR.match(name)
+        if match is None or match[2] != ns or _alive(int(match[3])):
+            continue
+        path = os.path.join(where, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+            continue
+        shutil.rmtree(path, ignore_errors=True)  # fd-based on Linux: follows no symlink
+        removed += 1
+        log.info("removed %s of dead process %s", path, match[3])
+    return removed
+
+
+def _make_dir(where: str, kind: str) -> tuple[str, int]:
+    """A new private directory ``memstore-<kind>-...`` in ``where``: (path, its fd)."""
+    for _ in range(8):  # a name taken already (never by chance: 128 random bits) is skipped
+        name = f"memstore-{kind}-{pid_ns()}-{os.getpid()}-{secrets.token_hex(16)}"
+        path = os.path.join(where, name)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        fd = os.open(path, _DIR_FLAGS)
+        os.fchmod(fd, 0o700)  # mkdir's mode passed through the umask
+        return path, fd
+    raise OSError(f"cannot create a directory in {where}")
+
+
+def _discard(name: str, dir_fd: int) -> None:
+    """Remove ``name`` from the directory ``dir_fd``, whatever it turned out to be."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except IsADirectoryError:
+        shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", name, exc)
+
+
+# -- the shard's side --------------------------------------------------------------------------
+
+
+class ShmFile:
+    """A stored tensor's file in a shard directory; ``unlink`` when the entry goes."""
+
+    __slots__ = ("area", "name")
+
+    def __init__(self, area: ShardArea, name: str):
+        self.area, self.name = area, name
+
+    def unlink(self) -> None:
+        if self.area.dir_fd >= 0:
+            _discard(self.name, self.area.dir_fd)
+
+
+class ShardArea:
+    """A shard's directory: adopts uploads, names files for gets, removed on close."""
+
+    def __init__(self, where: str | None = None):
+        self.root = where or root()
+        sweep(self.root)
+        self.root_fd = os.open(self.root, _DIR_FLAGS)
+        self.path, self.dir_fd = _make_dir(self.root, "shard")
+        self.token = secrets.token_hex(16)
+        fd = os.open(_PROBE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=self.dir_fd)  # fmt: skip
+        try:
+            os.write(fd, self.token.encode())
+        finally:
+            os.close(fd)
+        self._names = itertools.count(1)
+        self._next_sweep = time.monotonic() + SHM_SWEEP_INTERVAL
+        self._offer = {"dir": self.path, "boot_id": boot_id(), "pidns": pid_ns(),
+                       "uid": os.geteuid(), "probe": self.token}  # fmt: skip
+
+    def offer(self) -> dict:
+        """What a client needs to check that it shares this directory (``hello``, gets)."""
+        return self._offer
+
+    def adopt(self, area: Any, name: Any, nbytes: int, key: str) -> tuple[memoryview, ShmFile]:
+        """Move upload ``name`` of client area ``area`` into this directory: its bytes
+        (mapped read-only) and its file. ``ProtocolError`` unless it is a plain file of
+        this user, with one link and ``nbytes`` bytes, directly in a client area."""
+        where = f"put {key!r}: shared-memory file {area!r}/{name!r}"
+        if not (isinstance(area, str) and isinstance(name, str)):
+            raise ProtocolError(f"{where}: area and file must be names")
+        match = _DIR.fullmatch(area)
+        if match is None or match[1] != "client" or not _FILE.fullmatch(name):
+            raise ProtocolError(f"{where} is not a file of a client's upload area")
+        new = f"{next(self._names):x}"
+        try:
+            area_fd = os.open(area, _DIR_FLAGS, dir_fd=self.root_fd)
+        except OSError as exc:
+            raise ProtocolError(f"{where}: no such upload area ({exc.strerror})") from None
+        try:
+            st = os.fstat(area_fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise ProtocolError(f"{where}: the upload area is not private to this user")
+            st = os.stat(name, dir_fd=area_fd, follow_symlinks=False)
+            before = self._check(st, nbytes, where)
+            os.rename(name, new, src_dir_fd=area_fd, dst_dir_fd=self.dir_fd)
+        except OSError as exc:
+            raise ProtocolError(f"{where}: {exc.strerror}") from None
+        finally:
+            os.close(area_fd)
+        try:
+            fd = os.open(new, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+            try:
+                after = self._check(os.fstat(fd), nbytes, where)
+                if (after.st_ino, after.st_dev) != (before.st_ino, before.st_dev):
+                    raise ProtocolError(f"{where}: the file was replaced while adopted")
+                os.fchmod(fd, 0o400)
+                view = memoryview(mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ))
+            finally:
+                os.close(fd)
+        except BaseException as exc:
+            _discard(new, self.dir_fd)
+            if isinstance(exc, OSError):
+                raise ProtocolError(f"{where}: {exc.strerror}") from None
+            raise
+        return view, ShmFile(self, new)
+
+    @staticmethod
+    def _check(st: os.stat_result, nbytes: int, where: str) -> os.stat_result:
+        if not stat.S_ISREG(st.st_mode):
+            raise ProtocolError(f"{where}: not a regular file (symlinks are never followed)")
+        if st.st_uid != os.geteuid() or st.st_nlink != 1:
+            raise ProtocolError(f"{where}: not a file of this user with a single link")
+        if st.st_size != nbytes:
+            raise ProtocolError(f"{where}: holds {st.st_size} bytes, the meta says {nbytes}")
+        return st
+
+    def maybe_sweep(self, now: float) -> None:
+        """Every SHM_SWEEP_INTERVAL seconds: remove areas of dead clients and shards."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + SHM_SWEEP_INTERVAL
+            sweep(self.root)
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            os.close(self.root_fd)
+            self.dir_fd = -1
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+# -- the client's side -------------------------------------------------------------------------
+
+
+class _Uploads:
+    """This process's upload area (one per root), made on first use, removed at exit."""
+
+    def __init__(self, where: str):
+        self.path, self.fd = _make_dir(where, "client")
+        self.name = os.path.basename(self.path)
+        self.pid = os.getpid()
+        self._names = itertools.count(1)
+        atexit.register(self.close)
+
+    def write(self, buffer: memoryview) -> str:
+        """A new file holding ``buffer``'s bytes: its name."""
+        name = f"{next(self._names):x}"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=self.fd)  # fmt: skip
+        try:
+            view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
+            at, n = 0, view.nbytes
+            while at < n:  # the one copy of a put: into the page cache of the file
+                at += os.write(fd, view[at : at + _WRITE_CHUNK])
+        except BaseException:
+            self.discard(name)
+            raise
+        finally:
+            os.close(fd)
+        return name
+
+    def discard(self, name: str) -> None:
+        if self.fd >= 0:
+            _discard(name, self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0 and os.getpid() == self.pid:
+            os.close(self.fd)
+            self.fd = -1
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+_uploads: dict[str, _Uploads] = {}
+_uploads_lock = threading.Lock()
+
+
+def _uploads_in(where: str) -> _Uploads:
+    with _uploads_lock:
+        area = _uploads.get(where)
+        if area is None or area.pid != os.getpid():  # a forked child makes its own
+            area = _uploads[where] = _Uploads(where)
+        return area
+
+
+class Link:
+    """A client's shared-memory path to one shard of its node."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        self.root = os.path.dirname(directory)
+
+    @classmethod
+    def negotiate(cls, offer: Any) -> Link | None:
+        """A link if ``offer`` (a shard's hello) is usable from this process, else None."""
+        if not enabled() or not isinstance(offer, dict):
+            return None
+        directory = offer.get("dir")
+        if (
+            not isinstance(directory, str)
+            or offer.get("boot_id") != boot_id()
+            or not offer.get("boot_id")
+            or offer.get("pidns") != pid_ns()
+            or offer.get("uid") != os.geteuid()
+        ):
+            return None
+        try:  # the same path on another /dev/shm would not hold the shard's token
+            fd = os.open(os.path.join(directory, _PROBE), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                token = os.read(fd, 64).decode(errors="replace")
+            finally:
+                os.close(fd)
+            _uploads_in(os.path.dirname(directory))
+        except OSError as exc:
+            log.debug("no shared memory with %s: %s", directory, exc)
+            return None
+        return cls(directory) if token == offer.get("probe") else None
+
+    def upload(self, buffer: memoryview) -> tuple[str, str]:
+        """Write ``buffer`` into a new upload file: (area name, file name)."""
+        area = _uploads_in(self.root)
+        return area.name, area.write(buffer)
+
+    def discard(self, area: str, name: str) -> None:
+        """Remove an upload the shard did not adopt (its put failed)."""
+        uploads = _uploads.get(self.root)
+        if uploads is not None and uploads.name == area:
+            uploads.discard(name)
+
+    def discard_all(self, area: str | None, names: list) -> None:
+        for name in names:
+            if area is not None and name is not None:
+                self.discard(area, name)
+
+    def map(self, name: str) -> memoryview | None:
+        """The shard's file ``name`` mapped copy-on-write; None if it is gone (overwritten
+        or deleted after the shard answered)."""
+        if not _FILE.fullmatch(name):
+            raise ProtocolError(f"shard directory {self.dir}: bad file name {name!r}")
+        try:
+            fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:  # the size is checked against the meta when the array is made
+            return memoryview(mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_COPY))
+        finally:
+            os.close(fd)

@@ -1,0 +1,282 @@
+"""The same-node shared-memory path: round trips, semantics, fallback, leaks, a hostile
+client and the memory cap, all against real shard processes in a private directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import memstore
+from memstore import shm, wire
+from memstore.errors import StoreFull
+
+DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "float32", "float64", "complex64", "complex128"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shm_root(tmp_path_factory):
+    """A private shared-memory root for this module's shards and clients."""
+    root = tmp_path_factory.mktemp("shm")
+    root.chmod(0o700)
+    old = os.environ.get("MEMSTORE_SHM_DIR")
+    os.environ["MEMSTORE_SHM_DIR"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("MEMSTORE_SHM_DIR", None)
+    else:
+        os.environ["MEMSTORE_SHM_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def cluster(shm_root):
+    with memstore.LocalCluster(shards=1) as running:
+        yield running
+
+
+@pytest.fixture
+def client(cluster):
+    with cluster.client(timeout=10) as connected:
+        connected.flush_db()
+        connected._shm_threshold = 1  # every non-empty tensor takes the shm path
+        yield connected
+
+
+def _shard_dir(client) -> str:
+    return client.get_db_node_info()[0]["shm_dir"]
+
+
+def _stored_files(client) -> list[str]:
+    return sorted(n for n in os.listdir(_shard_dir(client)) if n != "probe")
+
+
+def _mapped(array) -> bool:
+    owner = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    return isinstance(owner, memoryview) and type(owner.obj).__name__ == "mmap"
+
+
+def test_negotiated_and_used(client, shm_root):
+    assert client._links[0] is not None
+    assert os.path.dirname(_shard_dir(client)) == str(shm_root)
+    assert os.stat(_shard_dir(client)).st_mode & 0o777 == 0o700
+    client.put_tensor("x", np.arange(100_000, dtype=np.float64))
+    (name,) = _stored_files(client)
+    assert os.stat(os.path.join(_shard_dir(client), name)).st_mode & 0o777 == 0o400
+    got = client.get_tensor("x")
+    assert _mapped(got)
+    np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    array=st.sampled_from(DTYPES).flatmap(
+        lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=4, max_side=9))
+    ),
+    order=st.sampled_from(["C", "F", "strided"]),
+)
+def test_round_trips_over_shm(client, array, order):
+    if order == "F":
+        array = np.asfortranarray(array)
+    elif order == "strided" and array.ndim:
+        array = array[::2]
+    client.put_tensor("t", array)
+    got = client.get_tensor("t")
+    assert got.dtype == array.dtype and got.shape == array.shape
+    np.testing.assert_array_equal(got, array)
+    if order == "F" and array.ndim > 1 and array.size > 1:
+        assert got.flags.f_contiguous
+    assert got.flags.writeable
+
+
+def test_caller_writes_after_put_do_not_reach_the_store(client):
+    data = np.ones(50_000)
+    client.put_tensor("a", data)
+    data[:] = 7
+    future = client.put_tensor_async("b", data)
+    data[:] = 9  # the async put already wrote its file
+    future.result()
+    assert client.get_tensor("a")[0] == 1 and client.get_tensor("b")[0] == 7
+
+
+def test_writes_into_a_got_array_stay_private(client):
+    client.put_tensor("a", np.zeros(50_000))
+    got = client.get_tensor("a")
+    got[:] = 5
+    assert client.get_tensor("a").sum() == 0
+    assert got.sum() == 5 * 50_000
+
+
+def test_overwrite_and_delete_while_a_reader_holds_the_old_array(client):
+    client.put_tensor("a", np.full(50_000, 1.0))
+    old = client.get_tensor("a")
+    client.put_tensor("a", np.full(50_000, 2.0))
+    assert len(_stored_files(client)) == 1  # the old file was unlinked
+    assert old.min() == old.max() == 1.0  # ... and the reader's snapshot is intact
+    held = client.get_tensor("a")
+    client.delete_tensor("a")
+    assert _stored_files(client) == []
+    assert held.min() == held.max() == 2.0
+    client.put_tensor("c", np.ones(40_000))
+    client.rename_tensor("c", "d")
+    assert _mapped(client.get_tensor("d")) and len(_stored_files(client)) == 1
+    client.flush_db()
+    assert _stored_files(client) == []
+
+
+def test_info_and_cap_count_shm_bytes(shm_root):
+    with (
+        memstore.LocalCluster(shards=1, max_memory=3 << 20) as small,
+        small.client(timeout=10) as client,
+    ):
+        client.put_tensor("a", np.ones(1 << 18))  # 2 MiB
+        info = client.get_db_node_info()[0]
+        assert info["shm_bytes"] == info["bytes"] >= 2 << 20
+        with pytest.raises(StoreFull):
+            client.put_tensor("b", np.ones(1 << 18))
+        assert len(_stored_files(client)) == 1  # the refused file was not kept
+        uploads = [d for d in os.listdir(shm_root) if d.startswith("memstore-client-")]
+        assert all(os.listdir(shm_root / d) == [] for d in uploads)
+        client.delete_tensor("a")
+        assert client.get_db_node_info()[0]["shm_bytes"] == 0
+
+
+def test_disabled_by_the_client(cluster, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with cluster.client(timeout=10) as client:
+        client._shm_threshold = 1
+        client.put_tensor("a", np.ones(50_000))
+        assert _stored_files(client) == []
+        got = client.get_tensor("a")
+        assert not _mapped(got) and got.sum() == 50_000
+        assert client._links == [None]
+
+
+def test_disabled_by_the_shard(shm_root, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with memstore.LocalCluster(shards=1) as plain:
+        monkeypatch.delenv("MEMSTORE_SHM")
+        with plain.client(timeout=10) as client:
+            client._shm_threshold = 1
+            client.put_tensor("a", np.ones(50_000))
+            assert client.get_db_node_info()[0]["shm_dir"] is None
+            assert client.get_tensor("a").sum() == 50_000
+
+
+def test_other_node_or_other_dev_shm_is_refused(client):
+    hello = client._transport.call(0, "hello", {}, [], lambda h, p: h, 5.0, "hello")
+    offer = hello["shm"]
+    assert shm.Link.negotiate(offer) is not None
+    assert shm.Link.negotiate({**offer, "boot_id": "another-node"}) is None
+    assert shm.Link.negotiate({**offer, "probe": "0" * 32}) is None  # same path, other /dev/shm
+    assert shm.Link.negotiate({**offer, "dir": "/nonexistent/dir"}) is None
+    assert shm.Link.negotiate(None) is None
+
+
+def _hostile_put(address: str, fields: dict) -> dict:
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        meta = {"dtype": "<u1", "shape": [6], "order": "C"}
+        sock.send_multipart(
+            wire.request(1, "put", {"keys": ["h"], "metas": [meta], **fields}, [b""])
+        )
+        assert sock.poll(10_000), "the shard did not answer"
+        return wire.unpack_header(sock.recv_multipart()[0])
+    finally:
+        sock.close()
+
+
+def test_hostile_client_cannot_make_the_shard_adopt_foreign_files(client, shm_root, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    area = shm._uploads_in(str(shm_root))
+    os.symlink(secret, os.path.join(area.path, "aa"))
+    os.link(secret, os.path.join(area.path, "bb"))
+    os.mkdir(os.path.join(area.path, "cc"))
+    shard_dir = os.path.basename(_shard_dir(client))
+    attempts = [
+        (area.name, "../../secret"),
+        (area.name, str(secret)),
+        (area.name, "aa"),  # a symlink to a file outside
+        (area.name, "bb"),  # a hard link to one
+        (area.name, "cc"),  # a directory
+        (shard_dir, "probe"),  # the shard's own directory
+        ("..", "secret"),
+        (str(tmp_path), "secret"),
+        (area.name.replace(area.name[-32:], "0" * 32), "1"),  # an area that is not there
+    ]
+    for area_name, file in attempts:
+        reply = _hostile_put(client.addresses[0], {"area": area_name, "files": [file]})
+        assert not reply["ok"], (area_name, file)
+    assert secret.read_bytes() == b"secret"
+    assert _stored_files(client) == []
+    assert not client.key_exists("h")
+    assert os.path.islink(os.path.join(area.path, "aa"))  # the symlink was never followed
+
+
+_KILLED_CLIENT = """
+import sys, numpy as np
+from memstore import shm
+link = shm.Link(sys.argv[1])
+area, name = link.upload(memoryview(np.ones(100_000)))
+print(area, flush=True)
+sys.stdin.read()
+"""
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_killed_clients_uploads_are_removed(client, shm_root):
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CLIENT, _shard_dir(client)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        area = shm_root / child.stdout.readline().strip()
+        assert len(os.listdir(area)) == 1  # killed after writing, before sending
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert _wait_until(lambda: not area.exists(), 2 * memstore.config.SHM_SWEEP_INTERVAL + 2)
+
+
+def test_a_shard_removes_its_directory_and_a_killed_shards_is_swept(shm_root):
+    with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as client:
+        closed = _shard_dir(client)
+    assert not os.path.exists(closed)
+    killed = memstore.LocalCluster(shards=1)
+    try:
+        with killed.client(timeout=10) as client:
+            client._shm_threshold = 1
+            client.put_tensor("a", np.ones(1000))
+            dead = _shard_dir(client)
+        killed.shards[0].process.send_signal(signal.SIGKILL)
+        killed.shards[0].process.wait(10)
+        assert os.path.exists(dead)
+    finally:
+        killed.close()
+    with memstore.LocalCluster(shards=1):
+        assert not os.path.exists(dead)  # removed by the launcher or the new shard
