@@ -46,6 +46,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _cluster.__exit__(None, None, None)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The tests have read SSDB at import; from now on only ``_fresh_store`` sets it, so
+    memstore's own tests in the same session see the environment they expect."""
+    for name in _ENV:
+        os.environ.pop(name, None)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         test_id = f"{item.path.name}::{item.originalname}"
@@ -63,5 +70,3 @@ def _fresh_store(tmp_path, monkeypatch):
     with memstore.Client(_ENV["SSDB"], timeout=10) as client:
         client.flush_db()
     yield
-    for name, value in _ENV.items():  # the tests delete and set SSDB themselves
-        os.environ[name] = value

@@ -1,0 +1,107 @@
+"""memstore.smartredis: SmartRedis's semantics where they differ, without changing
+memstore.Client's own (SmartRedis's whole suite runs in tests/smartredis_suite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import memstore
+import memstore.smartredis as smartredis
+from memstore.smartredis.error import (
+    RedisConnectionError,
+    RedisKeyError,
+    RedisReplyError,
+    RedisRuntimeError,
+)
+
+
+@pytest.fixture(scope="module")
+def store():
+    with memstore.LocalCluster(shards=3) as running:
+        yield running
+
+
+@pytest.fixture
+def clients(store):
+    """A memstore client and a SmartRedis-style one of the same (emptied) store."""
+    with store.client(timeout=10) as native:
+        native.flush_db()
+        compat = smartredis.Client(False, store.address, "compat")
+        yield native, compat
+        compat.close()
+
+
+def test_public_surface():
+    assert set(smartredis.__all__) == {
+        "Client",
+        "ConfigOptions",
+        "Dataset",
+        "DatasetConverter",
+        "LLDebug",
+        "LLDeveloper",
+        "LLInfo",
+        "LLQuiet",
+        "LogContext",
+        "log_data",
+        "log_error",
+        "log_warning",
+    }
+
+
+def test_errors_are_both_smartredis_and_memstore_classes(clients):
+    _, compat = clients
+    with pytest.raises(RedisKeyError) as caught:
+        compat.get_tensor("missing")
+    assert isinstance(caught.value, memstore.KeyNotFound)
+    assert isinstance(caught.value, RedisReplyError) and isinstance(caught.value, RuntimeError)
+    assert "missing" in str(caught.value)
+    assert issubclass(RedisConnectionError, memstore.ConnectionLost)
+
+
+def test_delete_of_missing_keys_differs_between_the_two(clients):
+    native, compat = clients
+    compat.delete_tensor("missing")  # SmartRedis: silent
+    compat.delete_list("missing")
+    with pytest.raises(memstore.KeyNotFound):  # memstore keeps its own behaviour
+        native.delete_tensor("missing")
+
+
+def test_append_to_list_only_references_the_dataset(clients):
+    native, compat = clients
+    dataset = smartredis.Dataset("d")
+    dataset.add_tensor("x", np.arange(3))
+    compat.append_to_list("l", dataset)
+    assert not compat.dataset_exists("d")  # SmartRedis: put it yourself
+    compat.put_dataset(dataset)
+    (got,) = compat.get_datasets_from_list("l")
+    assert isinstance(got, smartredis.Dataset)
+    np.testing.assert_array_equal(got.get_tensor("x"), np.arange(3))
+    native.append_to_list("l2", memstore.DataSet("e"))  # memstore stores it as well
+    assert native.dataset_exists("e")
+
+
+def test_wrong_argument_types_raise_type_error(clients):
+    _, compat = clients
+    with pytest.raises(TypeError):
+        compat.put_tensor("x", [1, 2])
+    with pytest.raises(TypeError):
+        compat.put_tensor("x", np.zeros(2, np.uint64))  # not a SmartRedis tensor type
+    with pytest.raises(TypeError):
+        compat.poll_tensor("x", "often", 3)
+
+
+def test_dataset_add_tensor_copies():
+    array = np.arange(4)
+    dataset = smartredis.Dataset("d")
+    dataset.add_tensor("x", array)
+    array[0] = 99
+    assert dataset.get_tensor("x")[0] == 0
+
+
+def test_missing_address_is_a_connection_error(monkeypatch):
+    monkeypatch.delenv("SSDB", raising=False)
+    with pytest.raises(RedisConnectionError):
+        smartredis.Client(None)
+    with pytest.raises(RedisRuntimeError):
+        smartredis.ConfigOptions().get_string_option("SSDB")
