@@ -24,7 +24,7 @@ sys.modules["smartredis"] = memstore.smartredis
 for _sub in ("error", "util", "dataset_utils"):
     sys.modules[f"smartredis.{_sub}"] = getattr(memstore.smartredis, _sub)
 
-from _sr_conftest import context, mock_data, mock_model  # noqa: E402,F401
+from ._sr_conftest import context, mock_data, mock_model  # noqa: E402,F401
 
 # Tests of Redis internals that memstore does not have; each skipped with its reason.
 EXCLUDED = {
