@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,11 @@ class ServerKeys:
         return ClientKeys(self.public, self.public, self.secret)
 
     def admits(self, client_public: bytes) -> bool:
-        return client_public == self.public or client_public in self.authorized
+        return (
+            client_public == self.public
+            or client_public in self.authorized
+            or client_public.decode() in self.admin_keys  # the admin is a client too
+        )
 
 
 def generate() -> ServerKeys:
@@ -211,17 +216,51 @@ def client_keys(
 
 
 class Guard:
-    """A shard's CURVE server side: its own ZAP handler and the admin check.
+    """A shard's CURVE server side: the ZAP handler of its context and the admin check.
 
-    Runs a :class:`zmq.auth.thread.ThreadAuthenticator` on ``context`` (one per context, so
-    a secure shard has a context of its own) that admits the keys ``keys.admits``.
+    A context has one ZAP handler (a :class:`zmq.auth.thread.ThreadAuthenticator`), so the
+    secure shards of one process (``memstore.mpi`` runs several in threads) share one guard:
+    get it with :meth:`acquire`, give it back with :meth:`release`.
     """
+
+    _lock = threading.Lock()
+    _by_context: dict[int, Guard] = {}
 
     def __init__(self, context: zmq.Context, keys: ServerKeys):
         self.keys = keys
+        self._context_id = id(context)
+        self._users = 0
         self._auth = ThreadAuthenticator(context)
         self._auth.start()
         self._auth.configure_curve_callback(_ZAP_DOMAIN, credentials_provider=self)
+
+    @classmethod
+    def acquire(cls, context: zmq.Context, keys: ServerKeys) -> Guard:
+        """The guard of ``context``, started on first use.
+
+        Raises:
+            MemstoreError: another shard of this process uses other keys.
+        """
+        with cls._lock:
+            guard = cls._by_context.get(id(context))
+            if guard is None:
+                guard = cls._by_context[id(context)] = cls(context, keys)
+            elif guard.keys != keys:
+                raise MemstoreError(
+                    "another secure shard in this process uses other CURVE keys: the shards "
+                    "of one process must share the cluster's keys"
+                )
+            guard._users += 1
+            return guard
+
+    def release(self) -> None:
+        """One shard less; the last one stops the ZAP handler."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            del self._by_context[self._context_id]
+        self._auth.stop()
 
     def callback(self, domain: str, client_key: bytes) -> bool:
         """The ZAP thread's question: is this (Z85) client key admitted?"""
@@ -252,9 +291,6 @@ class Guard:
         if user in self.keys.admin_keys:
             return None
         return "admin operations need the admin key (--admin-key) and this client lacks it"
-
-    def close(self) -> None:
-        self._auth.stop()
 
 
 def exposure_warning(address: str, secure: bool) -> str | None:

@@ -116,9 +116,8 @@ class Shard(ModelOps):
         self.started = time.time()
         self._running = False
         self._in_batch = False
-        # A ZAP handler serves a whole context: a secure shard has a context of its own.
-        self._context = zmq.Context.instance() if curve is None else zmq.Context()
-        self._guard = auth.Guard(self._context, curve) if curve is not None else None
+        self._context = zmq.Context.instance()
+        self._guard = auth.Guard.acquire(self._context, curve) if curve is not None else None
         self._socket = self._context.socket(zmq.ROUTER)
         if self._guard is not None:
             self._guard.apply(self._socket)
@@ -202,8 +201,7 @@ class Shard(ModelOps):
                 self.store.flush()  # its files go with the directory
                 self.shm.close()
             if self._guard is not None:
-                self._guard.close()
-                self._context.term()
+                self._guard.release()
             log.info("shard %s closed", self.address)
 
     def _poll_timeout_ms(self, next_model_deadline: float | None) -> int:
