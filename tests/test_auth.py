@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -234,3 +235,49 @@ def test_ipc_socket_and_its_directory_are_private(tmp_path):
         shard.close()
     with LocalCluster(1, ipc=True) as cluster:
         assert _mode(os.path.dirname(cluster.addresses[0][len("ipc://") :])) == 0o700
+
+
+_MPI_JOB = """
+import glob, os, numpy as np, memstore
+from memstore import mpi
+with mpi.init(secure=True, timeout=60, grace=5, client_timeout=10) as store:
+    if store.is_server:
+        store.serve()
+    else:
+        store.client.put_tensor(f"r{store.rank}", np.ones(3))
+        store.comm.Barrier()
+        assert all(store.client.tensor_exists(f"r{r}") for r in range(store.comm.Get_size()))
+        tcp = [a for a in store.addresses if a.startswith("tcp://")]
+        try:
+            memstore.Client(tcp, timeout=3)
+        except memstore.AuthError as exc:
+            assert tcp[0] in str(exc), exc
+        else:
+            raise AssertionError("a client without the key was served")
+        assert not glob.glob(os.path.join(os.environ["TMPDIR"], "**", "*key*"), recursive=True)
+        os.write(1, f"ok {store.rank}\\n".encode())
+"""
+
+
+def test_mpi_init_secure_broadcasts_the_key(tmp_path):
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which(
+        "mpiexec"
+    )
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install mpich)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMSTORE_", "PMI_"))}
+    env["TMPDIR"] = str(tmp_path)
+    result = subprocess.run(
+        [mpiexec, "-n", "3", sys.executable, "-c", _MPI_JOB],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert sorted(line for line in result.stdout.splitlines() if line.startswith("ok ")) == [
+        "ok 0",
+        "ok 1",
+    ], out
