@@ -1,4 +1,4 @@
-"""``memstore start|stop|status|info``: run a store in the background from a shell."""
+"""``memstore start|stop|status|info|keygen``: run a store in the background from a shell."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import sys
 import time
 
 from memstore import address as addresses
-from memstore import launcher
-from memstore.config import DEFAULT_ADDRESS_FILE, DEFAULT_HOST, DEFAULT_PORT, ENV_ADDRESS_FILE
+from memstore import auth, launcher
+from memstore.config import (
+    DEFAULT_ADDRESS_FILE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENV_ADDRESS_FILE,
+    ENV_CURVE_DIR,
+)
 from memstore.errors import MemstoreError
 
 
@@ -32,7 +38,13 @@ def cmd_start(args) -> int:
     log_dir = args.log_dir or os.path.dirname(os.path.abspath(_address_file(args)))
     if args.restart_shard is not None:
         return _restart(args, log_dir)
+    keys_dir = _keys_dir(args, log_dir)
+    warning = auth.exposure_warning(f"tcp://{args.host}:0", keys_dir is not None)
+    if warning and not args.ipc_dir:
+        print(f"memstore start: {warning}", file=sys.stderr)
     if args.mpi:
+        if keys_dir is not None:
+            raise MemstoreError("--secure with --mpi: use memstore.mpi.init(secure=True)")
         found = _start_mpi(args, log_dir)
     else:
         shards = launcher.start_shards(
@@ -44,6 +56,7 @@ def cmd_start(args) -> int:
             log_dir=log_dir,
             detach=True,
             extra_args=["--log-level", args.log_level],
+            keys_dir=keys_dir,
         )
         found = [s.address for s in shards]
     addresses.write_file(_address_file(args), found)
@@ -52,6 +65,27 @@ def cmd_start(args) -> int:
         file=sys.stderr,
     )
     print(f"export MEMSTORE_ADDRESS={','.join(found)}")
+    if keys_dir is not None:
+        print(f"export {ENV_CURVE_DIR}={os.path.abspath(keys_dir)}")
+    return 0
+
+
+def _keys_dir(args, log_dir: str) -> str | None:
+    """Where ``--secure`` keeps the cluster's keys (made there if missing), else None."""
+    if not args.secure:
+        return None
+    return args.keys_dir or os.path.join(log_dir, "memstore-keys")
+
+
+def cmd_keygen(args) -> int:
+    made = auth.keygen(args.dir, force=args.force)
+    for name in (auth.SERVER, auth.CLIENT):
+        print(f"{name}: {made[name + '_public']} (public), {made[name]} (secret, mode 0600)")
+    print(
+        f"shards: memstore-server --curve-secret-key {made[auth.SERVER]} "
+        f"--curve-authorized-keys {os.path.abspath(args.dir)}"
+    )
+    print(f"clients: export {ENV_CURVE_DIR}={os.path.abspath(args.dir)}")
     return 0
 
 
@@ -70,13 +104,15 @@ def _restart(args, log_dir: str) -> int:
             f"shard {index} at {found[index]} still answers: stop it first "
             f"(memstore stop --address {found[index]}); its data would be lost"
         )
+    keys_dir = _keys_dir(args, log_dir)
+    secure = launcher.secure_args(keys_dir) if keys_dir is not None else []
     shard = launcher.restart_shard(
         found,
         index,
         max_memory=args.max_memory,
         log_dir=log_dir,
         detach=True,
-        extra_args=["--log-level", args.log_level],
+        extra_args=["--log-level", args.log_level, *secure],
     )
     print(f"restarted shard {index} at {shard.address} (empty); logs in {log_dir}", file=sys.stderr)
     return 0
@@ -169,6 +205,15 @@ def parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--hosts", help="with --mpi: nodes to spread the shards over, a,b,...")
     start.add_argument(
+        "--secure",
+        action="store_true",
+        help="CURVE: generate a server and a client key pair (in --keys-dir, kept if there) "
+        f"and start secure shards; prints the {ENV_CURVE_DIR} clients need",
+    )
+    start.add_argument(
+        "--keys-dir", help="with --secure: where the keys live (default: LOG_DIR/memstore-keys)"
+    )
+    start.add_argument(
         "--restart-shard",
         type=int,
         metavar="N",
@@ -176,6 +221,10 @@ def parser() -> argparse.ArgumentParser:
         "machine, knowing the whole cluster (it comes back empty)",
     )
     start.set_defaults(run=cmd_start)
+    keygen = sub.add_parser("keygen", help="write a CURVE server and client key pair")
+    keygen.add_argument("dir", help="folder for the keys (made 0700; files 0600)")
+    keygen.add_argument("--force", action="store_true", help="replace keys already there")
+    keygen.set_defaults(run=cmd_keygen)
     for name, run, text in (
         ("stop", cmd_stop, "stop the shards"),
         ("status", cmd_status, "keys, bytes, clients per shard"),

@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 
 from memstore import address as addresses
-from memstore import shm, tensors
+from memstore import auth, shm, tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
 from memstore.config import (
@@ -70,6 +70,9 @@ class Client(DatasetCalls, ModelCalls):
             ``MEMSTORE_TIMEOUT`` as it is when the client is made, else 30).
         aliases: ``{cluster address: address to connect to instead}``, e.g. a node-local
             ``ipc://`` socket of a ``tcp://`` shard (``memstore.mpi`` passes these).
+        curve: ``memstore.auth.ClientKeys`` for shards that require CURVE (default: from
+            ``MEMSTORE_CURVE_DIR`` or ``MEMSTORE_CURVE_SERVER_KEY`` + ``MEMSTORE_CURVE_CLIENT_KEY``
+            when set). A shard that refuses them raises ``AuthError``.
 
     Thread-safe: each thread gets its own sockets. Use as a context manager or ``close()``.
     """
@@ -82,6 +85,7 @@ class Client(DatasetCalls, ModelCalls):
         timeout: float | None = None,
         logger_name: str | None = None,
         aliases: dict[str, str] | None = None,
+        curve: Any = None,
     ):
         if isinstance(address, bool):  # SmartRedis's older Client(cluster, address) order
             address, cluster = cluster, address  # type: ignore[assignment]
@@ -92,6 +96,7 @@ class Client(DatasetCalls, ModelCalls):
         self._context = zmq.Context.instance()
         self._local = threading.local()
         self._aliases = dict(aliases or {})
+        self._curve = curve if curve is not None else auth.client_keys()
         self._max_message = 0  # the cluster's --max-message, once hello tells it
         self._connect([self._aliases.get(a, a) for a in addresses.resolve(address)])
         self._discover()
@@ -111,7 +116,7 @@ class Client(DatasetCalls, ModelCalls):
         ]
         self._shm_threshold = max(1, SHM_THRESHOLD)
         self._transport = Transport(
-            self._context, shard_addresses, CLIENT_SOCKETS, client_max_inflight()
+            self._context, shard_addresses, CLIENT_SOCKETS, client_max_inflight(), self._curve
         )
         self._finalizer = weakref.finalize(self, self._transport.close)
 

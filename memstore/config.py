@@ -13,6 +13,9 @@
 | ``MEMSTORE_SHM`` | ``0`` turns the same-node shared-memory path off | on |
 | ``MEMSTORE_SHM_DIR`` | where shards and clients keep shared-memory files | /dev/shm |
 | ``MEMSTORE_SHM_THRESHOLD`` | smallest tensor (bytes) sent through shared memory | 256 KiB |
+| ``MEMSTORE_CURVE_DIR`` | a ``memstore keygen`` folder: CURVE keys for clients | — |
+| ``MEMSTORE_CURVE_SERVER_KEY`` | the shards' CURVE public key (``.key`` file or Z85 text) | — |
+| ``MEMSTORE_CURVE_CLIENT_KEY`` | this client's CURVE secret key file (``.key_secret``) | — |
 | ``SSKEYIN`` / ``SSKEYOUT`` | ensemble key prefixes for reads / writes (SmartRedis) | — |
 """
 
@@ -79,6 +82,11 @@ ENV_SHM_DIR = "MEMSTORE_SHM_DIR"
 SHM_ROOT = "/dev/shm"
 SHM_THRESHOLD = int(os.environ.get("MEMSTORE_SHM_THRESHOLD", str(256 * 1024)))
 SHM_SWEEP_INTERVAL = 2.0
+
+#: CURVE keys of clients (``memstore/auth.py``, docs/security.md).
+ENV_CURVE_DIR = "MEMSTORE_CURVE_DIR"
+ENV_CURVE_SERVER_KEY = "MEMSTORE_CURVE_SERVER_KEY"
+ENV_CURVE_CLIENT_KEY = "MEMSTORE_CURVE_CLIENT_KEY"
 
 ENV_ADDRESS = "MEMSTORE_ADDRESS"
 ENV_SSDB = "SSDB"

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import IO
 
 from memstore import address as addresses
-from memstore import schedulers, shm, wire
+from memstore import auth, schedulers, shm, wire
 from memstore.config import (
     DEFAULT_HOST,
     ENV_ADDRESS,
     ENV_ADDRESS_FILE,
+    ENV_CURVE_DIR,
     ENV_SSDB,
     READY_LINE,
     SRUN_MPI,
@@ -54,7 +55,7 @@ class ShardProcess:
 
 def _bind_addresses(shards: int, host: str, port: int, ipc_dir: str | None) -> list[str]:
     if ipc_dir:
-        Path(ipc_dir).mkdir(parents=True, exist_ok=True)
+        Path(ipc_dir).mkdir(mode=0o700, parents=True, exist_ok=True)  # private sockets
         return [f"ipc://{Path(ipc_dir).resolve()}/memstore-{i}.sock" for i in range(shards)]
     return [f"tcp://{host}:{port + i if port else 0}" for i in range(shards)]
 
@@ -70,12 +71,15 @@ def start_shards(
     detach: bool = False,
     extra_args: list[str] | None = None,
     timeout: float = STARTUP_TIMEOUT,
+    keys_dir: str | os.PathLike | None = None,
 ) -> list[ShardProcess]:
     """Start ``shards`` shard processes and wait until every one is serving.
 
     Ports run in sequence from ``port`` (0: free ports); with ``ipc_dir`` the shards listen
     on ``ipc://`` sockets there instead. ``detach`` puts them in their own session, so they
-    outlive this process (``memstore start``). Any failure stops the ones already started.
+    outlive this process (``memstore start``). ``keys_dir`` (what ``memstore keygen`` wrote,
+    made there when missing) makes them CURVE shards admitting its client key. Any failure
+    stops the ones already started.
     """
     if shards < 1:
         raise ValueError(f"shards must be at least 1, got {shards}")
@@ -83,6 +87,10 @@ def start_shards(
     log_dir.mkdir(parents=True, exist_ok=True)
     shm.sweep()  # shared-memory files of dead shards and clients of this user
     started: list[ShardProcess] = []
+    curve = None
+    if keys_dir is not None:
+        curve = secure_keys(keys_dir)
+        extra_args = [*secure_args(keys_dir), *(extra_args or [])]
     try:
         for i, bind in enumerate(_bind_addresses(shards, host, port, ipc_dir)):
             started.append(
@@ -90,7 +98,7 @@ def start_shards(
             )
         for shard in started:
             shard.address = _read_ready(shard, timeout)
-        set_cluster([s.address for s in started], timeout=timeout)
+        set_cluster([s.address for s in started], timeout=timeout, curve=curve)
     except BaseException:
         stop_processes(started)
         raise
@@ -210,14 +218,41 @@ def _ready_line(stream: IO[bytes], timeout: float) -> str | None:
             pending += chunk
 
 
+def secure_args(keys_dir: str | os.PathLike) -> list[str]:
+    """``memstore-server`` options for CURVE with the keys in ``keys_dir``."""
+    directory = Path(keys_dir)
+    return [
+        "--curve-secret-key",
+        str(directory / f"{auth.SERVER}.key_secret"),
+        "--curve-authorized-keys",
+        str(directory),
+    ]
+
+
+def secure_keys(keys_dir: str | os.PathLike) -> auth.ClientKeys:
+    """The cluster key in ``keys_dir`` as the launcher's identity; generated if missing."""
+    directory = Path(keys_dir)
+    if not (directory / f"{auth.SERVER}.key_secret").exists():
+        auth.keygen(directory)
+    return auth.load_server(directory / f"{auth.SERVER}.key_secret").cluster_client()
+
+
 def _request(
-    address: str, op: str, fields: dict | None = None, timeout: float = STARTUP_TIMEOUT
+    address: str,
+    op: str,
+    fields: dict | None = None,
+    timeout: float = STARTUP_TIMEOUT,
+    curve: auth.ClientKeys | None = None,
 ) -> dict:
-    """One admin request on a fresh socket (no cluster discovery)."""
+    """One admin request on a fresh socket (no cluster discovery); ``curve`` (default:
+    ``MEMSTORE_CURVE_*``) for secure shards."""
     import zmq
 
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
+    curve = curve if curve is not None else auth.client_keys()
+    if curve is not None:
+        curve.apply(socket)
     try:
         socket.connect(address)
         socket.send_multipart(wire.request(1, op, fields))
@@ -231,18 +266,25 @@ def _request(
     return header
 
 
-def set_cluster(shard_addresses: list[str], timeout: float = STARTUP_TIMEOUT) -> None:
+def set_cluster(
+    shard_addresses: list[str],
+    timeout: float = STARTUP_TIMEOUT,
+    curve: auth.ClientKeys | None = None,
+) -> None:
     """Tell every shard the full shard list and its own place in it."""
     for index, address in enumerate(shard_addresses):
-        _request(address, "cluster", {"shards": shard_addresses, "index": index}, timeout)
+        fields = {"shards": shard_addresses, "index": index}
+        _request(address, "cluster", fields, timeout, curve=curve)
 
 
-def stop_addresses(shard_addresses: list[str], timeout: float = 5.0) -> list[str]:
+def stop_addresses(
+    shard_addresses: list[str], timeout: float = 5.0, curve: auth.ClientKeys | None = None
+) -> list[str]:
     """Ask each shard to shut down; the addresses that did not answer."""
     silent = []
     for address in shard_addresses:
         try:
-            _request(address, "shutdown", timeout=timeout)
+            _request(address, "shutdown", timeout=timeout, curve=curve)
         except MemstoreError:
             silent.append(address)
     return silent
@@ -271,6 +313,9 @@ class LocalCluster:
         ipc: listen on ``ipc://`` sockets in a temporary folder instead of TCP.
         max_memory: per-shard cap, e.g. ``"1GiB"`` (default unlimited).
         extra_args: more ``memstore-server`` options for every shard.
+        secure: generate a key pair for the shards and one for clients (in a private
+            temporary folder, ``keys_dir``) and speak CURVE; ``client()`` uses the client
+            key, and ``env`` names the keys for other processes.
 
     The shards are stopped on exit, also after an exception; ``address`` is the value for
     ``MEMSTORE_ADDRESS``.
@@ -284,9 +329,13 @@ class LocalCluster:
         host: str = DEFAULT_HOST,
         max_memory: str | int = 0,
         extra_args: list[str] | None = None,
+        secure: bool = False,
     ):
-        self._tmp = tempfile.mkdtemp(prefix="memstore-")
+        self._tmp = tempfile.mkdtemp(prefix="memstore-")  # 0700: private sockets and keys
         self._max_memory, self._extra_args = max_memory, extra_args
+        self.keys_dir = os.path.join(self._tmp, "keys") if secure else None
+        #: Environment that lets other processes (clients) reach this cluster.
+        self.env: dict[str, str] = {}
         try:
             self.shards = start_shards(
                 shards,
@@ -295,17 +344,23 @@ class LocalCluster:
                 max_memory=max_memory,
                 log_dir=self._tmp,
                 extra_args=extra_args,
+                keys_dir=self.keys_dir,
             )
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
         self.addresses = [s.address for s in self.shards]
         self.address = ",".join(self.addresses)
+        self.env[ENV_ADDRESS] = self.address
+        if self.keys_dir is not None:
+            self.env[ENV_CURVE_DIR] = self.keys_dir
 
     def client(self, **kwargs):
-        """A :class:`memstore.Client` connected to this cluster."""
+        """A :class:`memstore.Client` connected to this cluster (with its client key)."""
         from memstore.client import Client
 
+        if self.keys_dir is not None and "curve" not in kwargs:
+            kwargs["curve"] = auth.client_keys(directory=self.keys_dir)
         return Client(self.address, **kwargs)
 
     def restart_shard(self, index: int) -> ShardProcess:
@@ -318,12 +373,13 @@ class LocalCluster:
         if not 0 <= index < len(self.shards):
             raise MemstoreError(f"no shard {index}: this cluster has {len(self.shards)}")
         stop_processes([self.shards[index]])
+        secure = secure_args(self.keys_dir) if self.keys_dir is not None else []
         self.shards[index] = restart_shard(
             self.addresses,
             index,
             max_memory=self._max_memory,
             log_dir=self._tmp,
-            extra_args=self._extra_args,
+            extra_args=[*secure, *(self._extra_args or [])],
         )
         return self.shards[index]
 

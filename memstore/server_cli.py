@@ -85,6 +85,31 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the same as --models all (kept for older command lines)",
     )
+    secure = p.add_argument_group("authentication and encryption (docs/security.md)")
+    secure.add_argument(
+        "--curve-secret-key",
+        metavar="FILE",
+        help="speak ZeroMQ CURVE with this secret key file (memstore keygen's "
+        "server.key_secret, mode 0600): traffic is encrypted, and only clients holding an "
+        "authorized key, or this same key (the cluster key), are admitted",
+    )
+    secure.add_argument(
+        "--curve-authorized-keys",
+        metavar="DIR",
+        help="with --curve-secret-key: admit the clients whose public keys (*.key) are in DIR",
+    )
+    secure.add_argument(
+        "--admin-key",
+        metavar="FILE",
+        help="with --curve-secret-key: only the client holding this key (a .key file) and the "
+        "cluster key may run flush_db, shutdown, cluster, save and config",
+    )
+    secure.add_argument(
+        "--no-admin",
+        action="store_true",
+        help="with --curve-secret-key: no client may run admin operations (only the cluster "
+        "key, which launchers use)",
+    )
     restart = p.add_argument_group(
         "cluster membership (a shard restarted in place; see `memstore start --restart-shard`)"
     )
@@ -180,6 +205,22 @@ def _index(args, cluster: list[str], address: str) -> int:
     return cluster.index(address)
 
 
+def _curve(args):
+    """The shard's CURVE keys from the command line, None without --curve-secret-key."""
+    if args.curve_secret_key is None:
+        if args.curve_authorized_keys or args.admin_key or args.no_admin:
+            raise MemstoreError(
+                "--curve-authorized-keys, --admin-key and --no-admin need --curve-secret-key: "
+                "without CURVE every client that connects is trusted alike"
+            )
+        return None
+    from memstore import auth
+
+    return auth.load_server(
+        args.curve_secret_key, args.curve_authorized_keys, args.admin_key, args.no_admin
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -198,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models
     try:
         cluster = _cluster(args)
+        curve = _curve(args)
     except (MemstoreError, ValueError) as exc:
         print(f"memstore-server: {exc}", file=sys.stderr)
         return 2
@@ -212,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             model_timeout=args.model_timeout,
             max_waiters=args.max_waiters,
             max_client_waiters=args.max_client_waiters,
+            curve=curve,
         )
     except Exception as exc:
         print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)
@@ -224,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             shard.close()
             print(f"memstore-server: {exc}", file=sys.stderr)
             return 2
+    _warn_exposed(shard.address, curve is not None)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -232,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a signal that came before serve() was ready to take it
         shard.close()
     return 0
+
+
+def _warn_exposed(address: str, secure: bool) -> None:
+    from memstore.auth import exposure_warning
+
+    warning = exposure_warning(address, secure)
+    if warning:
+        print(f"memstore-server: {warning}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

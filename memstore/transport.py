@@ -38,7 +38,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
-from memstore.errors import ConnectionLost, MemstoreError, Timeout, from_wire
+from memstore.errors import AuthError, ConnectionLost, MemstoreError, Timeout, from_wire
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,19 @@ Decoder = Callable[[dict, list], Any]
 What = Any
 
 _monitor_ids = itertools.count()
+#: What a failed CURVE/ZMTP handshake means, by monitor event, for the ``AuthError``.
+_HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its ZAP handler did not admit this client's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "one side uses CURVE and the other does not",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the handshake failed: no key, or the wrong server key?",
+}
+_MONITORED = (
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 _on_pump = threading.local()  # .transport: set on a pump thread
 
 
@@ -283,29 +296,39 @@ def wait(futures: list, timeout: float | None = None) -> None:
 
 
 class _Connection:
-    """One DEALER to one shard, with the monitor that reports its disconnects."""
+    """One DEALER to one shard, with the monitor that reports its disconnects and failed
+    handshakes (``refused``: why the shard refused this client's credentials, if it did)."""
 
-    __slots__ = ("fresh", "monitor", "rcvtimeo", "shard", "socket")
+    __slots__ = ("fresh", "monitor", "rcvtimeo", "refused", "shard", "socket")
 
-    def __init__(self, context: zmq.Context, address: str, shard: int):
+    def __init__(self, context: zmq.Context, address: str, shard: int, curve: Any = None):
         socket = context.socket(zmq.DEALER)
+        if curve is not None:  # memstore.auth.ClientKeys: before connect, or it is ignored
+            curve.apply(socket)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, 0)
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not there
         self.monitor = socket.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED,
+            _MONITORED,
             addr=f"inproc://memstore.monitor.{os.getpid()}.{next(_monitor_ids)}",
         )
         socket.setsockopt(_RCVTIMEO, _SLICE_MS)
         socket.connect(address)
         self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
+        self.refused: str | None = None
 
     def dropped(self) -> bool:
         """Whether the connection dropped since the last look (drains the monitor)."""
         dropped = False
         while self.monitor.get(_EVENTS) & _POLLIN:
-            dropped |= recv_monitor_message(self.monitor)["event"] == zmq.EVENT_DISCONNECTED
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                dropped = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.refused = None
+            else:
+                self.refused = _HANDSHAKE_FAILURES.get(event, "the handshake failed")
         return dropped
 
     def close(self) -> None:
@@ -332,6 +355,8 @@ class Transport:
         max_inflight: most requests queued or unanswered on the pump at once (0: no cap). A
             submit beyond it waits for room until its own timeout, then raises ``Timeout``;
             callbacks on the pump thread are exempt (they are what makes room).
+        curve: ``memstore.auth.ClientKeys`` for CURVE shards (None: plain sockets). A shard
+            that refuses them raises ``AuthError`` instead of ``ConnectionLost``.
     """
 
     def __init__(
@@ -340,8 +365,10 @@ class Transport:
         addresses: list[str],
         pool_size: int = 4,
         max_inflight: int = 0,
+        curve: Any = None,
     ):
         self.addresses = list(addresses)
+        self._curve = curve
         self._context = context
         self._pool_size = max(1, pool_size)
         n = len(self.addresses)
@@ -403,7 +430,7 @@ class Transport:
             if self._made[shard] >= self._pool_size:
                 return None
             self._made[shard] += 1
-        return _Connection(self._context, self.addresses[shard], shard)
+        return _Connection(self._context, self.addresses[shard], shard, self._curve)
 
     def _exchange(
         self,
@@ -452,24 +479,45 @@ class Transport:
             if (
                 not conn.fresh
                 or self._down[conn.shard]
-                or not self._await_connection(conn, deadline)
+                or not self._await_connection(conn, deadline, what)
             ):
                 self._down[conn.shard] = True
-                raise ConnectionLost(
-                    f"shard {self.addresses[conn.shard]} is not connected: {_describe(what)} "
-                    "was not sent (is it running? the client reconnects by itself)"
-                ) from None
+                raise self._not_connected(conn, what) from None
             _send_frames(conn.socket, frames, copy)
         conn.fresh = False
         self._down[conn.shard] = False
 
-    @staticmethod
-    def _await_connection(conn: _Connection, deadline: float) -> bool:
-        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf)."""
+    def _await_connection(self, conn: _Connection, deadline: float, what: What) -> bool:
+        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf).
+
+        Raises:
+            AuthError: the shard refused this client's credentials (a failed handshake).
+        """
+        poller = zmq.Poller()
+        poller.register(conn.socket, zmq.POLLOUT)
+        poller.register(conn.monitor, _POLLIN)
         while (left := deadline - time.monotonic()) > 0:
-            if conn.socket.poll(int(min(left, 1.0) * 1000) + 1, zmq.POLLOUT):
-                return True
+            for socket, _ in poller.poll(int(min(left, 1.0) * 1000) + 1):
+                if socket is conn.socket:
+                    return True
+                conn.dropped()
+                if conn.refused is not None:
+                    raise self._not_connected(conn, what)
         return False
+
+    def _not_connected(self, conn: _Connection, what: What) -> MemstoreError:
+        """The error for a request that could not be sent: refused credentials or no shard."""
+        address = self.addresses[conn.shard]
+        if conn.refused is not None:
+            return AuthError(
+                f"shard {address} refused this client's credentials ({conn.refused}): "
+                f"{_describe(what)} was not sent. Give the cluster's keys (MEMSTORE_CURVE_DIR, "
+                "or MEMSTORE_CURVE_SERVER_KEY and MEMSTORE_CURVE_CLIENT_KEY; docs/security.md)"
+            )
+        return ConnectionLost(
+            f"shard {address} is not connected: {_describe(what)} was not sent (is it "
+            "running? the client reconnects by itself)"
+        )
 
     def _own(self, shard: int, payload: list) -> list:
         """Payload frames as the caller's own memory (``inproc://`` frames are the store's)."""
@@ -546,16 +594,17 @@ class Transport:
         with self._open_locks[shard]:
             if self._pump_conns[shard] is not None:
                 return
-            conn = _Connection(self._context, self.addresses[shard], shard)
-            connected = not self._down[shard] and self._await_connection(conn, deadline)
+            conn = _Connection(self._context, self.addresses[shard], shard, self._curve)
+            try:
+                connected = not self._down[shard] and self._await_connection(conn, deadline, what)
+            except AuthError:
+                conn.close()  # a refused key is not retried: the next submit tries anew
+                raise
             conn.fresh = False
             self._pump_conns[shard] = conn  # kept either way: it reconnects by itself
         if not connected:
             self._down[shard] = True
-            raise ConnectionLost(
-                f"shard {self.addresses[shard]} is not connected: {_describe(what)} was not "
-                "sent (is it running? the client reconnects by itself)"
-            )
+            raise self._not_connected(conn, what)
 
     def _start_pump(self) -> None:
         with self._lock:

@@ -60,6 +60,7 @@ def init(
     timeout: float | None = None,
     grace: float | None = None,
     client_timeout: float | None = None,
+    secure: bool = False,
     **shard_options: Any,
 ) -> MPIStore:
     """Start a store on some ranks of ``comm`` and connect the others (collective).
@@ -81,6 +82,8 @@ def init(
         grace: seconds a failed rank waits for the others at shutdown before
             ``MPI_Abort`` (default ``MEMSTORE_MPI_GRACE``).
         client_timeout: the clients' ``timeout``.
+        secure: speak CURVE with a cluster key that rank 0 makes and broadcasts over MPI
+            (never written to a file); this job's clients get it, no one else can connect.
         shard_options: more :class:`memstore.server.shard.Shard` options
             (``max_message``, ``allow_pickle``, ...).
 
@@ -104,6 +107,7 @@ def init(
         timeout=timeout,
         grace=grace,
         client_timeout=client_timeout,
+        secure=secure,
     )
 
 
@@ -113,12 +117,14 @@ def connect(
     timeout: float | None = None,
     grace: float | None = None,
     client_timeout: float | None = None,
+    secure: bool = False,
 ) -> MPIStore:
     """Join the store of an MPMD job (``memstore-server --mpi`` ranks); collective.
 
     Every rank of every program of the job calls it once. Without server ranks in the job
     the client uses ``MEMSTORE_ADDRESS`` / ``SSDB`` / ``MEMSTORE_ADDRESS_FILE``, so the same
     program also runs against a store started by another job.
+    ``secure=True`` on any rank makes the job's store CURVE (as :func:`init`).
 
     Returns:
         an :class:`MPIStore` whose ``client``, ``comm`` (this program's ranks) and
@@ -131,6 +137,7 @@ def connect(
         timeout=timeout,
         grace=grace,
         client_timeout=client_timeout,
+        secure=secure,
     )
 
 

@@ -31,9 +31,11 @@ import uuid
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from memstore import address as addresses
+from memstore import auth
 from memstore.config import ENV_ADDRESS, MPI_ABORT_GRACE, MPI_TIMEOUT
 from memstore.errors import MemstoreError
 from memstore.mpi import _plan
@@ -139,10 +141,13 @@ def bootstrap(
     timeout: float | None = None,
     grace: float | None = None,
     client_timeout: float | None = None,
+    secure: bool = False,
 ) -> MPIStore:
     """Collective over ``comm``: decide roles, start shards, hand out addresses.
 
     ``mode`` is what this rank asks for (:data:`_plan.SERVER`, ``INIT`` or ``CONNECT``).
+    ``secure`` on any rank makes the store CURVE: rank 0 makes a cluster key and broadcasts
+    it (over MPI; it is never written to a file), shards admit only it, clients use it.
     Raises :class:`MemstoreError` on every rank alike when any rank failed to start.
     """
     MPI = mpi()
@@ -150,7 +155,12 @@ def bootstrap(
     if comm == MPI.COMM_WORLD:
         _check_not_singleton(comm.Get_size())
     _rendezvous(comm, MPI_TIMEOUT if timeout is None else timeout)
-    meeting = _meet(comm, mode, shards_per_node, address_file)
+    meeting = _meet(comm, mode, shards_per_node, address_file, secure)
+    keys = None
+    if meeting.secure:
+        keys = comm.bcast(auth.generate() if comm.Get_rank() == 0 else None, root=0)
+        if make_shard is not None:
+            make_shard = partial(make_shard, curve=keys)
     threads, shard_list, aliases = _start(comm, meeting, make_shard, host, port, ipc)
     rank, role = comm.Get_rank(), meeting.roles[comm.Get_rank()]
     app_comm = comm.Split(MPI.UNDEFINED if role.is_server else meeting.appnum, key=rank)
@@ -176,6 +186,7 @@ def bootstrap(
         address_file=wrote,
         grace=MPI_ABORT_GRACE if grace is None else grace,
         client_timeout=client_timeout,
+        curve=keys.cluster_client() if keys is not None else None,
     )
 
 
@@ -190,9 +201,12 @@ class _Meeting:
     token: str  # names this job's ipc:// sockets
     writer: int | None  # the rank that writes the address file
     address_file: str
+    secure: bool = False  # some rank asked for CURVE
 
 
-def _meet(comm: Any, mode: str, shards_per_node: int, address_file: Any) -> _Meeting:
+def _meet(
+    comm: Any, mode: str, shards_per_node: int, address_file: Any, secure: bool = False
+) -> _Meeting:
     """Name each node, share every rank's request, decide the roles (two collectives)."""
     MPI = mpi()
     rank = comm.Get_rank()
@@ -203,7 +217,7 @@ def _meet(comm: Any, mode: str, shards_per_node: int, address_file: Any) -> _Mee
     appnum = MPI.COMM_WORLD.Get_attr(MPI.APPNUM) or 0
     token = uuid.uuid4().hex[:8] if rank == 0 else ""
     asked = str(address_file) if address_file else ""
-    first = comm.allgather((rank, node, mode, shards_per_node, appnum, token, asked))
+    first = comm.allgather((rank, node, mode, shards_per_node, appnum, token, asked, secure))
     members = [_plan.Member(*entry[:5]) for entry in first]
     try:
         roles = _plan.assign_roles(members)
@@ -211,7 +225,8 @@ def _meet(comm: Any, mode: str, shards_per_node: int, address_file: Any) -> _Mee
         raise MemstoreError(str(exc)) from None
     writers = [(r, entry[6]) for r, entry in enumerate(first) if entry[6]]
     writer, path = writers[0] if writers else (None, "")
-    return _Meeting(members, roles, local_rank, appnum, first[0][5], writer, path)
+    secured = any(entry[7] for entry in first)
+    return _Meeting(members, roles, local_rank, appnum, first[0][5], writer, path, secured)
 
 
 def _start(
@@ -330,7 +345,8 @@ class MPIStore:
     """
 
     def __init__(self, *, comm, ctl, app_comm, roles, members, local_rank, shard_list,
-                 aliases, threads, address_file, grace, client_timeout):  # fmt: skip
+                 aliases, threads, address_file, grace, client_timeout,
+                 curve=None):  # fmt: skip
         me = members[comm.Get_rank()]
         self.rank = me.rank
         self.size = len(members)
@@ -350,6 +366,7 @@ class MPIStore:
         self._ctl = ctl
         self._grace = grace
         self._client_timeout = client_timeout
+        self._curve = curve  # the cluster key of a secure store, for this rank's clients
         self._client: Client | None = None
         self._address_file = address_file
         self._request = None
@@ -380,6 +397,8 @@ class MPIStore:
         from memstore.client import Client
 
         kwargs.setdefault("timeout", self._client_timeout)
+        if self._curve is not None:
+            kwargs.setdefault("curve", self._curve)
         return Client(self.addresses, aliases=self._aliases, **kwargs)
 
     @property

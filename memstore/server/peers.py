@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from typing import Any
 
 import zmq
 
@@ -29,10 +30,12 @@ class Peers:
 
     Args:
         timeout: seconds any one request may take before ``ConnectionLost``.
+        curve: ``memstore.auth.ClientKeys`` for a secure cluster (None: plain sockets).
     """
 
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, curve: Any = None):
         self.timeout = timeout
+        self._curve = curve  # memstore.auth.ClientKeys of a secure cluster
         self._context = zmq.Context.instance()
         self._local = threading.local()
         self._ids = itertools.count(1)
@@ -93,6 +96,8 @@ class Peers:
         if socket is None:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                self._curve.apply(socket)
             try:
                 socket.connect(address)
             except zmq.ZMQError as exc:

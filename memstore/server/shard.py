@@ -19,7 +19,7 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from memstore import shm, tensors, wire
+from memstore import auth, shm, tensors, wire
 from memstore.config import (
     DEFAULT_MAX_CLIENT_WAITERS,
     DEFAULT_MAX_WAITERS,
@@ -30,7 +30,7 @@ from memstore.config import (
     MODEL_POLICIES,
     MODELS_ALL,
 )
-from memstore.errors import MemstoreError, ProtocolError, RemoteError
+from memstore.errors import AuthError, MemstoreError, ProtocolError, RemoteError
 from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
 from memstore.placement import key_shard
 from memstore.server.executor import Executor
@@ -69,6 +69,8 @@ class Shard(ModelOps):
         intra_op_threads: ``torch.set_num_threads`` for model runs (0: torch's default).
         model_timeout: seconds a model run may take before its caller gets ``ModelError``.
         shm: offer the same-node shared-memory path (None: unless ``MEMSTORE_SHM=0``).
+        curve: ``memstore.auth.ServerKeys``: speak CURVE and admit only their clients, with
+            their admin policy (None: plain sockets, every client admitted).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Shard(ModelOps):
         max_waiters: int = DEFAULT_MAX_WAITERS,
         max_client_waiters: int = DEFAULT_MAX_CLIENT_WAITERS,
         shm: bool | None = None,
+        curve: auth.ServerKeys | None = None,
     ):
         models = models or (MODELS_ALL if allow_pickle else DEFAULT_MODELS)
         if models not in MODEL_POLICIES:
@@ -94,7 +97,10 @@ class Shard(ModelOps):
         self.max_message = max_message
         self.model_timeout = model_timeout
         self.executor = Executor(
-            Peers(timeout=max(30.0, model_timeout)),
+            Peers(
+                timeout=max(30.0, model_timeout),
+                curve=curve.cluster_client() if curve is not None else None,
+            ),
             self._owner,
             self._store_outputs,
             model_threads=model_threads,
@@ -111,7 +117,10 @@ class Shard(ModelOps):
         self._running = False
         self._in_batch = False
         self._context = zmq.Context.instance()
+        self._guard = auth.Guard.acquire(self._context, curve) if curve is not None else None
         self._socket = self._context.socket(zmq.ROUTER)
+        if self._guard is not None:
+            self._guard.apply(self._socket)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, 0)  # never drop a reply to a slow reader
         self._socket.setsockopt(zmq.RCVHWM, 0)
@@ -128,7 +137,9 @@ class Shard(ModelOps):
             port = self._socket.bind_to_random_port(address.rsplit(":", 1)[0])
             address = f"{address.rsplit(':', 1)[0]}:{port}"
         else:
+            _private_ipc_dir(address)
             self._socket.bind(address)
+            _private_ipc_socket(address)
         self.address = address
         self.shm = _shm_area(shm)
         self._handlers: dict[str, Handler] = {
@@ -175,7 +186,9 @@ class Shard(ModelOps):
 
         ``address`` stays the shard's name in the cluster list; call before :meth:`serve`.
         """
+        _private_ipc_dir(address)
         self._socket.bind(address)
+        _private_ipc_socket(address)
 
     def close(self) -> None:
         self._running = False
@@ -187,6 +200,8 @@ class Shard(ModelOps):
             if self.shm is not None:
                 self.store.flush()  # its files go with the directory
                 self.shm.close()
+            if self._guard is not None:
+                self._guard.release()
             log.info("shard %s closed", self.address)
 
     def _poll_timeout_ms(self, next_model_deadline: float | None) -> int:
@@ -236,6 +251,10 @@ class Shard(ModelOps):
             handler = self._handlers.get(request.op)
             if handler is None:
                 raise ProtocolError(f"unknown operation {request.op!r}")
+            if request.op in auth.ADMIN_OPS and self._guard is not None:
+                refusal = self._guard.admin_refusal(frames[0])
+                if refusal is not None:
+                    raise AuthError(f"shard {self.address} refused {request.op}: {refusal}")
             return handler(request, identity)
         except MemstoreError as exc:
             return wire.error_reply(req_id, exc)
@@ -602,6 +621,23 @@ class Shard(ModelOps):
 
         self.store.wait(key, ready, timeout, answer, owner=identity)
         return None  # answered by `answer`, now or later
+
+
+def _private_ipc_dir(address: str) -> None:
+    """Create an ``ipc://`` socket's missing directory private (0700): a socket anyone can
+    reach is a shard anyone can use."""
+    if address.startswith("ipc://"):
+        directory = os.path.dirname(address[len("ipc://") :])
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
+def _private_ipc_socket(address: str) -> None:
+    if address.startswith("ipc://") and not address.startswith("ipc://@"):  # @: abstract
+        try:
+            os.chmod(address[len("ipc://") :], 0o700)
+        except OSError as exc:
+            log.warning("cannot make %s private: %s", address, exc)
 
 
 def _shm_area(wanted: bool | None) -> shm.ShardArea | None:
