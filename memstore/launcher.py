@@ -271,6 +271,8 @@ class LocalCluster:
         ipc: listen on ``ipc://`` sockets in a temporary folder instead of TCP.
         max_memory: per-shard cap, e.g. ``"1GiB"`` (default unlimited).
         extra_args: more ``memstore-server`` options for every shard.
+        restore: a snapshot directory (``Client.save``) the shards load at start, re-hashed
+            onto this cluster's shard count (docs/operations.md).
 
     The shards are stopped on exit, also after an exception; ``address`` is the value for
     ``MEMSTORE_ADDRESS``.
@@ -284,6 +286,7 @@ class LocalCluster:
         host: str = DEFAULT_HOST,
         max_memory: str | int = 0,
         extra_args: list[str] | None = None,
+        restore: str | os.PathLike | None = None,
     ):
         self._tmp = tempfile.mkdtemp(prefix="memstore-")
         self._max_memory, self._extra_args = max_memory, extra_args
@@ -294,7 +297,7 @@ class LocalCluster:
                 ipc_dir=self._tmp if ipc else None,
                 max_memory=max_memory,
                 log_dir=self._tmp,
-                extra_args=extra_args,
+                extra_args=[*(extra_args or []), *_restore_args(restore)],
             )
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -308,8 +311,9 @@ class LocalCluster:
 
         return Client(self.address, **kwargs)
 
-    def restart_shard(self, index: int) -> ShardProcess:
-        """Bring shard ``index`` back at its address, empty, knowing its cluster.
+    def restart_shard(self, index: int, restore: str | os.PathLike | None = None) -> ShardProcess:
+        """Bring shard ``index`` back at its address, knowing its cluster: empty, or with
+        its keys from snapshot directory ``restore``.
 
         A shard still running is stopped first (its data is lost either way); the new one
         refuses keys the other shards own and lists the whole cluster in ``hello``. Clients
@@ -323,7 +327,7 @@ class LocalCluster:
             index,
             max_memory=self._max_memory,
             log_dir=self._tmp,
-            extra_args=self._extra_args,
+            extra_args=[*(self._extra_args or []), *_restore_args(restore)],
         )
         return self.shards[index]
 
@@ -344,6 +348,11 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _restore_args(restore: str | os.PathLike | None) -> list[str]:
+    """``memstore-server`` options that load snapshot ``restore`` (none for None)."""
+    return [] if restore is None else ["--restore", os.path.abspath(os.fspath(restore))]
 
 
 def write_address_file(path: str | os.PathLike, shard_addresses: list[str]) -> None:

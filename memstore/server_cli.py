@@ -104,6 +104,26 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="this shard's place in the list (default: where its --bind address is)",
     )
+    persist = p.add_argument_group("snapshots (docs/operations.md)")
+    persist.add_argument(
+        "--restore",
+        metavar="DIR",
+        help="load this snapshot directory at start (the keys this shard owns in its "
+        "cluster: a snapshot of any shard count restores); a missing, torn or altered file "
+        "stops the shard with an error naming it",
+    )
+    persist.add_argument(
+        "--save-dir",
+        metavar="DIR",
+        help="where --save-every and `memstore save` without a directory write snapshots",
+    )
+    persist.add_argument(
+        "--save-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="snapshot to --save-dir this often (default 0: only when asked)",
+    )
     p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
     p.add_argument(
         "--intra-op-threads",
@@ -212,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
             model_timeout=args.model_timeout,
             max_waiters=args.max_waiters,
             max_client_waiters=args.max_client_waiters,
+            restore=args.restore,
+            save_every=args.save_every,
+            save_dir=args.save_dir,
         )
     except Exception as exc:
         print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)

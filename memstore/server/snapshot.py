@@ -277,7 +277,7 @@ def read_shard(path: str, sha256: str | None = None) -> Iterator[Loaded | dict]:
         SnapshotError: naming ``path``, when it is missing, torn or altered.
     """
     try:
-        file = open(path, "rb")
+        file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
         raise SnapshotError(f"snapshot file {path} cannot be opened: {exc.strerror}") from None
     with file:
