@@ -200,6 +200,19 @@ def _index(args, cluster: list[str], address: str) -> int:
     return cluster.index(address)
 
 
+def _check_snapshot_options(args) -> None:
+    """Refuse at once what would fail later: --save-every without --save-dir, or a
+    --restore directory that holds no complete snapshot (checksums are checked on load)."""
+    if args.save_every and not args.save_dir:
+        raise MemstoreError("--save-every needs --save-dir")
+    if args.save_every < 0:
+        raise MemstoreError(f"--save-every must be positive seconds, got {args.save_every}")
+    if args.restore:
+        from memstore.server.snapshot import plan_restore
+
+        plan_restore(args.restore)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models
     try:
         cluster = _cluster(args)
+        _check_snapshot_options(args)
     except (MemstoreError, ValueError) as exc:
         print(f"memstore-server: {exc}", file=sys.stderr)
         return 2
