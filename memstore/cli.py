@@ -55,7 +55,7 @@ def cmd_start(args) -> int:
             max_memory=args.max_memory,
             log_dir=log_dir,
             detach=True,
-            extra_args=["--log-level", args.log_level],
+            extra_args=["--log-level", args.log_level, *_persist_args(args)],
             keys_dir=keys_dir,
         )
         found = [s.address for s in shards]
@@ -112,9 +112,12 @@ def _restart(args, log_dir: str) -> int:
         max_memory=args.max_memory,
         log_dir=log_dir,
         detach=True,
-        extra_args=["--log-level", args.log_level, *secure],
+        extra_args=["--log-level", args.log_level, *secure, *_persist_args(args)],
     )
-    print(f"restarted shard {index} at {shard.address} (empty); logs in {log_dir}", file=sys.stderr)
+    what = f"from {args.restore}" if args.restore else "empty"
+    print(
+        f"restarted shard {index} at {shard.address} ({what}); logs in {log_dir}", file=sys.stderr
+    )
     return 0
 
 
@@ -129,8 +132,39 @@ def _start_mpi(args, log_dir: str) -> list[str]:
         host=None if hosts and args.host == DEFAULT_HOST else args.host,
         port=args.port,
         max_memory=args.max_memory,
-        server_args=["--log-level", args.log_level],
+        server_args=["--log-level", args.log_level, *_persist_args(args)],
     )
+
+
+def _persist_args(args) -> list[str]:
+    """The snapshot options of ``memstore start``, as ``memstore-server`` options."""
+    extra = []
+    if args.restore:
+        extra += ["--restore", os.path.abspath(args.restore)]
+    if args.save_dir:
+        extra += ["--save-dir", os.path.abspath(args.save_dir)]
+    if args.save_every:
+        extra += ["--save-every", str(args.save_every)]
+    return extra
+
+
+def cmd_save(args) -> int:
+    from memstore.client import Client
+
+    with Client(_cluster(args), timeout=args.timeout) as client:
+        results = client.save(args.dir)
+    total = sum(r["bytes"] for r in results)
+    seconds = max(r["seconds"] for r in results)
+    for result in results:
+        print(
+            f"{result['file']}: {result['keys']} keys, {result['bytes']} bytes in "
+            f"{result['seconds']:.3f}s (loop paused {result['pause'] * 1000:.3f} ms)"
+        )
+    print(
+        f"saved {len(results)} shard(s), {total} bytes, to "
+        f"{os.path.dirname(results[0]['file'])} ({total / max(seconds, 1e-9) / 1e6:.1f} MB/s)"
+    )
+    return 0
 
 
 def cmd_stop(args) -> int:
@@ -220,11 +254,23 @@ def parser() -> argparse.ArgumentParser:
         help="start shard N of the address file's cluster again, at its address on this "
         "machine, knowing the whole cluster (it comes back empty)",
     )
+    start.add_argument(
+        "--restore", metavar="DIR", help="load this snapshot (any shard count; re-hashed)"
+    )
+    start.add_argument("--save-dir", metavar="DIR", help="where the shards' snapshots go")
+    start.add_argument(
+        "--save-every", type=float, metavar="SECONDS", help="snapshot to --save-dir this often"
+    )
     start.set_defaults(run=cmd_start)
     keygen = sub.add_parser("keygen", help="write a CURVE server and client key pair")
     keygen.add_argument("dir", help="folder for the keys (made 0700; files 0600)")
     keygen.add_argument("--force", action="store_true", help="replace keys already there")
     keygen.set_defaults(run=cmd_keygen)
+    save = sub.add_parser("save", help="snapshot every shard into a directory")
+    common(save)
+    save.add_argument("--address", help="shard addresses instead of the address file")
+    save.add_argument("dir", nargs="?", help="snapshot directory (default: the shards' --save-dir)")
+    save.set_defaults(run=cmd_save)
     for name, run, text in (
         ("stop", cmd_stop, "stop the shards"),
         ("status", cmd_status, "keys, bytes, clients per shard"),

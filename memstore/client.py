@@ -30,6 +30,7 @@ from memstore.config import (
     CLIENT_SOCKETS,
     ENV_KEY_IN,
     ENV_KEY_OUT,
+    SAVE_TIMEOUT,
     SHM_THRESHOLD,
     client_max_inflight,
     client_timeout,
@@ -52,6 +53,11 @@ def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
 
 _UNKNOWN = object()  # a shard not yet asked whether it shares memory with this process
 _STALE = object()  # a shared-memory file went between the shard's answer and its mapping
+
+
+def _header_fields(header: dict, payload: list) -> dict:
+    """A reply's own fields, without the envelope."""
+    return {k: v for k, v in header.items() if k not in ("v", "id", "ok")}
 
 
 def _failed(future: Any) -> bool:
@@ -726,6 +732,24 @@ class Client(DatasetCalls, ModelCalls):
 
         Blocking form of :meth:`get_db_node_info_async`."""
         return self._sync(self.get_db_node_info_async, addresses)
+
+    def save_async(self, path: str | os.PathLike | None = None) -> Future:
+        """Snapshot every shard into directory ``path`` (default: each shard's
+        ``--save-dir``); the result lists what each shard wrote (file, sha256, bytes, keys,
+        seconds, pause). Each shard's file is consistent as of the moment it takes the
+        request; docs/operations.md."""
+        fields = {} if path is None else {"dir": os.path.abspath(os.fspath(path))}
+        requests = [
+            (i, "save", fields, (), _header_fields, SAVE_TIMEOUT, f"save on {address}")
+            for i, address in enumerate(self.addresses)
+        ]
+        return self._fan_out(requests, list)
+
+    def save(self, path: str | os.PathLike | None = None) -> Any:
+        """Snapshot every shard into directory ``path`` (default: each shard's --save-dir).
+
+        Blocking form of :meth:`save_async`."""
+        return self._sync(self.save_async, path)
 
     def shutdown_async(self, addresses: list[str] | None = None) -> Future:
         """Stop the given shards (default: all); their data is gone."""

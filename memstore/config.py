@@ -45,6 +45,9 @@ MPI_TIMEOUT = float(os.environ.get("MEMSTORE_MPI_TIMEOUT", "120"))
 MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 #: Seconds ``memstore start`` / ``LocalCluster`` wait for a new shard to answer.
 STARTUP_TIMEOUT = 30.0
+#: Seconds a client waits for every shard to finish writing a snapshot (``client.save``),
+#: on top of its timeout (``MEMSTORE_SAVE_TIMEOUT``).
+SAVE_TIMEOUT = float(os.environ.get("MEMSTORE_SAVE_TIMEOUT", "3600"))
 #: The ``srun --mpi=`` plugin the slurm Launcher asks for: pmi2 is what the PyPI mpich wheel
 #: (``memstore[mpi]``) speaks; "" leaves it to the site (``MpiDefault``, ``SLURM_MPI_TYPE``).
 SRUN_MPI = os.environ.get("MEMSTORE_SRUN_MPI", "pmi2")

@@ -10,6 +10,7 @@
     ├── WrongType            (also TypeError)     the key holds another kind of value
     ├── ConnectionLost       (also ConnectionError) a shard did not answer
     ├── AuthError                                 a shard refused the client's credentials
+    ├── SnapshotError                             a snapshot could not be saved or restored
     └── RemoteError                               an unexpected failure inside a shard
         └── ModelError                            a model or script failed to load or run
 
@@ -71,6 +72,13 @@ class AuthError(MemstoreError):
     code = "auth"
 
 
+class SnapshotError(MemstoreError):
+    """A snapshot could not be written, or a snapshot file is missing, torn or altered
+    (the message names the file)."""
+
+    code = "snapshot"
+
+
 class RemoteError(MemstoreError):
     """An unexpected failure inside a shard; the message carries the shard's traceback."""
 
@@ -94,6 +102,7 @@ _BY_CODE = {
         WrongType,
         ConnectionLost,
         AuthError,
+        SnapshotError,
         RemoteError,
         ModelError,
     )

@@ -316,6 +316,8 @@ class LocalCluster:
         secure: generate a key pair for the shards and one for clients (in a private
             temporary folder, ``keys_dir``) and speak CURVE; ``client()`` uses the client
             key, and ``env`` names the keys for other processes.
+        restore: a snapshot directory (``Client.save``) the shards load at start, re-hashed
+            onto this cluster's shard count (docs/operations.md).
 
     The shards are stopped on exit, also after an exception; ``address`` is the value for
     ``MEMSTORE_ADDRESS``.
@@ -330,6 +332,7 @@ class LocalCluster:
         max_memory: str | int = 0,
         extra_args: list[str] | None = None,
         secure: bool = False,
+        restore: str | os.PathLike | None = None,
     ):
         self._tmp = tempfile.mkdtemp(prefix="memstore-")  # 0700: private sockets and keys
         self._max_memory, self._extra_args = max_memory, extra_args
@@ -343,7 +346,7 @@ class LocalCluster:
                 ipc_dir=self._tmp if ipc else None,
                 max_memory=max_memory,
                 log_dir=self._tmp,
-                extra_args=extra_args,
+                extra_args=[*(extra_args or []), *_restore_args(restore)],
                 keys_dir=self.keys_dir,
             )
         except BaseException:
@@ -363,8 +366,9 @@ class LocalCluster:
             kwargs["curve"] = auth.client_keys(directory=self.keys_dir)
         return Client(self.address, **kwargs)
 
-    def restart_shard(self, index: int) -> ShardProcess:
-        """Bring shard ``index`` back at its address, empty, knowing its cluster.
+    def restart_shard(self, index: int, restore: str | os.PathLike | None = None) -> ShardProcess:
+        """Bring shard ``index`` back at its address, knowing its cluster: empty, or with
+        its keys from snapshot directory ``restore``.
 
         A shard still running is stopped first (its data is lost either way); the new one
         refuses keys the other shards own and lists the whole cluster in ``hello``. Clients
@@ -379,7 +383,7 @@ class LocalCluster:
             index,
             max_memory=self._max_memory,
             log_dir=self._tmp,
-            extra_args=[*secure, *(self._extra_args or [])],
+            extra_args=[*secure, *(self._extra_args or []), *_restore_args(restore)],
         )
         return self.shards[index]
 
@@ -400,6 +404,11 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _restore_args(restore: str | os.PathLike | None) -> list[str]:
+    """``memstore-server`` options that load snapshot ``restore`` (none for None)."""
+    return [] if restore is None else ["--restore", os.path.abspath(os.fspath(restore))]
 
 
 def write_address_file(path: str | os.PathLike, shard_addresses: list[str]) -> None:

@@ -129,6 +129,26 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="this shard's place in the list (default: where its --bind address is)",
     )
+    persist = p.add_argument_group("snapshots (docs/operations.md)")
+    persist.add_argument(
+        "--restore",
+        metavar="DIR",
+        help="load this snapshot directory at start (the keys this shard owns in its "
+        "cluster: a snapshot of any shard count restores); a missing, torn or altered file "
+        "stops the shard with an error naming it",
+    )
+    persist.add_argument(
+        "--save-dir",
+        metavar="DIR",
+        help="where --save-every and `memstore save` without a directory write snapshots",
+    )
+    persist.add_argument(
+        "--save-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="snapshot to --save-dir this often (default 0: only when asked)",
+    )
     p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
     p.add_argument(
         "--intra-op-threads",
@@ -221,6 +241,19 @@ def _curve(args):
     )
 
 
+def _check_snapshot_options(args) -> None:
+    """Refuse at once what would fail later: --save-every without --save-dir, or a
+    --restore directory that holds no complete snapshot (checksums are checked on load)."""
+    if args.save_every and not args.save_dir:
+        raise MemstoreError("--save-every needs --save-dir")
+    if args.save_every < 0:
+        raise MemstoreError(f"--save-every must be positive seconds, got {args.save_every}")
+    if args.restore:
+        from memstore.server.snapshot import plan_restore
+
+        plan_restore(args.restore)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -240,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = _cluster(args)
         curve = _curve(args)
+        _check_snapshot_options(args)
     except (MemstoreError, ValueError) as exc:
         print(f"memstore-server: {exc}", file=sys.stderr)
         return 2
@@ -255,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             max_waiters=args.max_waiters,
             max_client_waiters=args.max_client_waiters,
             curve=curve,
+            restore=args.restore,
+            save_every=args.save_every,
+            save_dir=args.save_dir,
         )
     except Exception as exc:
         print(f"memstore-server: cannot bind {address}: {exc}", file=sys.stderr)

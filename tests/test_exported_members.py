@@ -20,6 +20,7 @@ EXPECTED = {
     "ModelError",
     "ProtocolError",
     "RemoteError",
+    "SnapshotError",
     "StoreFull",
     "Timeout",
     "WrongType",

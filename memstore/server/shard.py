@@ -36,6 +36,7 @@ from memstore.placement import key_shard
 from memstore.server.executor import Executor
 from memstore.server.model_ops import ModelOps
 from memstore.server.peers import Peers
+from memstore.server.persist_ops import BEFORE_RESTORE, PersistOps
 from memstore.server.store import Entry, Store
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ _CONDITIONS = {
 }
 
 
-class Shard(ModelOps):
+class Shard(ModelOps, PersistOps):
     """A shard server bound to one address (``tcp://host:port`` or ``ipc://path``).
 
     Args:
@@ -71,6 +72,10 @@ class Shard(ModelOps):
         shm: offer the same-node shared-memory path (None: unless ``MEMSTORE_SHM=0``).
         curve: ``memstore.auth.ServerKeys``: speak CURVE and admit only their clients, with
             their admin policy (None: plain sockets, every client admitted).
+        restore: a snapshot directory to load, once the shard knows its cluster
+            (docs/operations.md).
+        save_every: seconds between snapshots to ``save_dir`` (0: only when asked).
+        save_dir: where periodic saves, and ``save`` requests naming no directory, write.
     """
 
     def __init__(
@@ -88,6 +93,9 @@ class Shard(ModelOps):
         max_client_waiters: int = DEFAULT_MAX_CLIENT_WAITERS,
         shm: bool | None = None,
         curve: auth.ServerKeys | None = None,
+        restore: str | None = None,
+        save_every: float = 0.0,
+        save_dir: str | None = None,
     ):
         models = models or (MODELS_ALL if allow_pickle else DEFAULT_MODELS)
         if models not in MODEL_POLICIES:
@@ -108,6 +116,7 @@ class Shard(ModelOps):
             allow_pickle=models == MODELS_ALL,
         )
         self._init_models()
+        self._init_persist(restore, save_every, save_dir)
         self.cluster: list[str] = []
         self.index = 0
         self.ops = 0
@@ -157,6 +166,8 @@ class Shard(ModelOps):
         poller.register(self.executor.wake_fd, zmq.POLLIN)
         log.info("shard %s serving (pid %d)", self.address, os.getpid())
         try:
+            if self.cluster:  # told before serving (MPI): restore before the first request
+                self._restore_if_pending()
             while self._running:
                 # No request ends the loop: _handle answers any error in a handler, the
                 # store logs any error in a waiter's answer, and every deadline is bounded.
@@ -170,6 +181,7 @@ class Shard(ModelOps):
                 if self.executor.wake_fd in events:
                     self.executor.run_completions()
                 self.store.expire()
+                self._maybe_autosave(time.monotonic())
                 if self.shm is not None:
                     self.shm.maybe_sweep(time.monotonic())
         except KeyboardInterrupt:
@@ -193,6 +205,7 @@ class Shard(ModelOps):
     def close(self) -> None:
         self._running = False
         if not self._socket.closed:
+            self._close_saves()
             self.executor.close()
             self._socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
             self._monitor.close(linger=0)
@@ -255,6 +268,8 @@ class Shard(ModelOps):
                 refusal = self._guard.admin_refusal(frames[0])
                 if refusal is not None:
                     raise AuthError(f"shard {self.address} refused {request.op}: {refusal}")
+            if self._restore_dir is not None and request.op not in BEFORE_RESTORE:
+                self._restore_if_pending()  # never told its cluster: a shard on its own
             return handler(request, identity)
         except MemstoreError as exc:
             return wire.error_reply(req_id, exc)
@@ -395,6 +410,7 @@ class Shard(ModelOps):
                 "for a single shard; the shard list must be set before any data is stored"
             )
         self.cluster, self.index = list(shards), index
+        self._restore_if_pending()
 
     def _op_batch(self, request, identity):
         """Several requests in one message (a client's pipeline): each is handled as if it
@@ -432,6 +448,7 @@ class Shard(ModelOps):
             "models": self.models, "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
             "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
+            "saves": self.saves, "last_save": self.last_save, "saving": self._saver is not None,
         })  # fmt: skip
 
     def _op_flush(self, request, identity):

@@ -51,6 +51,9 @@ class Entry:
     #: The shared-memory file holding ``frames[0]`` (``memstore.shm.ShmFile``), if any:
     #: unlinked when the entry leaves the store; readers' mappings stay valid.
     shm: Any = None
+    #: The store's snapshot epoch when this entry was stored: entries of an older epoch
+    #: belong to the snapshot being written (see :meth:`Store.snapshot`).
+    epoch: int = 0
 
     @classmethod
     def of(cls, kind: str, meta: Any, frames: list, key: str) -> Entry:
@@ -110,6 +113,12 @@ class Store:
         self._deadlines: list[Waiter] = []
         self._finished_in_heap = 0
         self._seq = itertools.count()
+        # Snapshots: entries stored before ``_snap_epoch`` are being written by a saver
+        # thread, so they stay in memory until it ends, even once overwritten or deleted;
+        # ``held`` counts those bytes against --max-memory (0 when no save runs).
+        self._epoch = 0
+        self._snap_epoch = 0
+        self.held = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -136,16 +145,21 @@ class Store:
         """Raise ``StoreFull`` unless all ``(key, nbytes)`` writes fit together."""
         if not self.max_memory:
             return
-        after = self.used
+        after = self.used + self.held
         for key, nbytes in additions:
             old = self._entries.get(key)
             after += nbytes - (old.nbytes if old else 0)
         if after > self.max_memory:
             keys = ", ".join(repr(k) for k, _ in additions[:3])
+            saving = (
+                f" (and {self.held} bytes of values replaced during the running save)"
+                if self.held
+                else ""
+            )
             raise StoreFull(
-                f"storing {keys} needs {after - self.used} more bytes; shard holds "
-                f"{self.used} of --max-memory {self.max_memory}: delete keys or start the "
-                "shard with a larger --max-memory (nothing was evicted)"
+                f"storing {keys} needs {after - self.used - self.held} more bytes; shard holds "
+                f"{self.used}{saving} of --max-memory {self.max_memory}: delete keys or start "
+                "the shard with a larger --max-memory (nothing was evicted)"
             )
 
     def put(self, key: str, entry: Entry) -> None:
@@ -153,6 +167,7 @@ class Store:
         self.check_room([(key, entry.nbytes)])
         old = self._entries.get(key)
         self.used += entry.nbytes - (old.nbytes if old else 0)
+        entry.epoch = self._epoch
         self._entries[key] = entry
         if entry.shm is not None:
             self.shm_used += entry.nbytes
@@ -162,6 +177,8 @@ class Store:
 
     def _release(self, entry: Entry) -> None:
         """An entry left the store: its shared-memory file goes (mappings stay valid)."""
+        if entry.epoch < self._snap_epoch:  # the running save still holds it
+            self.held += entry.nbytes
         if entry.shm is not None:
             self.shm_used -= entry.nbytes
             entry.shm.unlink()
@@ -185,7 +202,10 @@ class Store:
         entry = self.get(src, kind)
         if src == dst:
             return
-        moved = Entry.of(entry.kind, entry.meta, entry.frames, dst)
+        # A list's items are its meta, which list_push extends in place: the moved list
+        # gets its own, so that a snapshot holding the old entry never sees it change.
+        meta = list(entry.meta) if entry.kind == LIST else entry.meta
+        moved = Entry.of(entry.kind, meta, entry.frames, dst)
         # A move frees the source: check room for the result, not for two copies at once.
         self.check_room([(src, 0), (dst, moved.nbytes)])
         if entry.shm is not None:  # the file moves with the value
@@ -199,10 +219,15 @@ class Store:
         entry = self._entries.get(key)
         if entry is None:
             entry = Entry.of(LIST, [], [], key)
+            entry.epoch = self._epoch
         elif entry.kind != LIST:
             raise WrongType(f"key {key!r} holds a {entry.kind}, not a list")
         added = sum(_item_size(i) for i in items)
         self.check_room([(key, entry.nbytes + added)])
+        if key in self._entries and entry.epoch < self._snap_epoch:
+            # A save is writing this list: extend a copy (copy-on-write), never its items.
+            self._release(entry)
+            entry = Entry(LIST, list(entry.meta), [], entry.nbytes, epoch=self._epoch)
         entry.meta.extend(items)
         self.used += added + (0 if key in self._entries else entry.nbytes)
         entry.nbytes += added
@@ -221,6 +246,26 @@ class Store:
 
     def keys(self) -> list[str]:
         return list(self._entries)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> list[tuple[str, Entry]]:
+        """Every ``(key, entry)`` now, for a saver thread to write while the loop serves.
+
+        Entries are immutable once stored (lists are copied on write while a save runs),
+        so the references are a consistent snapshot; one ``list()`` of the dict is the
+        whole pause. Call :meth:`end_snapshot` when the save is done.
+        """
+        if self._snap_epoch:
+            raise RuntimeError("a snapshot is already being written")
+        self._epoch += 1
+        self._snap_epoch = self._epoch
+        return list(self._entries.items())
+
+    def end_snapshot(self) -> None:
+        """The save finished: the values it held are freed, and no longer counted."""
+        self._snap_epoch = 0
+        self.held = 0
 
     # -- waiters ---------------------------------------------------------------------------
 
