@@ -309,6 +309,10 @@ class _Connection:
         socket.setsockopt(zmq.SNDHWM, 0)
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not there
+        # Reconnect soon after a shard comes back (20 ms, backing off to 1 s while it stays
+        # away): requests to it fail fast meanwhile, so recovery time is what users wait.
+        socket.setsockopt(zmq.RECONNECT_IVL, 20)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         self.monitor = socket.get_monitor_socket(
             _MONITORED,
             addr=f"inproc://memstore.monitor.{os.getpid()}.{next(_monitor_ids)}",
