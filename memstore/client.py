@@ -270,6 +270,8 @@ class Client(DatasetCalls, ModelCalls):
         shards: list[str] | None,
         decode: Callable = _ignore,
         combine: Callable[[list], Any] = list,
+        fields: dict | None = None,
+        wait: float = 0.0,
     ) -> Future:
         """``op`` on each of ``shards`` (addresses; default all), answers combined."""
         targets = []
@@ -280,7 +282,10 @@ class Client(DatasetCalls, ModelCalls):
                 raise ValueError(f"{shard!r} is not a shard of this cluster ({self.addresses})")
             targets.append(self.addresses.index(address))
         return self._fan_out(
-            [(i, op, {}, (), decode, 0.0, f"{op} on {self.addresses[i]}") for i in targets],
+            [
+                (i, op, fields or {}, (), decode, wait, f"{op} on {self.addresses[i]}")
+                for i in targets
+            ],
             combine,
         )
 
@@ -733,23 +738,24 @@ class Client(DatasetCalls, ModelCalls):
         Blocking form of :meth:`get_db_node_info_async`."""
         return self._sync(self.get_db_node_info_async, addresses)
 
-    def save_async(self, path: str | os.PathLike | None = None) -> Future:
-        """Snapshot every shard into directory ``path`` (default: each shard's
-        ``--save-dir``); the result lists what each shard wrote (file, sha256, bytes, keys,
-        seconds, pause). Each shard's file is consistent as of the moment it takes the
+    def save_async(
+        self, path: str | os.PathLike | None = None, addresses: list[str] | None = None
+    ) -> Future:
+        """Snapshot the given shards (default: all) into directory ``path`` (default: each
+        shard's ``--save-dir``); the result lists what each shard wrote (file, sha256, bytes,
+        keys, seconds, pause). Each shard's file is consistent as of the moment it takes the
         request; docs/operations.md."""
         fields = {} if path is None else {"dir": os.path.abspath(os.fspath(path))}
-        requests = [
-            (i, "save", fields, (), _header_fields, SAVE_TIMEOUT, f"save on {address}")
-            for i, address in enumerate(self.addresses)
-        ]
-        return self._fan_out(requests, list)
+        return self._broadcast("save", addresses, _header_fields, list, fields, SAVE_TIMEOUT)
 
-    def save(self, path: str | os.PathLike | None = None) -> Any:
-        """Snapshot every shard into directory ``path`` (default: each shard's --save-dir).
+    def save(
+        self, path: str | os.PathLike | None = None, addresses: list[str] | None = None
+    ) -> Any:
+        """Snapshot the given shards (default: all) into directory ``path`` (default: each
+        shard's --save-dir).
 
         Blocking form of :meth:`save_async`."""
-        return self._sync(self.save_async, path)
+        return self._sync(self.save_async, path, addresses)
 
     def shutdown_async(self, addresses: list[str] | None = None) -> Future:
         """Stop the given shards (default: all); their data is gone."""

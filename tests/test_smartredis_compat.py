@@ -105,3 +105,21 @@ def test_missing_address_is_a_connection_error(monkeypatch):
         smartredis.Client(None)
     with pytest.raises(RedisRuntimeError):
         smartredis.ConfigOptions().get_string_option("SSDB")
+
+
+def test_save_snapshots_the_named_shards_into_their_save_dir(tmp_path, monkeypatch):
+    """SmartRedis's save(addresses) is memstore's snapshot of those shards (their
+    --save-dir); without one it is RedisReplyError, also a memstore error."""
+    args = ["--save-dir", str(tmp_path)]
+    with memstore.LocalCluster(shards=2, extra_args=args) as saving:
+        monkeypatch.setenv("SSDB", saving.address)
+        client = smartredis.Client(cluster=True)
+        client.put_tensor("kept", np.arange(3))
+        client.save(saving.addresses[:1])
+        assert (tmp_path / "shard-0.msnap").exists()
+        assert not (tmp_path / "shard-1.msnap").exists()
+    with memstore.LocalCluster(shards=1) as plain:
+        monkeypatch.setenv("SSDB", plain.address)
+        client = smartredis.Client(cluster=False)
+        with pytest.raises(smartredis.error.RedisReplyError, match="save-dir"):
+            client.save(plain.addresses)

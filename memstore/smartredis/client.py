@@ -370,10 +370,9 @@ class Client(_MemstoreClient, LogContext):
         )
 
     def save(self, addresses: list[str]) -> None:
-        """Refused: memstore shards keep no on-disk snapshots."""
-        raise RedisReplyError(
-            f"memstore shards keep no snapshots to save ({', '.join(addresses)})", "Client.save"
-        )
+        """Snapshot the shards at ``addresses`` into their ``--save-dir`` (Redis's SAVE);
+        ``RedisReplyError`` where a shard was started without one."""
+        super().save(addresses=addresses)
 
 
 # SmartRedis's argument types, checked before any call (TypeError, as SmartRedis raises).
