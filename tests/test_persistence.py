@@ -159,9 +159,12 @@ def test_snapshot_under_concurrent_puts_is_consistent(tmp_path):
             for thread in threads:
                 thread.start()
             time.sleep(0.5)
-            before = dict(acked)
-            client.save(tmp_path)
-            after = dict(sent)
+            for _ in range(10):  # a save that overlapped at least one write (bounded tries)
+                before = dict(acked)
+                client.save(tmp_path)
+                after = dict(sent)
+                if any(after[k] > before[k] for k in keys):
+                    break
             time.sleep(0.2)
             stop.set()
             for thread in threads:
@@ -170,7 +173,7 @@ def test_snapshot_under_concurrent_puts_is_consistent(tmp_path):
             final = [d.name for d in client.get_datasets_from_list("log")]
         assert not errors and not any(t.is_alive() for t in threads)
         assert sorted(final) == sorted(pushed)
-        assert all(after[k] > before[k] for k in keys), "writers made no progress during the save"
+        assert any(after[k] > before[k] for k in keys), "no save overlapped a write"
     with (
         memstore.LocalCluster(shards=2, restore=tmp_path) as cluster,
         cluster.client(timeout=30) as client,
