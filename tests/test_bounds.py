@@ -113,12 +113,12 @@ def test_many_small_unread_replies_are_bounded_too(raw):
         memstore.LocalCluster(shards=1, extra_args=args) as running,
         running.client(timeout=30) as client,
     ):
-        client.put_tensor("small", np.ones(1000, np.uint8))
+        client.put_tensor("small", np.ones(16_000, np.uint8))  # under TRACK_LARGE
         hostile = raw(running.addresses[0], RCVHWM=1, RCVBUF=16 * 1024)
-        for i in range(20_000):
+        for i in range(3_000):
             hostile.send_multipart([req("get", i, keys=["small"])])
-        until(lambda: info(client)["clients_evicted"] == 1, 20, "the small-reply offender")
-        assert client.get_tensor("small").sum() == 1000
+        until(lambda: info(client)["clients_evicted"] == 1, 60, "the small-reply offender")
+        assert client.get_tensor("small").sum() == 16_000
 
 
 def test_a_message_with_too_many_frames_is_refused(raw):
