@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-memstore
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all test-mpi test-slurm lint format clean bench bench-full bench-transport
+.PHONY: demo soak test test-all test-mpi test-slurm lint format clean bench bench-full bench-transport
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)  ## the default suite (excludes slow, gpu and slurm tests)
 
 test-all: $(STAMP)  ## everything but slurm, slow tests included (gpu tests skip without CUDA)
 	$(PY) -m pytest -q -m "not slurm" $(PYTEST_ARGS)
+
+soak: $(STAMP)  ## the ~2-minute soak (4 shards, kill + restore, killed client); JSON report
+	$(PY) -m pytest -q -s -m slow tests/test_soak.py $(PYTEST_ARGS)
 
 test-mpi: $(STAMP)  ## the MPI tests (real mpiexec jobs), then tests/test_mpi.py inside a 2-rank job
 	$(PY) -m pytest -q -m mpi $(PYTEST_ARGS)

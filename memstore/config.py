@@ -51,8 +51,14 @@ SAVE_TIMEOUT = float(os.environ.get("MEMSTORE_SAVE_TIMEOUT", "3600"))
 #: The ``srun --mpi=`` plugin the slurm Launcher asks for: pmi2 is what the PyPI mpich wheel
 #: (``memstore[mpi]``) speaks; "" leaves it to the site (``MpiDefault``, ``SLURM_MPI_TYPE``).
 SRUN_MPI = os.environ.get("MEMSTORE_SRUN_MPI", "pmi2")
-#: Longest key accepted, in bytes (UTF-8).
+#: Longest key accepted, in bytes (UTF-8); a longer one is refused with ``ProtocolError``.
 MAX_KEY_BYTES = 64 * 1024
+#: Most frames in one request message (header + payload); the shard reads and drops the
+#: rest of a longer one and refuses it with ``ProtocolError`` (each kept frame costs ~200 B).
+MAX_FRAMES = 100_000
+#: Most bytes of replies one client may leave unread before its shard disconnects it
+#: (``--client-output-limit``, 0: no limit); one reply larger than it still goes.
+DEFAULT_CLIENT_OUTPUT_LIMIT = 1 << 30
 #: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).
 CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "4"))
 #: Most requests a client has queued or unanswered on its pump (``*_async`` calls) before a

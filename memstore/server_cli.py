@@ -13,6 +13,7 @@ import signal
 import sys
 
 from memstore.config import (
+    DEFAULT_CLIENT_OUTPUT_LIMIT,
     DEFAULT_HOST,
     DEFAULT_MAX_CLIENT_WAITERS,
     DEFAULT_MAX_WAITERS,
@@ -70,6 +71,14 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CLIENT_WAITERS,
         help="most parked waits of one client connection, 0 for no cap "
         f"(default {DEFAULT_MAX_CLIENT_WAITERS})",
+    )
+    p.add_argument(
+        "--client-output-limit",
+        default=str(DEFAULT_CLIENT_OUTPUT_LIMIT),
+        type=parse_size,
+        help="most bytes of replies one client may leave unread, e.g. 256MiB: a client past it "
+        "is disconnected with a logged reason (like Redis's client-output-buffer-limit); one "
+        "reply larger than it still goes; 0 for no limit (default 1GiB)",
     )
     p.add_argument(
         "--models",
@@ -288,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             model_timeout=args.model_timeout,
             max_waiters=args.max_waiters,
             max_client_waiters=args.max_client_waiters,
+            client_output_limit=args.client_output_limit,
             curve=curve,
             restore=args.restore,
             save_every=args.save_every,

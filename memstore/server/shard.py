@@ -21,9 +21,11 @@ from zmq.utils.monitor import recv_monitor_message
 
 from memstore import auth, shm, tensors, wire
 from memstore.config import (
+    DEFAULT_CLIENT_OUTPUT_LIMIT,
     DEFAULT_MAX_CLIENT_WAITERS,
     DEFAULT_MAX_WAITERS,
     DEFAULT_MODELS,
+    MAX_FRAMES,
     MAX_KEY_BYTES,
     MAX_SHARDS,
     MAX_WAIT_TIMEOUT,
@@ -35,6 +37,7 @@ from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
 from memstore.placement import key_shard
 from memstore.server.executor import Executor
 from memstore.server.model_ops import ModelOps
+from memstore.server.output import OutputLimits
 from memstore.server.peers import Peers
 from memstore.server.persist_ops import BEFORE_RESTORE, PersistOps
 from memstore.server.store import Entry, Store
@@ -63,6 +66,8 @@ class Shard(ModelOps, PersistOps):
             over it makes libzmq drop the connection before the frame is kept in memory.
         max_waiters: most parked waits (polls) on this shard (0 = unlimited).
         max_client_waiters: most parked waits of one client connection (0 = unlimited).
+        client_output_limit: most bytes of replies one client may leave unread before it is
+            disconnected (0 = unlimited; ``memstore/server/output.py``).
         models: which client code runs here: ``"none"``, ``"torchscript"`` (the default) or
             ``"all"`` (cloudpickled modules and functions too: arbitrary code!).
         allow_pickle: the same as ``models="all"`` (older spelling).
@@ -91,6 +96,7 @@ class Shard(ModelOps, PersistOps):
         model_timeout: float = 300.0,
         max_waiters: int = DEFAULT_MAX_WAITERS,
         max_client_waiters: int = DEFAULT_MAX_CLIENT_WAITERS,
+        client_output_limit: int = DEFAULT_CLIENT_OUTPUT_LIMIT,
         shm: bool | None = None,
         curve: auth.ServerKeys | None = None,
         restore: str | None = None,
@@ -141,6 +147,7 @@ class Shard(ModelOps, PersistOps):
         self._peer_fd: dict[bytes, int] = {}
         self._fd_peers: dict[int, set[bytes]] = {}
         self._source = None
+        self._source_identity = b""
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         if address.startswith("tcp://") and address.rsplit(":", 1)[1] in ("0", "*"):
             port = self._socket.bind_to_random_port(address.rsplit(":", 1)[0])
@@ -150,6 +157,7 @@ class Shard(ModelOps, PersistOps):
             self._socket.bind(address)
             _private_ipc_socket(address)
         self.address = address
+        self.output = OutputLimits(client_output_limit, address)
         self.shm = _shm_area(shm)
         self._handlers: dict[str, Handler] = {
             name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_op_")
@@ -231,15 +239,47 @@ class Shard(ModelOps, PersistOps):
         for _ in range(budget):
             if not socket.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
                 return
-            frames = socket.recv_multipart(copy=False)
+            frames = self._recv()
             self.messages += 1
             identity = frames[0].bytes
-            reply = self._handle(identity, frames[1:])
+            self._source_identity = identity
+            if len(frames) > MAX_FRAMES + 1:
+                reply = wire.error_reply(
+                    _request_id(frames[1]),
+                    ProtocolError(
+                        f"a message of more than {MAX_FRAMES} frames was refused by shard "
+                        f"{self.address}: send fewer tensors per request"
+                    ),
+                )
+            else:
+                reply = self._handle(identity, frames[1:])
             if reply is not None:
                 self._send(identity, reply)
 
+    def _recv(self) -> list:
+        """One message's frames; past :data:`MAX_FRAMES` the rest are read and dropped, so a
+        message of millions of empty frames never becomes millions of Python objects."""
+        recv = self._socket.recv
+        frame = recv(copy=False)
+        frames = [frame]
+        while frame.more:
+            frame = recv(copy=False)
+            if len(frames) <= MAX_FRAMES + 1:
+                frames.append(frame)
+        return frames
+
     def _send(self, identity: bytes, frames: list) -> None:
-        """One reply: the routing id, then its frames (stored payloads go without a copy)."""
+        """One reply: the routing id, then its frames (stored payloads go without a copy);
+        nothing to a client disconnected for leaving too many replies unread."""
+        source = (
+            self._source if identity == self._source_identity else self._peer_fd.get(identity, -1)
+        )
+        evicted = self.output.evicted
+        frames = self.output.admit(identity, frames, source)
+        if frames is None:
+            if self.output.evicted != evicted:
+                self.store.drop_owner(identity)
+            return
         send, last = self._socket.send, len(frames) - 1
         try:
             send(identity, zmq.SNDMORE)
@@ -292,6 +332,7 @@ class Shard(ModelOps, PersistOps):
             else:
                 self.clients -= 1
                 self._live_fds.discard(fd)
+                self.output.closed(fd)
                 for identity in self._fd_peers.pop(fd, ()):
                     del self._peer_fd[identity]
                     dropped = self.store.drop_owner(identity)
@@ -445,6 +486,7 @@ class Shard(ModelOps, PersistOps):
             "clients": self.clients,
             "parked": store.parked, "parked_clients": store.parked_clients,
             "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
+            "client_output_limit": self.output.limit, "clients_evicted": self.output.evicted,
             "models": self.models, "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
             "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
@@ -683,6 +725,14 @@ def _source_fd(frame: object) -> int:
     try:
         return frame.get(zmq.SRCFD)
     except zmq.ZMQError:  # inproc messages have none
+        return -1
+
+
+def _request_id(frame: object) -> int:
+    """The id of a request refused before it is parsed (-1 if it has none)."""
+    try:
+        return wire.unpack_header(frame)["id"]
+    except ProtocolError:
         return -1
 
 
