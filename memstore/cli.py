@@ -1,4 +1,4 @@
-"""``memstore start|stop|status|info|keygen``: run a store in the background from a shell."""
+"""``memstore start|stop|status|info|keygen|gateway``: run and serve a store from a shell."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from memstore.config import (
     DEFAULT_ADDRESS_FILE,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DEFAULT_RESP_PORT,
     ENV_ADDRESS_FILE,
     ENV_CURVE_DIR,
+    GATEWAY_READY_LINE,
 )
 from memstore.errors import MemstoreError
 
@@ -202,6 +204,31 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_gateway(args) -> int:
+    from memstore.client import Client
+    from memstore.gateway import serve
+
+    client = Client(_cluster(args), timeout=args.timeout)
+    for use in (
+        client.use_tensor_ensemble_prefix,
+        client.use_dataset_ensemble_prefix,
+        client.use_list_ensemble_prefix,
+        client.use_model_ensemble_prefix,
+    ):
+        use(False)  # SmartRedis clients add their own prefixes to the keys they send
+
+    def ready(port: int) -> None:
+        print(f"{GATEWAY_READY_LINE}{args.host}:{port}", flush=True)
+
+    try:
+        serve(client, args.host, args.port, ready=ready)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+    return 0
+
+
 def _duration(seconds: float) -> str:
     return (
         time.strftime("%H:%M:%S", time.gmtime(seconds))
@@ -280,6 +307,12 @@ def parser() -> argparse.ArgumentParser:
         common(q)
         q.add_argument("--address", help="shard addresses instead of the address file")
         q.set_defaults(run=run)
+    gateway = sub.add_parser("gateway", help="serve the Redis protocol (RESP2) for SmartRedis")
+    common(gateway)
+    gateway.add_argument("--address", help="shard addresses instead of the address file")
+    gateway.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
+    gateway.add_argument("--port", type=int, default=DEFAULT_RESP_PORT, help="0: a free port")
+    gateway.set_defaults(run=cmd_gateway)
     return p
 
 

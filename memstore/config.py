@@ -25,6 +25,9 @@ import os
 
 DEFAULT_PORT = 6780
 DEFAULT_HOST = "127.0.0.1"
+#: ``memstore gateway``'s port (Redis's) and the line it prints once it listens.
+DEFAULT_RESP_PORT = 6379
+GATEWAY_READY_LINE = "memstore gateway ready at "
 DEFAULT_ADDRESS_FILE = "memstore.addr"
 
 #: Seconds a client waits for any one answer before raising ``ConnectionLost``, unless

@@ -1,0 +1,120 @@
+"""The gateway's asyncio server: one connection per task, commands run in a thread pool.
+
+Each connection's commands run one after another, in order (pipelining works); ``MULTI``
+queues them until ``EXEC``. Bytes that are not RESP get one ``-ERR Protocol error`` and the
+connection is closed, as Redis does; the shards never see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any
+
+from memstore.gateway import ai, keys  # noqa: F401  (they fill the command table)
+from memstore.gateway.commands import Context, execute
+from memstore.gateway.resp import OK, Error, Parser, RespError, Status, encode
+
+log = logging.getLogger(__name__)
+
+#: Bytes read per ``read`` call and the most commands run at once (over all connections).
+READ_SIZE = 1024 * 1024
+WORKERS = 16
+
+
+class Gateway:
+    """A RESP server on ``host:port`` in front of ``client``'s shards."""
+
+    def __init__(self, client: Any, host: str = "127.0.0.1", port: int = 6379):
+        self.client, self.host, self.port = client, host, port
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "memstore-gateway")
+        self._server: asyncio.base_events.Server | None = None
+        self.ctx = Context(client, host, port)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self.ctx.port = self._server.sockets[0].getsockname()[1]
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        async with self._server:
+            await self._server.serve_forever()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser, queued = Parser(), None  # queued: the MULTI block's commands
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    return
+                parser.feed(data)
+                try:
+                    for args in parser.commands():
+                        reply, queued, close = await self._one(loop, args, queued)
+                        writer.writelines(encode(reply))
+                        if close:
+                            return
+                        await writer.drain()
+                except RespError as exc:
+                    writer.writelines(encode(Error(f"ERR Protocol error: {exc}")))
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except Exception:  # a bug here must cost one connection, never the gateway
+            log.exception("gateway connection failed")
+        finally:
+            try:
+                await asyncio.wait_for(writer.drain(), 5.0)
+                writer.close()
+            except (TimeoutError, ConnectionError):
+                writer.transport.abort()
+
+    async def _one(self, loop, args: list, queued: list | None) -> tuple[Any, list | None, bool]:
+        """Reply to one command: (reply, the MULTI queue afterwards, close the connection)."""
+        name = args[0].upper()
+        if name == b"QUIT":
+            return OK, queued, True
+        if name == b"MULTI":
+            if queued is not None:
+                return Error("ERR MULTI calls can not be nested"), queued, False
+            return OK, [], False
+        if name == b"DISCARD":
+            if queued is None:
+                return Error("ERR DISCARD without MULTI"), None, False
+            return OK, None, False
+        if name == b"EXEC":
+            if queued is None:
+                return Error("ERR EXEC without MULTI"), None, False
+            replies = [await self._run(loop, a) for a in queued]
+            return replies, None, False
+        if queued is not None:
+            queued.append(args)
+            return Status("QUEUED"), queued, False
+        return await self._run(loop, args), None, False
+
+    async def _run(self, loop, args: list) -> Any:
+        return await loop.run_in_executor(self._pool, execute, self.ctx, args)
+
+
+def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None) -> None:
+    """Run a gateway until interrupted; ``ready(port)`` is called once it listens."""
+
+    async def main() -> None:
+        gateway = Gateway(client, host, port)
+        await gateway.start()
+        if ready is not None:
+            ready(gateway.port)
+        try:
+            await gateway.serve_forever()
+        finally:
+            gateway.close()
+
+    asyncio.run(main())
