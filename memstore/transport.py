@@ -500,6 +500,8 @@ class Transport:
         poller = zmq.Poller()
         poller.register(conn.socket, zmq.POLLOUT)
         poller.register(conn.monitor, _POLLIN)
+        if conn.refused is not None:  # the refusal may already have been read off the monitor
+            raise self._not_connected(conn, what)
         while (left := deadline - time.monotonic()) > 0:
             for socket, _ in poller.poll(int(min(left, 1.0) * 1000) + 1):
                 if socket is conn.socket:
