@@ -116,6 +116,10 @@ def _progress(total: int, enabled: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The suite compares memstore's socket path with the raw ZeroMQ floor and Redis, which
+    # are sockets too; the same-node shared-memory path has its own benchmark
+    # (python -m benchmarks.shm). Shards and client processes inherit this.
+    os.environ.setdefault("MEMSTORE_SHM", "0")
     preset = PRESETS[args.preset or "quick"].with_grid(args.shards, args.clients)
     chosen, issues = [], None
     for word in (w.strip() for w in args.only.split(",")):

@@ -6,7 +6,7 @@
 | ``SSDB`` | the SmartRedis variable, same format, read when ``MEMSTORE_ADDRESS`` is unset | — |
 | ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
 | ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
-| ``MEMSTORE_CLIENT_SOCKETS`` | fast-path sockets per client and shard | 4 |
+| ``MEMSTORE_CLIENT_SOCKETS`` | fast-path sockets per client and shard | 8 |
 | ``MEMSTORE_CLIENT_MAX_INFLIGHT`` | most unanswered async requests per client (0: no cap) | 10000 |
 | ``MEMSTORE_MPI_TIMEOUT`` | seconds all ranks have to reach ``memstore.mpi.init/connect`` | 120 |
 | ``MEMSTORE_MPI_GRACE`` | seconds a failed rank waits for the others before ``MPI_Abort`` | 10 |
@@ -63,7 +63,7 @@ MAX_FRAMES = 100_000
 #: (``--client-output-limit``, 0: no limit); one reply larger than it still goes.
 DEFAULT_CLIENT_OUTPUT_LIMIT = 1 << 30
 #: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).
-CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "4"))
+CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "8"))
 #: Most requests a client has queued or unanswered on its pump (``*_async`` calls) before a
 #: submit waits for room; ``MEMSTORE_CLIENT_MAX_INFLIGHT`` overrides it (0: no cap).
 DEFAULT_CLIENT_MAX_INFLIGHT = 10_000
