@@ -115,11 +115,21 @@ def _progress(total: int, enabled: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     # The suite compares memstore's socket path with the raw ZeroMQ floor and Redis, which
     # are sockets too; the same-node shared-memory path has its own benchmark
-    # (python -m benchmarks.shm). Shards and client processes inherit this.
+    # (python -m benchmarks.shm). Shards and client processes inherit this; the caller's
+    # environment is left as it was (main may run inside another program, e.g. the tests).
+    before = os.environ.get("MEMSTORE_SHM")
     os.environ.setdefault("MEMSTORE_SHM", "0")
+    try:
+        return _main(argv)
+    finally:
+        if before is None:
+            os.environ.pop("MEMSTORE_SHM", None)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parser().parse_args(argv)
     preset = PRESETS[args.preset or "quick"].with_grid(args.shards, args.clients)
     chosen, issues = [], None
     for word in (w.strip() for w in args.only.split(",")):
