@@ -106,10 +106,6 @@ class Future(concurrent.futures.Future):
     def cancel(self) -> bool:
         return False
 
-    def done_now(self) -> bool:
-        """Same as ``done()`` (kept for callers written for the driven futures)."""
-        return self.done()
-
     def _await(self, timeout: float | None) -> None:
         if self.done():
             return
@@ -135,9 +131,9 @@ class Future(concurrent.futures.Future):
 class Reply(Future):
     """The answer to one request on one shard."""
 
-    def __init__(self, transport: Transport, shard: int, req_id: int, decode: Decoder, what: What):
+    def __init__(self, shard: int, req_id: int, decode: Decoder, what: What):
         super().__init__()
-        self.transport, self.shard, self.req_id = transport, shard, req_id
+        self.shard, self.req_id = shard, req_id
         self.decode, self.what = decode, what
         self.keepalive: Any = None  # what must live until the answer is in (the client)
 
@@ -548,7 +544,7 @@ class Transport:
         frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
         if self._pump_conns[shard] is None:
             self._open_pump_connection(shard, time.monotonic() + timeout, what)
-        reply = Reply(self, shard, req_id, decode, what)
+        reply = Reply(shard, req_id, decode, what)
         with self._lock:
             if self._max_inflight and len(self._pending) >= self._max_inflight:
                 self._wait_for_room(time.monotonic() + timeout, what)

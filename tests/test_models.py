@@ -273,7 +273,7 @@ def test_long_run_does_not_block_the_shard(mc):
 
     def probe():
         with memstore.Client(mc.addresses, timeout=5) as other:
-            while not run.done_now() and len(latencies) < 200:
+            while not run.done() and len(latencies) < 200:
                 started = time.monotonic()
                 other.get_tensor("{s}.probe")
                 latencies.append(time.monotonic() - started)
