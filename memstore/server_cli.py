@@ -272,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mpi:
         from memstore.mpi import program
 
-        return program.main(args)
+        try:  # the same checks as one shard's, before any rank joins the bootstrap
+            curve = _curve(args)
+            _check_snapshot_options(args)
+        except (MemstoreError, ValueError) as exc:
+            print(f"memstore-server --mpi: {exc}", file=sys.stderr)
+            return 2
+        return program.main(args, curve=curve)
     from memstore.server.shard import Shard
 
     host = DEFAULT_HOST if args.host is None else args.host

@@ -94,6 +94,23 @@ def mpmd() -> None:
         say(f"ok {store.rank} appnum {store.appnum} of {store.comm.Get_size()}")
 
 
+def secure_mpmd() -> None:
+    """``mpi.connect`` next to ``memstore-server --mpi --curve-secret-key ...``: the app
+    ranks get the cluster key over MPI; a client without it is refused."""
+    import memstore
+    from memstore import mpi
+
+    with mpi.connect(timeout=60, grace=5, client_timeout=10) as store:
+        exchange(store)
+        try:
+            memstore.Client(store.addresses, timeout=3)
+        except memstore.AuthError as exc:
+            assert any(a in str(exc) for a in store.addresses), exc
+        else:
+            raise AssertionError("a client without a key was served")
+        say(f"ok {store.rank} secure")
+
+
 def fail(variant: str, grace: str = "20") -> None:
     """App rank 1 raises. ``with``: the others finish; ``stuck``: they wait in a
     barrier for rank 1, so it aborts the job after ``grace``; ``uncaught``: no ``with``."""
@@ -172,6 +189,7 @@ if __name__ == "__main__":
         "world": world,
         "snapshots": snapshots,
         "mpmd": mpmd,
+        "secure_mpmd": secure_mpmd,
         "fail": fail,
         "crash": crash,
         "handoff": handoff,

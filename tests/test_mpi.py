@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py")
@@ -203,6 +204,102 @@ def test_address_file_hands_the_store_to_a_second_job(tmp_path):
             os.killpg(store.pid, signal.SIGKILL)
             store.wait()
         store.stdout.close()
+
+
+@pytest.fixture
+def keys(tmp_path, monkeypatch):
+    """``memstore keygen`` keys (server and client) and a separate admin key pair."""
+    from memstore import auth
+    from memstore.config import ENV_CURVE_CLIENT_KEY, ENV_CURVE_DIR, ENV_CURVE_SERVER_KEY
+
+    for name in (ENV_CURVE_DIR, ENV_CURVE_SERVER_KEY, ENV_CURVE_CLIENT_KEY):
+        monkeypatch.delenv(name, raising=False)
+    return auth.keygen(tmp_path / "keys"), auth.keygen(tmp_path / "admin")
+
+
+def _store_job(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    )
+
+
+def _end_store_job(store: subprocess.Popen) -> None:
+    if store.poll() is None:
+        os.killpg(store.pid, signal.SIGKILL)
+        store.wait()
+    store.stdout.close()
+
+
+@needs_mpiexec
+@not_nested
+def test_server_mpi_honours_curve_options(tmp_path, keys):
+    """``mpiexec -n 2 memstore-server --mpi --curve-secret-key --curve-authorized-keys
+    --admin-key``: both shards refuse strangers, serve the client key, keep admin
+    operations for the admin key."""
+    import memstore
+    from memstore import auth, launcher
+    from memstore.config import READY_LINE
+
+    made, admin = keys
+    secure = ["--curve-secret-key", str(made["server"]), "--curve-authorized-keys"]
+    secure += [str(made["client"].parent), "--admin-key", str(admin["client_public"])]
+    address_file = tmp_path / "store.addr"
+    store = _store_job(
+        [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--address-file",
+         str(address_file), *secure]
+    )  # fmt: skip
+    try:
+        line = _ready_line(store, 60)
+        shards = line[len(READY_LINE) :].strip().split(",")
+        assert len(shards) == 2, line
+        for address in shards:
+            with pytest.raises(memstore.AuthError, match=address):
+                memstore.Client(address, timeout=3)
+        client_keys = auth.client_keys(directory=made["client"].parent)
+        with memstore.Client(shards, timeout=10, curve=client_keys) as client:
+            data = np.arange(1000, dtype=np.float64)
+            for i in range(8):  # spread over both shards
+                client.put_tensor(f"k{i}", data + i)
+            assert all(client.get_tensor(f"k{i}")[0] == i for i in range(8))
+            with pytest.raises(memstore.AuthError, match="refused flush"):
+                client.flush_db()
+            assert launcher.stop_addresses(shards, timeout=5, curve=client_keys) == shards
+            server = client_keys.server_public.decode()
+            boss = auth.client_keys(server, admin["client"])
+            with memstore.Client(shards, timeout=10, curve=boss) as admin_client:
+                admin_client.flush_db()
+            assert not client.tensor_exists("k0")
+        assert launcher.stop_addresses(shards, timeout=10, curve=boss) == []
+        assert store.wait(30) == 0
+    finally:
+        _end_store_job(store)
+
+
+@needs_mpiexec
+@not_nested
+def test_server_mpi_curve_keys_reach_the_app_ranks(keys):
+    """MPMD: the app ranks of ``mpi.connect`` get the servers' cluster key over MPI."""
+    made, _ = keys
+    secure = ["--curve-secret-key", str(made["server"])]
+    args = [MPIEXEC, "-n", "2", *SERVER, *secure, ":", "-n", "2", PY, JOBS, "secure_mpmd"]
+    rc, out, _ = run_job(args, 60)
+    assert rc == 0, out
+    assert sorted(oks(out)) == ["ok 2 secure", "ok 3 secure"], out
+
+
+@not_nested
+def test_server_mpi_refuses_bad_curve_options_before_the_bootstrap(keys):
+    made, _ = keys
+    rc, out, _ = run_job([*SERVER, "--no-admin"], 60)
+    assert rc == 2 and "--curve-secret-key" in out, out
+    os.chmod(made["server"], 0o644)
+    rc, out, _ = run_job([*SERVER, "--curve-secret-key", str(made["server"])], 60)
+    assert rc == 2 and "chmod 600" in out, out
 
 
 def _ready_line(process: subprocess.Popen, timeout: float) -> str:

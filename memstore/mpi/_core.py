@@ -142,12 +142,16 @@ def bootstrap(
     grace: float | None = None,
     client_timeout: float | None = None,
     secure: bool = False,
+    curve: auth.ServerKeys | None = None,
 ) -> MPIStore:
     """Collective over ``comm``: decide roles, start shards, hand out addresses.
 
     ``mode`` is what this rank asks for (:data:`_plan.SERVER`, ``INIT`` or ``CONNECT``).
     ``secure`` on any rank makes the store CURVE: rank 0 makes a cluster key and broadcasts
     it (over MPI; it is never written to a file), shards admit only it, clients use it.
+    ``curve`` (``memstore-server --mpi --curve-secret-key ...``) are given keys instead: the
+    lowest rank holding them broadcasts them, with their authorized keys and admin policy;
+    a serving rank given other keys fails the bootstrap.
     Raises :class:`MemstoreError` on every rank alike when any rank failed to start.
     """
     MPI = mpi()
@@ -155,12 +159,16 @@ def bootstrap(
     if comm == MPI.COMM_WORLD:
         _check_not_singleton(comm.Get_size())
     _rendezvous(comm, MPI_TIMEOUT if timeout is None else timeout)
-    meeting = _meet(comm, mode, shards_per_node, address_file, secure)
+    meeting = _meet(comm, mode, shards_per_node, address_file, secure, curve is not None)
     keys = None
     if meeting.secure:
-        keys = comm.bcast(auth.generate() if comm.Get_rank() == 0 else None, root=0)
+        keys = _share_keys(comm, meeting.keys_from, curve)
         if make_shard is not None:
-            make_shard = partial(make_shard, curve=keys)
+            make_shard = (
+                partial(make_shard, curve=keys)
+                if curve is None or curve == keys
+                else partial(_other_keys, comm.Get_rank(), meeting.keys_from)
+            )
     threads, shard_list, aliases = _start(comm, meeting, make_shard, host, port, ipc)
     rank, role = comm.Get_rank(), meeting.roles[comm.Get_rank()]
     app_comm = comm.Split(MPI.UNDEFINED if role.is_server else meeting.appnum, key=rank)
@@ -202,10 +210,32 @@ class _Meeting:
     writer: int | None  # the rank that writes the address file
     address_file: str
     secure: bool = False  # some rank asked for CURVE
+    keys_from: int | None = None  # the lowest rank that was given CURVE keys
+
+
+def _share_keys(comm: Any, root: int | None, given: auth.ServerKeys | None) -> auth.ServerKeys:
+    """The store's CURVE keys on every rank: ``root``'s given ones, else fresh from rank 0."""
+    if root is None:
+        return comm.bcast(auth.generate() if comm.Get_rank() == 0 else None, root=0)
+    return comm.bcast(given if comm.Get_rank() == root else None, root=root)
+
+
+def _other_keys(rank: int, root: int | None, address: str) -> Shard:
+    """The shard factory of a rank given other CURVE keys than ``root``: it fails to bind."""
+    raise MemstoreError(
+        f"rank {rank} was given other CURVE keys than rank {root}: every memstore-server "
+        "--mpi rank must get the same --curve-secret-key, --curve-authorized-keys and "
+        "--admin-key"
+    )
 
 
 def _meet(
-    comm: Any, mode: str, shards_per_node: int, address_file: Any, secure: bool = False
+    comm: Any,
+    mode: str,
+    shards_per_node: int,
+    address_file: Any,
+    secure: bool = False,
+    has_keys: bool = False,
 ) -> _Meeting:
     """Name each node, share every rank's request, decide the roles (two collectives)."""
     MPI = mpi()
@@ -217,7 +247,8 @@ def _meet(
     appnum = MPI.COMM_WORLD.Get_attr(MPI.APPNUM) or 0
     token = uuid.uuid4().hex[:8] if rank == 0 else ""
     asked = str(address_file) if address_file else ""
-    first = comm.allgather((rank, node, mode, shards_per_node, appnum, token, asked, secure))
+    mine = (rank, node, mode, shards_per_node, appnum, token, asked, secure, has_keys)
+    first = comm.allgather(mine)
     members = [_plan.Member(*entry[:5]) for entry in first]
     try:
         roles = _plan.assign_roles(members)
@@ -225,8 +256,12 @@ def _meet(
         raise MemstoreError(str(exc)) from None
     writers = [(r, entry[6]) for r, entry in enumerate(first) if entry[6]]
     writer, path = writers[0] if writers else (None, "")
-    secured = any(entry[7] for entry in first)
-    return _Meeting(members, roles, local_rank, appnum, first[0][5], writer, path, secured)
+    keyed = [r for r, entry in enumerate(first) if entry[8]]
+    secured = bool(keyed) or any(entry[7] for entry in first)
+    keys_from = keyed[0] if keyed else None
+    return _Meeting(
+        members, roles, local_rank, appnum, first[0][5], writer, path, secured, keys_from
+    )
 
 
 def _start(

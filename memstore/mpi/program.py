@@ -15,11 +15,15 @@ import inspect
 import signal
 import sys
 from functools import partial
+from typing import TYPE_CHECKING
 
 from memstore.config import READY_LINE
 from memstore.errors import MemstoreError
 from memstore.mpi._core import bootstrap
 from memstore.mpi._plan import SERVER
+
+if TYPE_CHECKING:
+    from memstore.auth import ServerKeys
 
 
 def _interrupt(signum, frame):
@@ -28,8 +32,13 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(args: argparse.Namespace) -> int:
-    """Bootstrap with the application ranks, serve, take part in the shutdown."""
+def main(args: argparse.Namespace, curve: ServerKeys | None = None) -> int:
+    """Bootstrap with the application ranks, serve, take part in the shutdown.
+
+    ``curve``: the keys of ``--curve-secret-key`` / ``--curve-authorized-keys`` /
+    ``--admin-key`` (:func:`memstore.auth.load_server`): every shard of the job speaks CURVE
+    with them, and the job's application ranks get the cluster key over MPI.
+    """
     from memstore.server.shard import Shard
 
     # Every Shard option that has a same-named command-line option (max_memory,
@@ -47,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
             port=args.port or 0,  # None: free ports
             address_file=args.address_file,
             timeout=args.mpi_timeout,
+            curve=curve,
         )
     except MemstoreError as exc:
         print(f"memstore-server --mpi: {exc}", file=sys.stderr)
