@@ -84,6 +84,7 @@ while True:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SECONDS + 240)  # the soak itself runs SECONDS, past the default 120 s
 def test_soak(tmp_path):
     snapshot = tmp_path / "snapshot"
     report_path = os.environ.get("MEMSTORE_SOAK_REPORT", str(tmp_path / "soak-report.json"))
