@@ -111,6 +111,61 @@ def secure_mpmd() -> None:
         say(f"ok {store.rank} secure")
 
 
+def restore_values() -> dict[str, np.ndarray]:
+    """What tests/test_mpi.py saves from a 3-shard store and the MPI restores check."""
+    rng = np.random.default_rng(13)
+    values = {f"t{i}": rng.standard_normal(i * 31 + 1).astype(np.float32) for i in range(30)}
+    values["big"] = rng.integers(0, 255, 3 << 20, dtype=np.uint8)
+    values["{tag}.i64"] = np.arange(24, dtype=np.int64).reshape(2, 3, 4)
+    values["empty"] = np.zeros((0, 5), dtype=np.int16)
+    return values
+
+
+def fill_for_restore(client) -> None:
+    from memstore import DataSet
+
+    for key, value in restore_values().items():
+        client.put_tensor(key, value)
+    dataset = DataSet("ds")
+    dataset.add_tensor("u", np.arange(7, dtype=np.uint16))
+    dataset.add_meta_string("note", "saved")
+    client.put_dataset(dataset)
+    for i in range(3):
+        item = DataSet(f"item{i}")
+        item.add_tensor("x", np.full(4, i, dtype=np.float64))
+        client.append_to_list("queue", item)
+
+
+def check_restored(client) -> None:
+    """Every value of :func:`fill_for_restore`, bit-identical (dtype, shape, bytes)."""
+    for key, value in restore_values().items():
+        got = client.get_tensor(key)
+        assert got.dtype == value.dtype and got.shape == value.shape, key
+        assert got.tobytes() == value.tobytes(), key
+    dataset = client.get_dataset("ds")
+    assert dataset.get_tensor("u").tobytes() == np.arange(7, dtype=np.uint16).tobytes()
+    assert dataset.get_meta_strings("note") == ["saved"]
+    items = client.get_datasets_from_list("queue")
+    assert [int(d.get_tensor("x")[0]) for d in items] == [0, 1, 2], items
+
+
+def restore(directory: str, shards_per_node: str, saved_keys: str) -> None:
+    """``mpi.init(restore=DIR)``: the app ranks read back a snapshot of another shard count."""
+    from memstore import mpi
+
+    k = int(shards_per_node)
+    with mpi.init(shards_per_node=k, restore=directory, timeout=60, grace=5,
+                  client_timeout=20) as store:  # fmt: skip
+        if store.is_server:
+            store.serve()
+            return
+        assert len(store.addresses) == k, store.addresses
+        check_restored(store.client)
+        keys = sum(i["keys"] for i in store.client.get_db_node_info(store.addresses))
+        assert keys == int(saved_keys), f"{keys} keys on {k} shards, saved {saved_keys}"
+        say(f"ok {store.rank} restored onto {k}")
+
+
 def fail(variant: str, grace: str = "20") -> None:
     """App rank 1 raises. ``with``: the others finish; ``stuck``: they wait in a
     barrier for rank 1, so it aborts the job after ``grace``; ``uncaught``: no ``with``."""
@@ -190,6 +245,7 @@ if __name__ == "__main__":
         "snapshots": snapshots,
         "mpmd": mpmd,
         "secure_mpmd": secure_mpmd,
+        "restore": restore,
         "fail": fail,
         "crash": crash,
         "handoff": handoff,

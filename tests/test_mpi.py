@@ -302,6 +302,86 @@ def test_server_mpi_refuses_bad_curve_options_before_the_bootstrap(keys):
     assert rc == 2 and "chmod 600" in out, out
 
 
+def _jobs():
+    sys.path.insert(0, str(HERE))
+    try:
+        import mpi_jobs
+    finally:
+        sys.path.remove(str(HERE))
+    return mpi_jobs
+
+
+@pytest.fixture(scope="module")
+def snapshot_of_3(tmp_path_factory):
+    """A snapshot of a 3-shard store (LocalCluster, real shard processes)."""
+    import memstore
+
+    directory = tmp_path_factory.mktemp("snap3")
+    with memstore.LocalCluster(3) as cluster, cluster.client(timeout=30) as client:
+        _jobs().fill_for_restore(client)
+        saved = client.save(str(directory))
+    assert len(saved) == 3 and all(r["keys"] > 0 for r in saved), saved
+    return directory, sum(r["keys"] for r in saved)
+
+
+@needs_mpiexec
+@not_nested
+def test_mpi_init_restores_a_snapshot_onto_another_shard_count(snapshot_of_3):
+    """``mpi.init(restore=DIR)`` under ``mpiexec -n 3``: 3 saved shards onto 2."""
+    directory, keys = snapshot_of_3
+    args = [MPIEXEC, "-n", "3", PY, JOBS, "restore", str(directory), "2", str(keys)]
+    rc, out, _ = run_job(args, 90)
+    assert rc == 0, out
+    assert oks(out) == ["ok 0 restored onto 2"], out
+
+
+@needs_mpiexec
+@not_nested
+def test_server_mpi_restores_a_snapshot(tmp_path, snapshot_of_3):
+    """``mpiexec -n 2 memstore-server --mpi --restore DIR``: a 3-shard snapshot re-hashed onto
+    2 shards, bit-identical, each key on the one shard that owns it."""
+    import memstore
+    from memstore import launcher
+    from memstore.config import READY_LINE
+
+    directory, keys = snapshot_of_3
+    address_file = tmp_path / "store.addr"
+    store = _store_job(
+        [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--address-file",
+         str(address_file), "--restore", str(directory)]
+    )  # fmt: skip
+    try:
+        line = _ready_line(store, 60)
+        shards = line[len(READY_LINE) :].strip().split(",")
+        assert len(shards) == 2, line
+        with memstore.Client(shards, timeout=20) as client:
+            _jobs().check_restored(client)
+            infos = client.get_db_node_info(shards)
+            assert sum(i["keys"] for i in infos) == keys, infos  # each key on one shard
+            assert all(i["keys"] > 0 for i in infos), infos
+        assert launcher.stop_addresses(shards, timeout=10) == []
+        assert store.wait(30) == 0
+    finally:
+        _end_store_job(store)
+
+
+@needs_mpiexec
+@not_nested
+def test_server_mpi_refuses_a_tampered_snapshot_naming_the_file(tmp_path, snapshot_of_3):
+    import shutil as sh
+
+    broken = tmp_path / "broken"
+    sh.copytree(snapshot_of_3[0], broken)
+    victim = sorted(broken.glob("*.msnap"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    args = [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--restore", str(broken)]
+    rc, out, _ = run_job(args, 60)
+    assert rc != 0, out
+    assert victim.name in out, out
+
+
 def _ready_line(process: subprocess.Popen, timeout: float) -> str:
     """The store job's ready line (other ranks' log lines may come first)."""
     import selectors
