@@ -19,7 +19,7 @@ from memstore.config import (
     ENV_CURVE_DIR,
     GATEWAY_READY_LINE,
 )
-from memstore.errors import MemstoreError
+from memstore.errors import AuthError, MemstoreError
 
 
 def _address_file(args) -> str:
@@ -44,10 +44,13 @@ def cmd_start(args) -> int:
     warning = auth.exposure_warning(f"tcp://{args.host}:0", keys_dir is not None)
     if warning and not args.ipc_dir:
         print(f"memstore start: {warning}", file=sys.stderr)
+    admin = _admin_args(args)
     if args.mpi:
+        secure = []
         if keys_dir is not None:
-            raise MemstoreError("--secure with --mpi: use memstore.mpi.init(secure=True)")
-        found = _start_mpi(args, log_dir)
+            launcher.secure_keys(keys_dir)  # made there when missing
+            secure = launcher.secure_args(keys_dir)
+        found = _start_mpi(args, log_dir, [*secure, *admin])
     else:
         shards = launcher.start_shards(
             args.shards,
@@ -57,7 +60,7 @@ def cmd_start(args) -> int:
             max_memory=args.max_memory,
             log_dir=log_dir,
             detach=True,
-            extra_args=["--log-level", args.log_level, *_persist_args(args)],
+            extra_args=["--log-level", args.log_level, *admin, *_persist_args(args)],
             keys_dir=keys_dir,
         )
         found = [s.address for s in shards]
@@ -77,6 +80,17 @@ def _keys_dir(args, log_dir: str) -> str | None:
     if not args.secure:
         return None
     return args.keys_dir or os.path.join(log_dir, "memstore-keys")
+
+
+def _admin_args(args) -> list[str]:
+    """``--admin-key``/``--no-admin`` as ``memstore-server`` options (they need --secure)."""
+    if not (args.admin_key or args.no_admin):
+        return []
+    if not args.secure:
+        raise MemstoreError("--admin-key and --no-admin need --secure")
+    if args.no_admin:
+        return ["--no-admin"]
+    return ["--admin-key", os.path.abspath(args.admin_key)]
 
 
 def cmd_keygen(args) -> int:
@@ -108,6 +122,7 @@ def _restart(args, log_dir: str) -> int:
         )
     keys_dir = _keys_dir(args, log_dir)
     secure = launcher.secure_args(keys_dir) if keys_dir is not None else []
+    secure += _admin_args(args)
     shard = launcher.restart_shard(
         found,
         index,
@@ -123,7 +138,7 @@ def _restart(args, log_dir: str) -> int:
     return 0
 
 
-def _start_mpi(args, log_dir: str) -> list[str]:
+def _start_mpi(args, log_dir: str, secure: list[str]) -> list[str]:
     """The shards as one ``mpiexec`` job of ``memstore-server --mpi`` that outlives us."""
     hosts = args.hosts.split(",") if args.hosts else None
     runner = launcher.Launcher("mpiexec", workdir=log_dir, hosts=hosts)
@@ -134,7 +149,7 @@ def _start_mpi(args, log_dir: str) -> list[str]:
         host=None if hosts and args.host == DEFAULT_HOST else args.host,
         port=args.port,
         max_memory=args.max_memory,
-        server_args=["--log-level", args.log_level, *_persist_args(args)],
+        server_args=["--log-level", args.log_level, *secure, *_persist_args(args)],
     )
 
 
@@ -171,14 +186,21 @@ def cmd_save(args) -> int:
 
 def cmd_stop(args) -> int:
     found = _cluster(args)
-    silent = launcher.stop_addresses(found, timeout=args.timeout)
-    for address in silent:
-        print(f"shard {address} did not answer (already stopped?)", file=sys.stderr)
+    silent, refused = [], []
+    for address in found:
+        try:
+            launcher._request(address, "shutdown", timeout=args.timeout)
+        except AuthError as exc:  # alive, and this key may not stop it (--admin-key)
+            refused.append(address)
+            print(f"{exc} (stop it with the admin or cluster key)", file=sys.stderr)
+        except MemstoreError:
+            silent.append(address)
+            print(f"shard {address} did not answer (already stopped?)", file=sys.stderr)
     path = _address_file(args)
-    if not args.address and os.path.exists(path):
-        os.remove(path)
-    print(f"stopped {len(found) - len(silent)} of {len(found)} shard(s)")
-    return 0 if not silent else 1
+    if not args.address and not refused and os.path.exists(path):
+        os.remove(path)  # kept while a shard that refused still serves
+    print(f"stopped {len(found) - len(silent) - len(refused)} of {len(found)} shard(s)")
+    return 0 if not (silent or refused) else 1
 
 
 def _infos(args) -> list[dict]:
@@ -273,6 +295,20 @@ def parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--keys-dir", help="with --secure: where the keys live (default: LOG_DIR/memstore-keys)"
+    )
+    start.add_argument(
+        "--admin-key",
+        metavar="FILE",
+        help="with --secure: only the holder of this public key (a .key file, e.g. the "
+        "client.key of another `memstore keygen` folder) may run flush_db, shutdown, cluster, "
+        "save and config; `memstore stop` and `memstore save` then need its secret key "
+        "(MEMSTORE_CURVE_CLIENT_KEY)",
+    )
+    start.add_argument(
+        "--no-admin",
+        action="store_true",
+        help="with --secure: no client key may run admin operations, only the cluster key "
+        "(KEYS_DIR/server.key_secret as MEMSTORE_CURVE_CLIENT_KEY, e.g. for `memstore stop`)",
     )
     start.add_argument(
         "--restart-shard",

@@ -36,7 +36,7 @@ from memstore.config import (
     SRUN_MPI,
     STARTUP_TIMEOUT,
 )
-from memstore.errors import MemstoreError, Timeout
+from memstore.errors import AuthError, MemstoreError, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,8 @@ def _request(
     finally:
         socket.close()
     if not header.get("ok"):
-        raise MemstoreError(f"shard {address} refused {op}: {header.get('msg')}")
+        kind = AuthError if header.get("code") == AuthError.code else MemstoreError
+        raise kind(f"shard {address} refused {op}: {header.get('msg')}")
     return header
 
 

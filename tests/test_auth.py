@@ -190,6 +190,69 @@ def test_admin_operations_need_the_admin_key(tmp_path, policy):
         assert all(s.alive() for s in cluster.shards)  # nobody stopped them
 
 
+def _memstore(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    memstore_bin = os.path.join(os.path.dirname(sys.executable), "memstore")
+    return subprocess.run(
+        [memstore_bin, *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("how", ["processes", pytest.param("mpi", marks=pytest.mark.mpi)])
+def test_memstore_start_secure_admin_key(tmp_path, how):
+    """``memstore start --secure --admin-key``: the client key reads and writes but may not
+    flush, save or stop; the admin key may. ``--mpi``: the same through memstore-server --mpi."""
+    if how == "mpi":
+        pytest.importorskip("mpi4py")
+        if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")):
+            pytest.skip("no mpiexec (pip install mpich)")
+    admin = auth.keygen(tmp_path / "admin")
+    address_file, keys_dir = tmp_path / "store.addr", tmp_path / "keys"
+    start = ["start", "--secure", "--keys-dir", str(keys_dir), "--shards", "2", "--port", "0"]
+    start += ["--address-file", str(address_file), "--log-dir", str(tmp_path / "logs")]
+    start += ["--admin-key", str(admin["client_public"])] + (["--mpi"] if how == "mpi" else [])
+    started = _memstore(*start)
+    assert started.returncode == 0, started.stderr
+    user = {ENV_CURVE_DIR: str(keys_dir)}
+    boss = {ENV_CURVE_SERVER_KEY: str(keys_dir / "server.key"),
+            ENV_CURVE_CLIENT_KEY: str(admin["client"])}  # fmt: skip
+    try:
+        assert f"export {ENV_CURVE_DIR}={keys_dir}" in started.stdout, started.stdout
+        addresses = address_file.read_text().strip().split(",")
+        client_keys = auth.client_keys(directory=keys_dir)
+        with memstore.Client(addresses, timeout=10, curve=client_keys) as client:
+            client.put_tensor("kept", np.arange(5))
+            for call in (client.flush_db, lambda: client.save(str(tmp_path / "snap"))):
+                with pytest.raises(memstore.AuthError, match="admin key"):
+                    call()
+            assert client.get_tensor("kept").tolist() == list(range(5))
+            refused = _memstore("stop", "--address-file", str(address_file), env=user)
+            assert refused.returncode == 1 and "admin key" in refused.stderr, refused
+            assert client.tensor_exists("kept")  # still serving
+            holder = auth.client_keys(str(keys_dir / "server.key"), admin["client"])
+            with memstore.Client(addresses, timeout=10, curve=holder) as admin_client:
+                admin_client.flush_db()
+            assert not client.tensor_exists("kept")
+        stopped = _memstore("stop", "--address-file", str(address_file), env=boss)
+        assert stopped.returncode == 0, stopped.stderr
+    finally:
+        if address_file.exists():
+            with open(keys_dir / "server.key_secret") as f:  # the cluster key stops them
+                assert "secret-key" in f.read()
+            cluster = {ENV_CURVE_SERVER_KEY: str(keys_dir / "server.key"),
+                       ENV_CURVE_CLIENT_KEY: str(keys_dir / "server.key_secret")}  # fmt: skip
+            _memstore("stop", "--address-file", str(address_file), env=cluster)
+
+
+def test_memstore_start_admin_key_needs_secure(tmp_path):
+    result = _memstore("start", "--port", "0", "--admin-key", str(tmp_path / "x.key"))
+    assert result.returncode == 1 and "need --secure" in result.stderr, result.stderr
+
+
 def test_admin_options_need_curve():
     result = subprocess.run(
         [sys.executable, "-m", "memstore.server", "--port", "0", "--no-admin"],
