@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks import (
     bandwidth,
+    curve,
     inference,
     latency,
     online,
@@ -38,8 +39,11 @@ from benchmarks.harness import Env, machine, versions
 from benchmarks.presets import PRESETS, Preset
 
 WORKLOADS = {
-    m.NAME: m for m in (latency, bandwidth, throughput, threads, scaling, inference, online)
+    m.NAME: m
+    for m in (latency, bandwidth, throughput, threads, scaling, inference, online, curve)
 }
+#: Workloads only run when asked for (``--only``, or ``--secure`` for curve)
+OPTIONAL = ("curve",)
 #: ``--only`` names that stand for several workloads: the workloads, the issue whose targets
 #: the report shows, and how the preset is cut down to what those targets read
 GROUPS = {
@@ -79,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
         default="",
         help=f"comma list of workloads: {','.join(WORKLOADS)}; or 'transport' for issue 11's "
         "targets alone (1 KiB latency, 64 MiB bandwidth, 1x1 throughput, threads)",
+    )
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="also measure CURVE's cost: 1 KiB latency and 64 MiB bandwidth, plain vs "
+        "--secure, in this run (the curve workload; --only curve runs it alone)",
     )
     p.add_argument("--name", help="results name (default: the preset's name)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
@@ -140,7 +150,9 @@ def _main(argv: list[str] | None) -> int:
             preset = narrow(preset)
         elif word and word not in chosen:
             chosen.append(word)
-    chosen = chosen or list(WORKLOADS)
+    chosen = chosen or [w for w in WORKLOADS if w not in OPTIONAL]
+    if args.secure and curve.NAME not in chosen:
+        chosen.append(curve.NAME)
     unknown = [w for w in chosen if w not in WORKLOADS]
     if unknown:
         choices = [*WORKLOADS, *GROUPS]

@@ -100,3 +100,17 @@ def test_transport_targets_with_redis_and_plots(tmp_path, capsys):
     for name in ("latency", "bandwidth", "throughput"):
         png = tmp_path / f"tiny-transport-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_secure_measures_curve_next_to_plain(tmp_path, capsys):
+    """``--secure``: the curve workload, plain and CURVE shards measured in the same run."""
+    run = _run(tmp_path, "--only", "latency", "--secure", "--no-redis", "--no-plots")
+    assert set(run["results"]) == {"latency", "curve"}
+    result = run["results"]["curve"]
+    assert result["params"]["sizes"] == [1024, 1 << 20]  # tiny: its largest bandwidth size
+    for mode in ("plain", "secure"):
+        for op in ("put", "get"):
+            _positive_samples(result["samples"][mode][op])
+    assert all(r > 0 for by_size in result["overhead"].values() for r in by_size.values())
+    out = capsys.readouterr().out
+    assert "CURVE (--secure) vs plain TCP" in out and "secure/plain" in out
