@@ -39,8 +39,7 @@ from benchmarks.harness import Env, machine, versions
 from benchmarks.presets import PRESETS, Preset
 
 WORKLOADS = {
-    m.NAME: m
-    for m in (latency, bandwidth, throughput, threads, scaling, inference, online, curve)
+    m.NAME: m for m in (latency, bandwidth, throughput, threads, scaling, inference, online, curve)
 }
 #: Workloads only run when asked for (``--only``, or ``--secure`` for curve)
 OPTIONAL = ("curve",)
