@@ -21,16 +21,19 @@ a killed shard's directory and a killed client's half-written uploads.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import logging
 import mmap
 import os
+import queue
 import re
 import secrets
 import shutil
 import stat
 import threading
 import time
+import weakref
 from typing import Any
 
 from memstore.config import ENV_SHM, ENV_SHM_DIR, SHM_ROOT, SHM_SWEEP_INTERVAL
@@ -147,9 +150,11 @@ class ShmFile:
     def __init__(self, area: ShardArea, name: str):
         self.area, self.name = area, name
 
-    def unlink(self) -> None:
-        if self.area.dir_fd >= 0:
-            _discard(self.name, self.area.dir_fd)
+    def unlink(self, frames: Any = None) -> None:
+        """Unlink the file, off the request path: the pages of a large file are freed when
+        the shard's last mapping of it (``frames``, handed over) goes, which takes ~10 ms
+        for 64 MiB."""
+        self.area.release(self.name, frames)
 
 
 class ShardArea:
@@ -168,6 +173,9 @@ class ShardArea:
         finally:
             os.close(fd)
         self._names = itertools.count(1)
+        self._released: queue.SimpleQueue = queue.SimpleQueue()
+        self._reaper = threading.Thread(target=self._reap, name="memstore-shm-reaper", daemon=True)
+        self._reaper.start()
         self._next_sweep = time.monotonic() + SHM_SWEEP_INTERVAL
         self._offer = {"dir": self.path, "boot_id": boot_id(), "pidns": pid_ns(),
                        "uid": os.geteuid(), "probe": self.token}  # fmt: skip
@@ -229,6 +237,21 @@ class ShardArea:
             raise ProtocolError(f"{where}: holds {st.st_size} bytes, the meta says {nbytes}")
         return st
 
+    def release(self, name: str, frames: Any = None) -> None:
+        """Unlink ``name`` and drop ``frames`` (its mapping) in the reaper thread."""
+        self._released.put((name, frames))
+
+    def _reap(self) -> None:
+        try:  # freeing pages yields to serving (Linux: a thread has its own nice value)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+        while (item := self._released.get()) is not None:
+            name, frames = item
+            if self.dir_fd >= 0:
+                _discard(name, self.dir_fd)
+            del item, frames  # the last mapping, unless a reader (a snapshot, zmq) holds it
+
     def maybe_sweep(self, now: float) -> None:
         """Every SHM_SWEEP_INTERVAL seconds: remove areas of dead clients and shards."""
         if now >= self._next_sweep:
@@ -237,6 +260,8 @@ class ShardArea:
 
     def close(self) -> None:
         if self.dir_fd >= 0:
+            self._released.put(None)
+            self._reaper.join(10.0)  # the directory goes below in any case
             os.close(self.dir_fd)
             os.close(self.root_fd)
             self.dir_fd = -1
@@ -273,6 +298,23 @@ class _Uploads:
             os.close(fd)
         return name
 
+    def allocate(self, nbytes: int) -> mmap.mmap:
+        """A new file of ``nbytes`` zero bytes, mapped shared and writable, registered as an
+        :class:`Allocation`: ``client.empty``."""
+        name = f"{next(self._names):x}"
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=self.fd)  # fmt: skip
+        try:
+            os.ftruncate(fd, nbytes)
+            mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+        except BaseException:
+            os.close(fd)
+            self.discard(name)
+            raise
+        Allocation(self, name, fd, mapping)  # kept by the registry, forgotten with the mapping
+        return mapping
+
     def discard(self, name: str) -> None:
         if self.fd >= 0:
             _discard(name, self.fd)
@@ -282,6 +324,78 @@ class _Uploads:
             os.close(self.fd)
             self.fd = -1
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]  # fmt: skip
+_MAP_FIXED = 0x10
+
+#: Allocations not yet put, by the address of their mapping (what an array's data points at).
+_allocations: dict[int, Allocation] = {}
+_allocations_lock = threading.Lock()
+
+
+class Allocation:
+    """An upload file mapped shared and writable, handed out as ``client.empty``'s array.
+
+    Its put *seals* it: the mapping is replaced in place (``MAP_FIXED``) by a private
+    copy-on-write mapping of the same file, so the caller's array keeps its address and
+    contents but its later writes stay private, never reaching the stored file. An
+    allocation dropped before its put removes its file."""
+
+    __slots__ = ("__weakref__", "address", "fd", "name", "nbytes", "pid", "uploads")
+
+    def __init__(self, uploads: _Uploads, name: str, fd: int, mapping: mmap.mmap):
+        self.uploads, self.name, self.fd, self.nbytes = uploads, name, fd, len(mapping)
+        self.pid = os.getpid()
+        pointer = (ctypes.c_char * 1).from_buffer(mapping)
+        self.address = ctypes.addressof(pointer)
+        del pointer  # a held export would keep the mapping from ever closing
+        with _allocations_lock:
+            _allocations[self.address] = self
+        weakref.finalize(mapping, _forget, self)
+
+    def seal(self) -> None:
+        """Make the caller's mapping private (see the class); the file is the put's."""
+        address = _libc.mmap(self.address, self.nbytes, mmap.PROT_READ | mmap.PROT_WRITE,
+                             mmap.MAP_PRIVATE | _MAP_FIXED, self.fd, 0)  # fmt: skip
+        os.close(self.fd)
+        self.fd = -1
+        if address != self.address:  # cannot happen for a range we own; never hand it on
+            raise OSError(ctypes.get_errno(), "cannot remap an empty() array privately")
+
+
+def _forget(allocation: Allocation) -> None:
+    """The array of ``allocation`` is gone: its file too, unless a put took it."""
+    with _allocations_lock:
+        if _allocations.get(allocation.address) is allocation:
+            del _allocations[allocation.address]
+    if allocation.fd >= 0:
+        os.close(allocation.fd)
+        allocation.fd = -1
+        allocation.uploads.discard(allocation.name)
+
+
+def claim(data: Any, root: str) -> Allocation | None:
+    """The allocation ``data`` (a numpy array) fills whole, if any, now taken by a put;
+    None for any other array (it is copied as usual)."""
+    interface = getattr(data, "__array_interface__", None)
+    if interface is None or not (data.flags.c_contiguous or data.flags.f_contiguous):
+        return None
+    address = interface["data"][0]
+    with _allocations_lock:
+        allocation = _allocations.get(address)
+        if (
+            allocation is None
+            or allocation.nbytes != data.nbytes
+            or allocation.pid != os.getpid()
+            or os.path.dirname(allocation.uploads.path) != root
+        ):
+            return None
+        del _allocations[address]
+    return allocation
 
 
 _uploads: dict[str, _Uploads] = {}
@@ -333,6 +447,11 @@ class Link:
         """Write ``buffer`` into a new upload file: (area name, file name)."""
         area = _uploads_in(self.root)
         return area.name, area.write(buffer)
+
+    def allocate(self, nbytes: int) -> mmap.mmap:
+        """A writable shared mapping of a new upload file of ``nbytes`` bytes, which a put
+        of an array filling it adopts without a copy (:class:`Allocation`)."""
+        return _uploads_in(self.root).allocate(nbytes)
 
     def discard(self, area: str, name: str) -> None:
         """Remove an upload the shard did not adopt (its put failed)."""

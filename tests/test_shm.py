@@ -56,15 +56,26 @@ def _shard_dir(client) -> str:
     return client.get_db_node_info()[0]["shm_dir"]
 
 
-def _stored_files(client) -> list[str]:
-    return sorted(n for n in os.listdir(_shard_dir(client)) if n != "probe")
+def _stored_files(client, count: int | None = None) -> list[str]:
+    """The shard's files; with ``count``: once there are that many (a shard unlinks the
+    files of overwritten and deleted entries in a background thread), 5 s at most."""
+    directory = _shard_dir(client)
+
+    def files():
+        return sorted(n for n in os.listdir(directory) if n != "probe")
+
+    if count is not None:
+        _wait_until(lambda: len(files()) == count, 5.0)
+    return files()
 
 
 def _mapped(array) -> bool:
     owner = array
     while isinstance(owner, np.ndarray):
         owner = owner.base
-    return isinstance(owner, memoryview) and type(owner.obj).__name__ == "mmap"
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return type(owner).__name__ == "mmap"
 
 
 def test_negotiated_and_used(client, shm_root):
@@ -124,17 +135,17 @@ def test_overwrite_and_delete_while_a_reader_holds_the_old_array(client):
     client.put_tensor("a", np.full(50_000, 1.0))
     old = client.get_tensor("a")
     client.put_tensor("a", np.full(50_000, 2.0))
-    assert len(_stored_files(client)) == 1  # the old file was unlinked
+    assert len(_stored_files(client, 1)) == 1  # the old file was unlinked
     assert old.min() == old.max() == 1.0  # ... and the reader's snapshot is intact
     held = client.get_tensor("a")
     client.delete_tensor("a")
-    assert _stored_files(client) == []
+    assert _stored_files(client, 0) == []
     assert held.min() == held.max() == 2.0
     client.put_tensor("c", np.ones(40_000))
     client.rename_tensor("c", "d")
-    assert _mapped(client.get_tensor("d")) and len(_stored_files(client)) == 1
+    assert _mapped(client.get_tensor("d")) and len(_stored_files(client, 1)) == 1
     client.flush_db()
-    assert _stored_files(client) == []
+    assert _stored_files(client, 0) == []
 
 
 def test_info_and_cap_count_shm_bytes(shm_root):
@@ -147,7 +158,7 @@ def test_info_and_cap_count_shm_bytes(shm_root):
         assert info["shm_bytes"] == info["bytes"] >= 2 << 20
         with pytest.raises(StoreFull):
             client.put_tensor("b", np.ones(1 << 18))
-        assert len(_stored_files(client)) == 1  # the refused file was not kept
+        assert len(_stored_files(client, 1)) == 1  # the refused file was not kept
         uploads = [d for d in os.listdir(shm_root) if d.startswith("memstore-client-")]
         assert all(os.listdir(shm_root / d) == [] for d in uploads)
         client.delete_tensor("a")
@@ -228,6 +239,9 @@ def test_hostile_client_cannot_make_the_shard_adopt_foreign_files(client, shm_ro
     assert _stored_files(client) == []
     assert not client.key_exists("h")
     assert os.path.islink(os.path.join(area.path, "aa"))  # the symlink was never followed
+    for planted in ("aa", "bb"):
+        os.unlink(os.path.join(area.path, planted))
+    os.rmdir(os.path.join(area.path, "cc"))
 
 
 _KILLED_CLIENT = """
@@ -280,3 +294,82 @@ def test_a_shard_removes_its_directory_and_a_killed_shards_is_swept(shm_root):
         killed.close()
     with memstore.LocalCluster(shards=1):
         assert not os.path.exists(dead)  # removed by the launcher or the new shard
+
+
+def _upload_files(shm_root) -> list[str]:
+    return [
+        f
+        for d in os.listdir(shm_root)
+        if d.startswith("memstore-client-")
+        for f in os.listdir(shm_root / d)
+    ]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_empty_is_adopted_without_a_copy_and_the_put_is_a_snapshot(client, shm_root, order):
+    array = client.empty("e", (300, 70), np.float32, order=order)
+    assert _mapped(array) and array.flags.writeable and array.shape == (300, 70)
+    assert array.flags.f_contiguous if order == "F" else array.flags.c_contiguous
+    array[:] = np.arange(300 * 70, dtype=np.float32).reshape(300, 70)
+    expected = array.copy()
+    view = array[10:20]  # a view made before the put is sealed with it
+    assert len(_upload_files(shm_root)) == 1
+    client.put_tensor("e", array)
+    assert _upload_files(shm_root) == [] and len(_stored_files(client, 1)) == 1
+    array[:] = -1  # the caller's later writes stay private
+    view[:] = -2
+    got = client.get_tensor("e")
+    np.testing.assert_array_equal(got, expected)
+    assert (array[:10] == -1).all() and (array[10:20] == -2).all()
+    client.put_tensor("e2", array)  # a second put copies as any other array
+    np.testing.assert_array_equal(client.get_tensor("e2"), array)
+    np.testing.assert_array_equal(client.get_tensor("e"), expected)
+
+
+def test_empty_async_put_and_put_tensors_adopt_it(client, shm_root):
+    a, b = client.empty("a", 50_000), client.empty("b", (100, 100), np.int16)
+    a[:], b[:] = 1.5, 7
+    future = client.put_tensor_async("a", a)
+    a[:] = 0  # after the call returned: private already
+    future.result()
+    client.put_tensors({"b": b, "c": np.ones(40_000)})
+    b[:] = 0
+    assert client.get_tensor("a").min() == 1.5 and client.get_tensor("b").min() == 7
+    got_a, got_b, got_c = client.get_tensors(["a", "b", "c"])
+    assert all(_mapped(x) for x in (got_a, got_b, got_c))
+    assert got_a.max() == 1.5 and got_b.max() == 7 and got_c.sum() == 40_000
+    assert _upload_files(shm_root) == []
+
+
+def test_an_empty_array_dropped_unput_leaves_no_file(client, shm_root):
+    array = client.empty("d", 100_000)
+    assert len(_upload_files(shm_root)) == 1
+    view = array[::2]
+    del array
+    assert len(_upload_files(shm_root)) == 1  # a view still holds it
+    del view
+    assert _upload_files(shm_root) == []
+
+
+def test_empty_refused_by_a_full_shard_keeps_the_callers_data(shm_root):
+    with (
+        memstore.LocalCluster(shards=1, max_memory=1 << 20) as small,
+        small.client(timeout=10) as client,
+    ):
+        array = client.empty("big", 1 << 18)  # 2 MiB
+        array[:] = 3
+        with pytest.raises(StoreFull):
+            client.put_tensor("big", array)
+        assert array.sum() == 3 * (1 << 18) and _upload_files(shm_root) == []
+
+
+def test_empty_without_shm_is_a_plain_array(cluster, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with cluster.client(timeout=10) as client:
+        array = client.empty("p", (4, 5), np.int64, order="F")
+        assert not _mapped(array) and array.flags.f_contiguous and array.dtype == np.int64
+        array[:] = 2
+        client.put_tensor("p", array)
+        np.testing.assert_array_equal(client.get_tensor("p"), array)
+    with cluster.client(timeout=10) as client:  # below the threshold: plain too
+        assert not _mapped(client.empty("q", 10))
