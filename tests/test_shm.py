@@ -373,3 +373,34 @@ def test_empty_without_shm_is_a_plain_array(cluster, monkeypatch):
         np.testing.assert_array_equal(client.get_tensor("p"), array)
     with cluster.client(timeout=10) as client:  # below the threshold: plain too
         assert not _mapped(client.empty("q", 10))
+
+
+def _sockets_only(client) -> None:
+    client._shm_threshold = 1
+    client.put_tensor("a", np.ones(50_000))
+    assert client.get_db_node_info()[0]["shm_dir"] is None and client._links == [None]
+    got = client.get_tensor("a")
+    assert not _mapped(got) and got.sum() == 50_000
+    assert not _mapped(client.empty("e", 50_000))
+
+
+def test_local_cluster_without_shm(shm_root):
+    before = set(os.listdir(shm_root))
+    with memstore.LocalCluster(shards=1, shm=False) as plain, plain.client(timeout=10) as client:
+        _sockets_only(client)
+        made = set(os.listdir(shm_root)) - before
+        assert not [d for d in made if d.startswith("memstore-shard-")]
+
+
+def test_memstore_start_no_shm(shm_root, tmp_path):
+    memstore_cli = os.path.join(os.path.dirname(sys.executable), "memstore")
+    address_file = tmp_path / "addr"
+    start = [memstore_cli, "start", "--port", "0", "--address-file", str(address_file)]
+    result = subprocess.run([*start, "--no-shm"], capture_output=True, text=True, timeout=60)
+    try:
+        assert result.returncode == 0, result.stderr
+        with memstore.Client(address_file.read_text().strip(), timeout=10) as client:
+            _sockets_only(client)
+    finally:
+        stop = [memstore_cli, "stop", "--address-file", str(address_file)]
+        assert subprocess.run(stop, capture_output=True, timeout=60).returncode == 0
