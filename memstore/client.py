@@ -80,6 +80,8 @@ class Client(DatasetCalls, ModelCalls):
         curve: ``memstore.auth.ClientKeys`` for shards that require CURVE (default: from
             ``MEMSTORE_CURVE_DIR`` or ``MEMSTORE_CURVE_SERVER_KEY`` + ``MEMSTORE_CURVE_CLIENT_KEY``
             when set). A shard that refuses them raises ``AuthError``.
+        shm: use the same-node shared-memory path where a shard offers it (None: unless
+            ``MEMSTORE_SHM=0``; False: sockets only; True: even with ``MEMSTORE_SHM=0``).
 
     Thread-safe: each thread gets its own sockets. Use as a context manager or ``close()``.
     """
@@ -93,6 +95,7 @@ class Client(DatasetCalls, ModelCalls):
         logger_name: str | None = None,
         aliases: dict[str, str] | None = None,
         curve: Any = None,
+        shm: bool | None = None,
     ):
         if isinstance(address, bool):  # SmartRedis's older Client(cluster, address) order
             address, cluster = cluster, address  # type: ignore[assignment]
@@ -105,6 +108,7 @@ class Client(DatasetCalls, ModelCalls):
         self._aliases = dict(aliases or {})
         self._curve = curve if curve is not None else auth.client_keys()
         self._max_message = 0  # the cluster's --max-message, once hello tells it
+        self._shm = shm
         self._connect([self._aliases.get(a, a) for a in addresses.resolve(address)])
         self._discover()
         self._put_prefix = os.environ.get(ENV_KEY_OUT, "")
@@ -118,8 +122,9 @@ class Client(DatasetCalls, ModelCalls):
         self.addresses = shard_addresses
         # Per shard: its shared-memory link, None (sockets only) or not asked yet. Shards in
         # this process (inproc://) get copies from the transport instead.
+        off = self._shm is False
         self._links: list[Any] = [
-            None if a.startswith("inproc://") else _UNKNOWN for a in shard_addresses
+            None if off or a.startswith("inproc://") else _UNKNOWN for a in shard_addresses
         ]
         self._shm_threshold = max(1, SHM_THRESHOLD)
         self._transport = Transport(
@@ -149,11 +154,10 @@ class Client(DatasetCalls, ModelCalls):
         if 0 <= index < len(self._links) and self._links[index] is _UNKNOWN:
             self._links[index] = self._negotiate(hello)
 
-    @staticmethod
-    def _negotiate(hello: dict) -> shm.Link | None:
+    def _negotiate(self, hello: dict) -> shm.Link | None:
         if "shm" not in (hello.get("features") or []):
             return None
-        return shm.Link.negotiate(hello.get("shm"))
+        return shm.Link.negotiate(hello.get("shm"), self._shm)
 
     def _link(self, shard: int) -> shm.Link | None:
         """The shared-memory link to ``shard``, asking it the first time (a ``hello``)."""
@@ -409,7 +413,7 @@ class Client(DatasetCalls, ModelCalls):
             files = header.get("files") if link is not None else None
             if files:
                 if link is _UNKNOWN:
-                    link = self._links[shard] = shm.Link.negotiate(header.get("shm"))
+                    link = self._links[shard] = shm.Link.negotiate(header.get("shm"), self._shm)
                     if link is None:
                         return _STALE  # not shared after all: ask for the bytes
                 payload = list(payload)

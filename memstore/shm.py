@@ -418,9 +418,10 @@ class Link:
         self.root = os.path.dirname(directory)
 
     @classmethod
-    def negotiate(cls, offer: Any) -> Link | None:
-        """A link if ``offer`` (a shard's hello) is usable from this process, else None."""
-        if not enabled() or not isinstance(offer, dict):
+    def negotiate(cls, offer: Any, wanted: bool | None = None) -> Link | None:
+        """A link if ``offer`` (a shard's hello) is usable from this process, else None;
+        ``wanted`` None: unless ``MEMSTORE_SHM=0``."""
+        if not (enabled() if wanted is None else wanted) or not isinstance(offer, dict):
             return None
         directory = offer.get("dir")
         if (

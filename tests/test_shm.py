@@ -404,3 +404,15 @@ def test_memstore_start_no_shm(shm_root, tmp_path):
     finally:
         stop = [memstore_cli, "stop", "--address-file", str(address_file)]
         assert subprocess.run(stop, capture_output=True, timeout=60).returncode == 0
+
+
+def test_client_shm_argument_overrides_the_environment(cluster, monkeypatch):
+    with cluster.client(timeout=10, shm=False) as client:
+        client._shm_threshold = 1
+        client.put_tensor("a", np.ones(50_000))
+        assert client._links == [None] and not _mapped(client.get_tensor("a"))
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with cluster.client(timeout=10, shm=True) as client:
+        client._shm_threshold = 1
+        client.put_tensor("a", np.ones(50_000))
+        assert _mapped(client.get_tensor("a"))
