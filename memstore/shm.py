@@ -36,7 +36,7 @@ import time
 import weakref
 from typing import Any
 
-from memstore.config import ENV_SHM, ENV_SHM_DIR, SHM_ROOT, SHM_SWEEP_INTERVAL
+from memstore.config import ENV_SHM, ENV_SHM_DIR, SHM_POOL_BYTES, SHM_ROOT, SHM_SWEEP_INTERVAL
 from memstore.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -279,18 +279,29 @@ class _Uploads:
         self.name = os.path.basename(self.path)
         self.pid = os.getpid()
         self._names = itertools.count(1)
+        self.pool = _Pool(self) if SHM_POOL_BYTES > 0 else None
         atexit.register(self.close)
 
-    def write(self, buffer: memoryview) -> str:
-        """A new file holding ``buffer``'s bytes: its name."""
+    def create(self) -> tuple[str, int]:
+        """A new empty file of this area: (name, fd open for reading and writing)."""
         name = f"{next(self._names):x}"
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=self.fd)  # fmt: skip
+        return name, fd
+
+    def write(self, buffer: memoryview) -> str:
+        """A file holding ``buffer``'s bytes: its name. A file of the pool, whose pages
+        are allocated already, if one is ready (~3x faster than fresh tmpfs pages)."""
+        view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
+        n = view.nbytes
+        taken = self.pool.take(n) if self.pool is not None else None
+        name, fd = taken or self.create()
         try:
-            view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
-            at, n = 0, view.nbytes
+            at = 0
             while at < n:  # the one copy of a put: into the page cache of the file
-                at += os.write(fd, view[at : at + _WRITE_CHUNK])
+                at += os.pwrite(fd, view[at : at + _WRITE_CHUNK], at)
+            if taken is not None:
+                os.ftruncate(fd, n)  # a pool file is of the size class: the rest goes
         except BaseException:
             self.discard(name)
             raise
@@ -301,9 +312,7 @@ class _Uploads:
     def allocate(self, nbytes: int) -> mmap.mmap:
         """A new file of ``nbytes`` zero bytes, mapped shared and writable, registered as an
         :class:`Allocation`: ``client.empty``."""
-        name = f"{next(self._names):x}"
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=self.fd)  # fmt: skip
+        name, fd = self.create()
         try:
             os.ftruncate(fd, nbytes)
             mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED,
@@ -321,9 +330,94 @@ class _Uploads:
 
     def close(self) -> None:
         if self.fd >= 0 and os.getpid() == self.pid:
+            if self.pool is not None:
+                self.pool.close()
             os.close(self.fd)
             self.fd = -1
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+class _Pool:
+    """Upload files whose pages a background thread allocated ahead of the puts.
+
+    tmpfs hands out fresh pages at ~1.2 GB/s here and writes into allocated ones at ~4 GB/s,
+    so a put takes a ready file of its size class (the next power of two) when there is
+    one, and the thread makes another while the program computes. Only files never adopted
+    are reused: a stored file is never written again (readers map it ``MAP_PRIVATE``).
+    At most :data:`memstore.config.SHM_POOL_BYTES` bytes wait, two files per class."""
+
+    PER_CLASS = 2
+
+    def __init__(self, uploads: _Uploads):
+        self.uploads = uploads
+        self.ready: dict[int, list[tuple[str, int]]] = {}
+        self.wanted: set[int] = set()
+        self.held = 0
+        self.closed = False
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def take(self, nbytes: int) -> tuple[str, int] | None:
+        """A ready file of at least ``nbytes`` bytes, or None; either way the class is
+        refilled in the background."""
+        size = 1 << max(0, nbytes - 1).bit_length()
+        if size > SHM_POOL_BYTES // self.PER_CLASS:
+            return None
+        with self.cond:
+            files = self.ready.get(size)
+            taken = files.pop() if files else None
+            if taken is not None:
+                self.held -= size
+            self.wanted.add(size)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._fill, name="memstore-shm-pool",
+                                               daemon=True)  # fmt: skip
+                self.thread.start()
+            self.cond.notify()
+        return taken
+
+    def _fill(self) -> None:
+        try:  # allocating pages ahead must not slow the program down
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+        while True:
+            with self.cond:
+                while not self.closed and not (size := self._next()):
+                    self.cond.wait()
+                if self.closed:
+                    return
+            try:
+                name, fd = self.uploads.create()
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:  # /dev/shm full: puts write fresh files as before
+                log.debug("shared-memory pool: %s", exc)
+                with self.cond:
+                    self.wanted.clear()
+                continue
+            with self.cond:
+                if self.closed:
+                    os.close(fd)
+                    return
+                self.ready.setdefault(size, []).append((name, fd))
+                self.held += size
+
+    def _next(self) -> int:
+        """A wanted class short of files that fits under the cap; 0 if none."""
+        for size in sorted(self.wanted):
+            short = len(self.ready.get(size, ())) < self.PER_CLASS
+            if short and self.held + size <= SHM_POOL_BYTES:
+                return size
+        return 0
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+            for files in self.ready.values():
+                for _, fd in files:
+                    os.close(fd)
+            self.ready.clear()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -159,8 +159,7 @@ def test_info_and_cap_count_shm_bytes(shm_root):
         with pytest.raises(StoreFull):
             client.put_tensor("b", np.ones(1 << 18))
         assert len(_stored_files(client, 1)) == 1  # the refused file was not kept
-        uploads = [d for d in os.listdir(shm_root) if d.startswith("memstore-client-")]
-        assert all(os.listdir(shm_root / d) == [] for d in uploads)
+        assert _upload_files(shm_root) == []
         client.delete_tensor("a")
         assert client.get_db_node_info()[0]["shm_bytes"] == 0
 
@@ -297,11 +296,18 @@ def test_a_shard_removes_its_directory_and_a_killed_shards_is_swept(shm_root):
 
 
 def _upload_files(shm_root) -> list[str]:
+    """Files in upload areas, but for those the pool keeps ready for later puts."""
+    pooled = set()
+    for uploads in list(shm._uploads.values()):
+        if uploads.pool is not None:
+            with uploads.pool.cond:
+                pooled |= {name for files in uploads.pool.ready.values() for name, _ in files}
     return [
         f
         for d in os.listdir(shm_root)
         if d.startswith("memstore-client-")
         for f in os.listdir(shm_root / d)
+        if f not in pooled
     ]
 
 
@@ -416,3 +422,25 @@ def test_client_shm_argument_overrides_the_environment(cluster, monkeypatch):
         client._shm_threshold = 1
         client.put_tensor("a", np.ones(50_000))
         assert _mapped(client.get_tensor("a"))
+
+
+def test_puts_take_files_the_pool_allocated_ahead(client, shm_root):
+    client.put_tensor("p", np.ones(70_000))  # 560,000 bytes: the 1 MiB class is wanted now
+    pool = shm._uploads[str(shm_root)].pool
+
+    def ready() -> list:
+        with pool.cond:
+            return list(pool.ready.get(1 << 20, []))
+
+    assert _wait_until(lambda: len(ready()) == pool.PER_CLASS, 10.0)
+    taken = {name for name, _ in ready()}
+    data = np.arange(100_000, dtype=np.float64)  # 800,000 bytes: the same class
+    client.put_tensor("p", data)
+    (name,) = _stored_files(client, 1)
+    assert os.stat(os.path.join(_shard_dir(client), name)).st_size == data.nbytes
+    assert taken - {n for n, _ in ready()}  # one of them went into the put
+    got = client.get_tensor("p")
+    data[:] = 0  # a put is a snapshot whichever file it took
+    np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
+    np.testing.assert_array_equal(client.get_tensor("p"), got)
+    assert _upload_files(shm_root) == []
