@@ -52,8 +52,8 @@ def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
     return header["metas"][0], payload[0]
 
 
-_UNKNOWN = object()  # a shard not yet asked whether it shares memory with this process
-_STALE = object()  # a shared-memory file went between the shard's answer and its mapping
+_UNKNOWN = shm.UNASKED
+_STALE = shm.STALE
 
 
 def _header_fields(header: dict, payload: list) -> dict:
@@ -345,17 +345,25 @@ class Client(DatasetCalls, ModelCalls):
     def _put(
         self, shard: int, keys: list, metas: list, buffers: list, sources: list | None = None
     ) -> Future | Settled:
-        """One put message; buffers of at least the threshold go as shared-memory files
-        when ``shard`` shares memory with this process (written now: a snapshot), and
-        arrays from :meth:`empty` (``sources``: what each buffer came from) as their own."""
-        fields, what = {"keys": keys, "metas": metas}, ("put", keys[0])
-        big = [i for i, b in enumerate(buffers) if b.nbytes >= self._shm_threshold]
+        """One put message of tensors (see :meth:`_put_files`)."""
+        fields = {"keys": keys, "metas": metas}
+        return self._put_files(shard, "put", fields, buffers, sources, ("put", keys[0]))
+
+    def _put_files(
+        self, shard: int, op: str, fields: dict, buffers: list, sources: list | None, what: Any
+    ) -> Future | Settled:
+        """Request ``op`` with ``buffers`` as its payload; those of at least the threshold
+        go as shared-memory files when ``shard`` shares memory with this process (written
+        now: a snapshot), and arrays from :meth:`empty` (``sources``: what each buffer came
+        from) as their own files."""
+        views = [memoryview(b) for b in buffers]  # a copied dataset brings received frames
+        big = [i for i, v in enumerate(views) if v.nbytes >= self._shm_threshold]
         link = self._link(shard) if big else None
         if link is None:
-            return self._submit(shard, "put", fields, buffers, what=what)
+            return self._submit(shard, op, fields, buffers, what=what)
         if self._max_message:  # the same limit whichever way the bytes go
             self._check_size(buffers, what)
-        files: list = [None] * len(keys)
+        files: list = [None] * len(buffers)
         payload, area, sealing = list(buffers), None, []
         try:
             for i in big:
@@ -364,17 +372,17 @@ class Client(DatasetCalls, ModelCalls):
                     sealing.append(allocation)
                     area, files[i] = allocation.uploads.name, allocation.name
                 else:
-                    area, files[i] = link.upload(buffers[i])
+                    area, files[i] = link.upload(views[i])
                 payload[i] = b""
         except OSError as exc:  # /dev/shm full or gone: the sockets still work
-            log.debug("shared-memory upload failed (%s): sending %r over the socket", exc, keys)
+            log.debug("shared-memory upload failed (%s): sending %r over the socket", exc, what)
             link.discard_all(area, files)
             for allocation in sealing:
                 allocation.seal()
-            return self._submit(shard, "put", fields, buffers, what=what)
+            return self._submit(shard, op, fields, buffers, what=what)
         try:
             reply = self._submit(
-                shard, "put", {**fields, "area": area, "files": files}, payload, what=what
+                shard, op, {**fields, "area": area, "files": files}, payload, what=what
             )
         except BaseException:
             link.discard_all(area, files)
@@ -409,19 +417,9 @@ class Client(DatasetCalls, ModelCalls):
             link = self._links[shard]
 
         def decode(header, payload):
-            nonlocal link
-            files = header.get("files") if link is not None else None
-            if files:
-                if link is _UNKNOWN:
-                    link = self._links[shard] = shm.Link.negotiate(header.get("shm"), self._shm)
-                    if link is None:
-                        return _STALE  # not shared after all: ask for the bytes
-                payload = list(payload)
-                for i, name in enumerate(files):
-                    if name is not None:
-                        payload[i] = link.map(name)
-                        if payload[i] is None:
-                            return _STALE
+            payload = self._mapped(shard, link, header, payload)
+            if payload is _STALE:
+                return _STALE
             arrays = [
                 tensors.decode(m, f, as_torch=as_torch, name=k)
                 for k, m, f in zip(keys, header["metas"], payload, strict=False)
@@ -436,6 +434,24 @@ class Client(DatasetCalls, ModelCalls):
             reply,
             lambda got: self._get(shard, keys, as_torch, one, None) if got is _STALE else got,
         )
+
+    def _mapped(self, shard: int, link: Any, header: dict, payload: list) -> Any:
+        """``payload`` with the files a reply names mapped copy-on-write in their place;
+        ``_STALE`` if one is gone (overwritten since) or memory is not shared after all."""
+        files = header.get("files") if link is not None else None
+        if not files:
+            return payload
+        if link is _UNKNOWN:  # a shard not asked yet sent its offer along
+            link = self._links[shard] = shm.Link.negotiate(header.get("shm"), self._shm)
+            if link is None:
+                return _STALE
+        payload = list(payload)
+        for i, name in enumerate(files):
+            if name is not None:
+                payload[i] = link.map(name)
+                if payload[i] is None:
+                    return _STALE
+        return payload
 
     def get_tensor(self, name: str, as_torch: bool = False) -> Any:
         """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``).

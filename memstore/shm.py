@@ -157,6 +157,26 @@ class ShmFile:
         self.area.release(self.name, frames)
 
 
+class ShmFiles:
+    """A dataset's files, by the index of the frame each holds (``Entry.shm``)."""
+
+    __slots__ = ("files",)
+
+    def __init__(self, files: list[tuple[int, ShmFile]]):
+        self.files = files
+
+    def names(self, count: int) -> list[str | None]:
+        """Per frame: its file's name, or None for a frame held in memory."""
+        names: list[str | None] = [None] * count
+        for i, file in self.files:
+            names[i] = file.name
+        return names
+
+    def unlink(self, frames: Any = None) -> None:
+        for _, file in self.files:
+            file.unlink(frames)
+
+
 class ShardArea:
     """A shard's directory: adopts uploads, names files for gets, removed on close."""
 
@@ -270,6 +290,11 @@ class ShardArea:
 
 # -- the client's side -------------------------------------------------------------------------
 
+#: A client's markers: a shard not yet asked whether it shares memory with this process, and
+#: a shared-memory file gone between the shard's answer and its mapping.
+UNASKED = object()
+STALE = object()
+
 
 class _Uploads:
     """This process's upload area (one per root), made on first use, removed at exit."""
@@ -282,9 +307,12 @@ class _Uploads:
         self.pool = _Pool(self) if SHM_POOL_BYTES > 0 else None
         atexit.register(self.close)
 
-    def create(self) -> tuple[str, int]:
+    def next_name(self) -> str:
+        return f"{next(self._names):x}"
+
+    def create(self, name: str | None = None) -> tuple[str, int]:
         """A new empty file of this area: (name, fd open for reading and writing)."""
-        name = f"{next(self._names):x}"
+        name = name or self.next_name()
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=self.fd)  # fmt: skip
         return name, fd
@@ -353,6 +381,7 @@ class _Pool:
         self.ready: dict[int, list[tuple[str, int]]] = {}
         self.wanted: set[int] = set()
         self.held = 0
+        self.making = ""  # the file being allocated now (not ready yet)
         self.closed = False
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
@@ -387,15 +416,19 @@ class _Pool:
                     self.cond.wait()
                 if self.closed:
                     return
+                name = self.making = self.uploads.next_name()
             try:
-                name, fd = self.uploads.create()
+                name, fd = self.uploads.create(name)
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:  # /dev/shm full: puts write fresh files as before
                 log.debug("shared-memory pool: %s", exc)
+                self.uploads.discard(name)
                 with self.cond:
                     self.wanted.clear()
+                    self.making = ""
                 continue
             with self.cond:
+                self.making = ""
                 if self.closed:
                     os.close(fd)
                     return

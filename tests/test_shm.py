@@ -302,6 +302,7 @@ def _upload_files(shm_root) -> list[str]:
         if uploads.pool is not None:
             with uploads.pool.cond:
                 pooled |= {name for files in uploads.pool.ready.values() for name, _ in files}
+                pooled.add(uploads.pool.making)
     return [
         f
         for d in os.listdir(shm_root)
@@ -444,3 +445,64 @@ def test_puts_take_files_the_pool_allocated_ahead(client, shm_root):
     np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
     np.testing.assert_array_equal(client.get_tensor("p"), got)
     assert _upload_files(shm_root) == []
+
+
+def _dataset(name: str, fill: float) -> memstore.DataSet:
+    dataset = memstore.DataSet(name)
+    dataset.add_tensor("big", np.full((200, 300), fill))
+    dataset.add_tensor("small", np.arange(5, dtype=np.int32))
+    dataset.add_meta_scalar("step", 3)
+    return dataset
+
+
+def test_datasets_over_shm_round_trip_and_stay_snapshots(client):
+    client._shm_threshold = 64 * 1024  # "small" goes as a frame, "big" as a file
+    source = _dataset("ds", 1.0)
+    big = source.get_tensor("big")
+    client.put_dataset(source)
+    big[:] = 9  # the put copied it into its file already
+    (name,) = _stored_files(client, 1)
+    held = client.get_dataset("ds")
+    assert _mapped(held.get_tensor("big")) and not _mapped(held.get_tensor("small"))
+    assert held.get_tensor("big").max() == 1.0 and held.get_meta_scalars("step")[0] == 3
+    np.testing.assert_array_equal(held.get_tensor("small"), np.arange(5, dtype=np.int32))
+    held.get_tensor("big")[:] = 5  # private to the reader
+    client.put_dataset(_dataset("ds", 2.0))  # overwrite while the old one is held
+    assert name not in _stored_files(client, 1)
+    assert (
+        held.get_tensor("big").max() == 5 and client.get_dataset("ds").get_tensor("big").max() == 2
+    )
+    client.rename_dataset("ds", "ds2")
+    assert client.get_dataset("ds2").get_tensor("big").min() == 2
+    client.copy_dataset("ds2", "ds3")
+    client.delete_dataset("ds2")
+    assert client.get_dataset("ds3").get_tensor("big").min() == 2
+    client.delete_dataset("ds3")
+    assert _stored_files(client, 0) == []
+    client.append_to_list("runs", _dataset("ds4", 4.0))
+    (got,) = client.get_datasets_from_list("runs")
+    assert _mapped(got.get_tensor("big")) and got.get_tensor("big").min() == 4.0
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    arrays=st.lists(
+        st.sampled_from(DTYPES).flatmap(
+            lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, max_side=7))
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_dataset_round_trips_over_shm(client, arrays):
+    dataset = memstore.DataSet("h")
+    for i, array in enumerate(arrays):
+        dataset.add_tensor(f"t{i}", array)
+    client.put_dataset(dataset)
+    got = client.get_dataset("h")
+    for i, array in enumerate(arrays):
+        out = got.get_tensor(f"t{i}")
+        assert out.dtype == array.dtype and out.shape == array.shape
+        np.testing.assert_array_equal(out, array)
