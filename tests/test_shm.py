@@ -506,3 +506,26 @@ def test_dataset_round_trips_over_shm(client, arrays):
         out = got.get_tensor(f"t{i}")
         assert out.dtype == array.dtype and out.shape == array.shape
         np.testing.assert_array_equal(out, array)
+
+
+def test_hostile_put_dataset_cannot_adopt_foreign_files(client, shm_root, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    area = shm._uploads_in(str(shm_root))
+    os.symlink(secret, os.path.join(area.path, "dd"))
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(client.addresses[0])
+    try:
+        layout = {"tensors": [{"name": "t", "meta": {"dtype": "<u1", "shape": [6]}}]}
+        for file in ("dd", "../../secret", str(secret)):
+            fields = {"key": "hd", "dataset": layout, "area": area.name, "files": [file]}
+            sock.send_multipart(wire.request(1, "put_dataset", fields, [b""]))
+            assert sock.poll(10_000), "the shard did not answer"
+            assert not wire.unpack_header(sock.recv_multipart()[0])["ok"], file
+    finally:
+        sock.close()
+        os.unlink(os.path.join(area.path, "dd"))
+    assert secret.read_bytes() == b"secret" and not client.dataset_exists("hd")
+    assert _stored_files(client) == []
