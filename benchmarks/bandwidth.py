@@ -1,6 +1,8 @@
 """Bandwidth of large puts and gets, 1 MiB … 256 MiB, next to the floor, Redis and memcpy.
 
 One client, one shard; each transfer is one blocking call, and GB/s = bytes / its time.
+memstore is measured over its sockets and, on a shard of its own, over the same-node
+shared-memory path (``memstore-shm``: a get hands over a copy-on-write mapping).
 ``numpy.copyto`` of the same bytes is the same-node limit: no store can move data between
 processes faster than one memory copy.
 """
@@ -23,7 +25,7 @@ def steps(preset) -> int:
 
 def run(env: Env) -> dict:
     p = env.preset
-    specs = env.systems(shards=1)
+    specs = [*env.systems(shards=1), env.memstore_shm()]
     conns = {spec.kind: targets.cached(spec) for spec in specs}
     seconds: dict = {kind: {op: {} for op in OPS} for kind in conns}
     seconds[MEMCPY] = {"copy": {}}

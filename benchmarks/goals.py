@@ -6,6 +6,10 @@ issue's targets and :func:`ratios` evaluates them. A target whose inputs were no
 measured (a workload skipped, Redis missing) has ratio ``None``; one measured at other
 parameters than its issue names (a smaller preset) says so in its note.
 
+Issue 12's targets read the bandwidth workload's ``memstore-shm`` column; its absolute
+ones (64 MiB get >= 5 GB/s, ``client.empty`` puts >= 20 GB/s, a got array's first full
+read) are measured by ``python -m benchmarks.shm``.
+
 Issue 11 (client transport) supersedes issue 6's floor ratios, which it tightens on the same
 measurements (1 KiB get <= 1.5x -> 1.2x, 64 MiB put / get >= 0.8x -> 0.9x).
 """
@@ -16,12 +20,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from benchmarks.presets import KiB, MiB, size_label
-from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, REDIS
+from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS
 from benchmarks.threads import SEPARATE, SHARED
 from benchmarks.throughput import PIPELINED, SYNC, lookup
 
 #: what each issue's targets are about, for the report's headings
-ISSUES = {11: "client transport", 6: "benchmark suite", 4: "batched inference"}
+ISSUES = {
+    12: "same-node shared memory",
+    11: "client transport",
+    6: "benchmark suite",
+    4: "batched inference",
+}
 #: the parameters the targets name
 SMALL_SIZE, WINDOW, LARGE_SIZE, THREADS, THREADS_SIZE = 256, 256, 64 * MiB, 8, KiB
 
@@ -81,6 +90,10 @@ def _p50(results: dict, workload: str, kind: str, op: str, size: int | None) -> 
 def _bandwidth_size(results: dict) -> int | None:
     sizes = results.get("bandwidth", {}).get("params", {}).get("sizes", [])
     return max((s for s in sizes if s <= LARGE_SIZE), default=None)
+
+
+def bandwidth_at(kind: str, op: str, size: int) -> Lookup:
+    return lambda r: _p50(r, "bandwidth", kind, op, size)
 
 
 def latency(kind: str, op: str = "get") -> Lookup:
@@ -198,6 +211,18 @@ GOALS: tuple[Goal, ...] = (
          rate(MEMSTORE, PIPELINED), rate(MEMSTORE, SYNC), "ops/s", ">=", 5.0, (_SMALL,)),
     Goal(6, "1 KiB poll wake-up p50 vs get p50",
          latency(MEMSTORE, "wake"), latency(MEMSTORE), "us", "<=", 2.0),
+    Goal(12, "64 MiB get, shm (a writable copy-on-write array), vs numpy.copyto",
+         bandwidth(MEMSTORE_SHM, "get"), bandwidth("memcpy", "copy"), "GB/s", ">=", 0.5,
+         (_large_size,)),
+    Goal(12, "64 MiB put, shm, vs numpy.copyto",
+         bandwidth(MEMSTORE_SHM, "put"), bandwidth("memcpy", "copy"), "GB/s", ">=", 0.5,
+         (_large_size,)),
+    Goal(12, "1 MiB get, shm vs socket path",
+         bandwidth_at(MEMSTORE_SHM, "get", MiB), bandwidth_at(MEMSTORE, "get", MiB), "GB/s",
+         ">=", 3.0, optional=True),
+    Goal(12, "1 MiB put, shm vs socket path",
+         bandwidth_at(MEMSTORE_SHM, "put", MiB), bandwidth_at(MEMSTORE, "put", MiB), "GB/s",
+         ">=", 3.0, optional=True),
     Goal(4, "run_model, batching on vs off",
          inference_rate("batching on"), inference_rate("batching off"), "ops/s", ">=", 3.0,
          optional=True),

@@ -26,7 +26,7 @@ import memstore
 from benchmarks import floor, targets
 from benchmarks.presets import Preset
 from benchmarks.redis_baseline import RedisServer, client_info
-from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, REDIS, Spec
+from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS, Spec
 
 #: Seconds between handing tasks to worker processes and their common start.
 START_LEAD_S = 0.3
@@ -131,6 +131,7 @@ class Env:
         self._stack = contextlib.ExitStack()
         self._floors: dict[int, Spec] = {}
         self._clusters: dict[tuple[int, bool], Spec] = {}
+        self._shm_spec: Spec | None = None
         self._pool: Any = None
         self._pool_size = 0
         self._connected: set[Spec] = set()
@@ -164,6 +165,22 @@ class Env:
                 timeout=self.preset.timeout_s,
             )
         return self._clusters[shards, ipc]
+
+    def memstore_shm(self) -> Spec:
+        """One shard that offers the same-node shared-memory path, which the suite's
+        environment (``MEMSTORE_SHM=0``) turns off for every other shard."""
+        if self._shm_spec is None:
+            before = os.environ.pop("MEMSTORE_SHM", None)
+            try:
+                cluster = memstore.LocalCluster(shards=1)
+            finally:
+                if before is not None:
+                    os.environ["MEMSTORE_SHM"] = before
+            self._stack.callback(cluster.close)
+            self._shm_spec = Spec(
+                MEMSTORE_SHM, tuple(cluster.addresses), timeout=self.preset.timeout_s
+            )
+        return self._shm_spec
 
     def release_memstore(self, shards: int) -> None:
         """Flush a cluster's data (its processes stay until the end of the run)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.presets import size_label
-from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, REDIS
+from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS
 
 STYLE = {
     MEMSTORE: {"color": "#1f77b4", "marker": "o"},
     MEMSTORE_IPC: {"color": "#17becf", "marker": "D"},
+    MEMSTORE_SHM: {"color": "#2ca02c", "marker": "v"},
     FLOOR: {"color": "#7f7f7f", "marker": "s"},
     REDIS: {"color": "#d62728", "marker": "^"},
     "memcpy": {"color": "black", "marker": "", "linestyle": "--"},
@@ -86,7 +87,7 @@ def bandwidth(result: dict, path: Path, title: str) -> None:
     summary = result["summary"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, op in zip(axes, ("put", "get"), strict=True):
-        for kind in (MEMSTORE, FLOOR, REDIS):
+        for kind in (MEMSTORE, MEMSTORE_SHM, FLOOR, REDIS):
             rows = summary.get(kind, {}).get(op)
             if rows:
                 ax.plot(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from benchmarks import curve, threads
 from benchmarks.goals import ISSUES, Ratio, ratios
 from benchmarks.presets import size_label
-from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, REDIS
+from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS
 from benchmarks.throughput import PIPELINED, SYNC, lookup
 
 
@@ -64,7 +64,7 @@ def latency_table(result: dict) -> str:
 
 def bandwidth_table(result: dict) -> str:
     summary = result["summary"]
-    kinds = [k for k in (MEMSTORE, FLOOR, REDIS) if k in summary]
+    kinds = [k for k in (MEMSTORE, MEMSTORE_SHM, FLOOR, REDIS) if k in summary]
     head = f"{'size':>8} {'op':<5}" + "".join(f" {LABELS[k]:>18}" for k in kinds) + "  memcpy"
     lines = ["bandwidth, median GB/s, one client, one shard", head]
     for size in result["params"]["sizes"]:

@@ -10,7 +10,9 @@ gives a :class:`Target` with the operations the workloads time:
   pipeline).
 
 memstore runs twice where a workload asks: over ``tcp://`` (``memstore``) and over
-``ipc://`` (``memstore-ipc``, same node), both with the same client.
+``ipc://`` (``memstore-ipc``, same node), both with the same client and sockets only; the
+bandwidth workload adds ``memstore-shm``: a shard offering, and a client using, the
+same-node shared-memory path.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import memstore
 from benchmarks import floor
 
 MEMSTORE, MEMSTORE_IPC, FLOOR, REDIS = "memstore", "memstore-ipc", "floor", "redis"
+MEMSTORE_SHM = "memstore-shm"  # same node, shared-memory path (issue 12)
 #: how each system appears in tables and plots
 LABELS = {
     MEMSTORE: "memstore",
     MEMSTORE_IPC: "memstore ipc://",
+    MEMSTORE_SHM: "memstore shm",
     FLOOR: "raw pyzmq (floor)",
     REDIS: "Redis + redis-py",
 }
@@ -44,7 +48,7 @@ class Spec:
     timeout: float = 60.0
 
     def connect(self) -> Target:
-        if self.kind in (MEMSTORE, MEMSTORE_IPC):
+        if self.kind in (MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM):
             return MemstoreTarget(self)
         if self.kind == FLOOR:
             return FloorTarget(self)
@@ -76,7 +80,9 @@ class MemstoreTarget(Target):
     kind = MEMSTORE
 
     def __init__(self, spec: Spec):
-        self.client = memstore.Client(",".join(spec.addresses), timeout=spec.timeout)
+        self.client = memstore.Client(
+            ",".join(spec.addresses), timeout=spec.timeout, shm=spec.kind == MEMSTORE_SHM
+        )
         self.timeout = spec.timeout
 
     def put(self, key: str, array: np.ndarray) -> None:

@@ -154,7 +154,8 @@ def _start_mpi(args, log_dir: str, secure: list[str]) -> list[str]:
 
 
 def _persist_args(args) -> list[str]:
-    """The snapshot options of ``memstore start``, as ``memstore-server`` options."""
+    """The snapshot (and ``--no-shm``) options of ``memstore start``, as ``memstore-server``
+    options."""
     extra = []
     if args.restore:
         extra += ["--restore", os.path.abspath(args.restore)]
@@ -162,6 +163,8 @@ def _persist_args(args) -> list[str]:
         extra += ["--save-dir", os.path.abspath(args.save_dir)]
     if args.save_every:
         extra += ["--save-every", str(args.save_every)]
+    if args.no_shm:
+        extra.append("--no-shm")
     return extra
 
 
@@ -321,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
         "--restore", metavar="DIR", help="load this snapshot (any shard count; re-hashed)"
     )
     start.add_argument("--save-dir", metavar="DIR", help="where the shards' snapshots go")
+    start.add_argument(
+        "--no-shm",
+        action="store_true",
+        help="shards offer no same-node shared-memory path (sockets only)",
+    )
     start.add_argument(
         "--save-every", type=float, metavar="SECONDS", help="snapshot to --save-dir this often"
     )

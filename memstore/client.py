@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import zmq
 
 from memstore import address as addresses
@@ -51,8 +52,8 @@ def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
     return header["metas"][0], payload[0]
 
 
-_UNKNOWN = object()  # a shard not yet asked whether it shares memory with this process
-_STALE = object()  # a shared-memory file went between the shard's answer and its mapping
+_UNKNOWN = shm.UNASKED
+_STALE = shm.STALE
 
 
 def _header_fields(header: dict, payload: list) -> dict:
@@ -79,6 +80,8 @@ class Client(DatasetCalls, ModelCalls):
         curve: ``memstore.auth.ClientKeys`` for shards that require CURVE (default: from
             ``MEMSTORE_CURVE_DIR`` or ``MEMSTORE_CURVE_SERVER_KEY`` + ``MEMSTORE_CURVE_CLIENT_KEY``
             when set). A shard that refuses them raises ``AuthError``.
+        shm: use the same-node shared-memory path where a shard offers it (None: unless
+            ``MEMSTORE_SHM=0``; False: sockets only; True: even with ``MEMSTORE_SHM=0``).
 
     Thread-safe: each thread gets its own sockets. Use as a context manager or ``close()``.
     """
@@ -92,6 +95,7 @@ class Client(DatasetCalls, ModelCalls):
         logger_name: str | None = None,
         aliases: dict[str, str] | None = None,
         curve: Any = None,
+        shm: bool | None = None,
     ):
         if isinstance(address, bool):  # SmartRedis's older Client(cluster, address) order
             address, cluster = cluster, address  # type: ignore[assignment]
@@ -104,6 +108,7 @@ class Client(DatasetCalls, ModelCalls):
         self._aliases = dict(aliases or {})
         self._curve = curve if curve is not None else auth.client_keys()
         self._max_message = 0  # the cluster's --max-message, once hello tells it
+        self._shm = shm
         self._connect([self._aliases.get(a, a) for a in addresses.resolve(address)])
         self._discover()
         self._put_prefix = os.environ.get(ENV_KEY_OUT, "")
@@ -117,8 +122,9 @@ class Client(DatasetCalls, ModelCalls):
         self.addresses = shard_addresses
         # Per shard: its shared-memory link, None (sockets only) or not asked yet. Shards in
         # this process (inproc://) get copies from the transport instead.
+        off = self._shm is False
         self._links: list[Any] = [
-            None if a.startswith("inproc://") else _UNKNOWN for a in shard_addresses
+            None if off or a.startswith("inproc://") else _UNKNOWN for a in shard_addresses
         ]
         self._shm_threshold = max(1, SHM_THRESHOLD)
         self._transport = Transport(
@@ -148,11 +154,10 @@ class Client(DatasetCalls, ModelCalls):
         if 0 <= index < len(self._links) and self._links[index] is _UNKNOWN:
             self._links[index] = self._negotiate(hello)
 
-    @staticmethod
-    def _negotiate(hello: dict) -> shm.Link | None:
+    def _negotiate(self, hello: dict) -> shm.Link | None:
         if "shm" not in (hello.get("features") or []):
             return None
-        return shm.Link.negotiate(hello.get("shm"))
+        return shm.Link.negotiate(hello.get("shm"), self._shm)
 
     def _link(self, shard: int) -> shm.Link | None:
         """The shared-memory link to ``shard``, asking it the first time (a ``hello``)."""
@@ -257,6 +262,13 @@ class Client(DatasetCalls, ModelCalls):
         self._local.inline = False  # in flight together, not one fast call after another
         return Gathered([self._submit(*request) for request in requests], combine)
 
+    def _fan_out_calls(self, calls: list[Callable[[], Any]], combine: Callable) -> Any:
+        """``_fan_out`` of requests made by calls (``_put``, ``_get``: shared memory)."""
+        if len(calls) == 1:
+            return chain(calls[0](), lambda result: combine([result]))
+        self._local.inline = False
+        return Gathered([call() for call in calls], combine)
+
     def _key(self, name: str, kind: str, read: bool) -> str:
         """The stored key for ``name``: SmartRedis's ensemble prefix rules."""
         if not isinstance(name, str) or not name:
@@ -291,39 +303,96 @@ class Client(DatasetCalls, ModelCalls):
 
     # -- tensors ---------------------------------------------------------------------------
 
+    def empty(self, name: str, shape: Any, dtype: Any = np.float64, order: str = "C") -> Any:
+        """A writable array for tensor ``name`` that lives in the store's shared memory:
+        fill it in place, then ``put_tensor(name, array)`` stores it without a copy.
+
+        That put is a snapshot like any other: the array stays usable and writable, but
+        from then on it is the caller's private copy-on-write view (later writes never
+        reach the store). A second put of it copies as usual. Without a shared-memory
+        path to the shard (another node, ``MEMSTORE_SHM=0``), or below
+        ``MEMSTORE_SHM_THRESHOLD``, it is a plain ``numpy.empty`` (zero-filled otherwise).
+
+        Args:
+            name: the tensor it is meant for (picks the shard whose memory it is).
+            shape: the array's shape.
+            dtype: any dtype a tensor may have.
+            order: ``"C"`` or ``"F"``.
+        """
+        key = self._key(name, TENSOR, read=False)
+        dtype = np.dtype(dtype)
+        tensors.check_dtype(dtype, key)
+        shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+        if order not in ("C", "F") or any(n < 0 for n in shape):
+            raise ValueError(f"tensor {key!r}: order must be 'C' or 'F', shape non-negative")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        link = self._link(self._shard(key)) if nbytes >= self._shm_threshold else None
+        if link is not None:
+            try:
+                mapping = link.allocate(nbytes)
+            except OSError as exc:  # /dev/shm full or gone: an ordinary array still works
+                log.debug("empty(%r) in shared memory failed (%s): a plain array", key, exc)
+            else:
+                return np.ndarray(shape, dtype, buffer=mapping, order=order)
+        return np.empty(shape, dtype, order=order)
+
     def put_tensor_async(self, name: str, data: Any) -> Future:
         """Store ``data`` (numpy array or torch tensor) under ``name``."""
         key = self._key(name, TENSOR, read=False)
         meta, buffer = tensors.encode(data, key)
-        return self._put(self._shard(key), [key], [meta], [buffer])
+        return self._put(self._shard(key), [key], [meta], [buffer], [data])
 
-    def _put(self, shard: int, keys: list, metas: list, buffers: list) -> Future | Settled:
-        """One put message; buffers of at least the threshold go as shared-memory files
-        when ``shard`` shares memory with this process (written now: a snapshot)."""
-        fields, what = {"keys": keys, "metas": metas}, ("put", keys[0])
-        big = [i for i, b in enumerate(buffers) if b.nbytes >= self._shm_threshold]
+    def _put(
+        self, shard: int, keys: list, metas: list, buffers: list, sources: list | None = None
+    ) -> Future | Settled:
+        """One put message of tensors (see :meth:`_put_files`)."""
+        fields = {"keys": keys, "metas": metas}
+        return self._put_files(shard, "put", fields, buffers, sources, ("put", keys[0]))
+
+    def _put_files(
+        self, shard: int, op: str, fields: dict, buffers: list, sources: list | None, what: Any
+    ) -> Future | Settled:
+        """Request ``op`` with ``buffers`` as its payload; those of at least the threshold
+        go as shared-memory files when ``shard`` shares memory with this process (written
+        now: a snapshot), and arrays from :meth:`empty` (``sources``: what each buffer came
+        from) as their own files."""
+        views = [memoryview(b) for b in buffers]  # a copied dataset brings received frames
+        big = [i for i, v in enumerate(views) if v.nbytes >= self._shm_threshold]
         link = self._link(shard) if big else None
         if link is None:
-            return self._submit(shard, "put", fields, buffers, what=what)
+            return self._submit(shard, op, fields, buffers, what=what)
         if self._max_message:  # the same limit whichever way the bytes go
             self._check_size(buffers, what)
-        files: list = [None] * len(keys)
-        payload, area = list(buffers), None
+        files: list = [None] * len(buffers)
+        payload, area, sealing = list(buffers), None, []
         try:
             for i in big:
-                area, files[i] = link.upload(buffers[i])
+                allocation = shm.claim(sources[i], link.root) if sources else None
+                if allocation is not None:
+                    sealing.append(allocation)
+                    area, files[i] = allocation.uploads.name, allocation.name
+                else:
+                    area, files[i] = link.upload(views[i])
                 payload[i] = b""
         except OSError as exc:  # /dev/shm full or gone: the sockets still work
-            log.debug("shared-memory upload failed (%s): sending %r over the socket", exc, keys)
+            log.debug("shared-memory upload failed (%s): sending %r over the socket", exc, what)
             link.discard_all(area, files)
-            return self._submit(shard, "put", fields, buffers, what=what)
+            for allocation in sealing:
+                allocation.seal()
+            return self._submit(shard, op, fields, buffers, what=what)
         try:
             reply = self._submit(
-                shard, "put", {**fields, "area": area, "files": files}, payload, what=what
+                shard, op, {**fields, "area": area, "files": files}, payload, what=what
             )
         except BaseException:
             link.discard_all(area, files)
             raise
+        finally:
+            # Before the call returns (async too): from here on the caller's writes stay
+            # private. Its file is unchanged meanwhile: a caller must not write an array
+            # during its own put, as with any buffer.
+            for allocation in sealing:
+                allocation.seal()
         reply.add_done_callback(lambda f: _failed(f) and link.discard_all(area, files))
         return reply
 
@@ -348,19 +417,9 @@ class Client(DatasetCalls, ModelCalls):
             link = self._links[shard]
 
         def decode(header, payload):
-            nonlocal link
-            files = header.get("files") if link is not None else None
-            if files:
-                if link is _UNKNOWN:
-                    link = self._links[shard] = shm.Link.negotiate(header.get("shm"))
-                    if link is None:
-                        return _STALE  # not shared after all: ask for the bytes
-                payload = list(payload)
-                for i, name in enumerate(files):
-                    if name is not None:
-                        payload[i] = link.map(name)
-                        if payload[i] is None:
-                            return _STALE
+            payload = self._mapped(shard, link, header, payload)
+            if payload is _STALE:
+                return _STALE
             arrays = [
                 tensors.decode(m, f, as_torch=as_torch, name=k)
                 for k, m, f in zip(keys, header["metas"], payload, strict=False)
@@ -375,6 +434,24 @@ class Client(DatasetCalls, ModelCalls):
             reply,
             lambda got: self._get(shard, keys, as_torch, one, None) if got is _STALE else got,
         )
+
+    def _mapped(self, shard: int, link: Any, header: dict, payload: list) -> Any:
+        """``payload`` with the files a reply names mapped copy-on-write in their place;
+        ``_STALE`` if one is gone (overwritten since) or memory is not shared after all."""
+        files = header.get("files") if link is not None else None
+        if not files:
+            return payload
+        if link is _UNKNOWN:  # a shard not asked yet sent its offer along
+            link = self._links[shard] = shm.Link.negotiate(header.get("shm"), self._shm)
+            if link is None:
+                return _STALE
+        payload = list(payload)
+        for i, name in enumerate(files):
+            if name is not None:
+                payload[i] = link.map(name)
+                if payload[i] is None:
+                    return _STALE
+        return payload
 
     def get_tensor(self, name: str, as_torch: bool = False) -> Any:
         """The tensor ``name`` as a numpy array (torch tensor with ``as_torch=True``).
@@ -403,20 +480,19 @@ class Client(DatasetCalls, ModelCalls):
         return self._sync(self.unpack_tensor_async, name, result)
 
     def put_tensors_async(self, tensors_by_name: dict[str, Any]) -> Future:
-        """Store several tensors: one message per shard."""
-        per_shard: dict[int, tuple[list, list, list]] = {}
+        """Store several tensors: one message per shard (large ones as shared-memory files
+        on the same node, as :meth:`put_tensor`)."""
+        per_shard: dict[int, tuple[list, list, list, list]] = {}
         for name, data in tensors_by_name.items():
             key = self._key(name, TENSOR, read=False)
             meta, buffer = tensors.encode(data, key)
-            keys, metas, buffers = per_shard.setdefault(self._shard(key), ([], [], []))
+            keys, metas, buffers, sources = per_shard.setdefault(self._shard(key), ([], [], [], []))
             keys.append(key)
             metas.append(meta)
             buffers.append(buffer)
-        return self._fan_out(
-            [
-                (shard, "put", {"keys": k, "metas": m}, b, _ignore, 0.0, ("put", k[0]))
-                for shard, (k, m, b) in per_shard.items()
-            ],
+            sources.append(data)
+        return self._fan_out_calls(
+            [lambda s=s, m=m: self._put(s, *m) for s, m in per_shard.items()],
             combine=lambda _: None,
         )
 
@@ -427,24 +503,18 @@ class Client(DatasetCalls, ModelCalls):
         return self._sync(self.put_tensors_async, tensors_by_name)
 
     def get_tensors_async(self, names: list[str], as_torch: bool = False) -> Future:
-        """Several tensors, in the order of ``names``: one message per shard."""
+        """Several tensors, in the order of ``names``: one message per shard (mapped from
+        shared memory on the same node, as :meth:`get_tensor`)."""
         keys = [self._key(name, TENSOR, read=True) for name in names]
         per_shard: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             per_shard.setdefault(self._shard(key), []).append(i)
 
-        def decode_for(positions):
-            return lambda h, p: [
-                tensors.decode(m, f, as_torch=as_torch, name=keys[i])
-                for i, m, f in zip(positions, h["metas"], p, strict=False)
-            ]
-
         order = list(per_shard.values())
-        requests = [
-            (shard, "get", {"keys": [keys[i] for i in pos]}, (), decode_for(pos), 0.0,
-             ("get", keys[pos[0]]))
-            for shard, pos in per_shard.items()
-        ]  # fmt: skip
+        calls = [
+            lambda s=s, pos=pos: self._get(s, [keys[i] for i in pos], as_torch)
+            for s, pos in per_shard.items()
+        ]
 
         def combine(results):
             out: list[Any] = [None] * len(keys)
@@ -453,7 +523,7 @@ class Client(DatasetCalls, ModelCalls):
                     out[i] = array
             return out
 
-        return self._fan_out(requests, combine)
+        return self._fan_out_calls(calls, combine)
 
     def get_tensors(self, names: list[str], as_torch: bool = False) -> Any:
         """Several tensors, in the order of ``names``: one message per shard.

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from memstore import shm
 from memstore.dataset import DataSet
 from memstore.errors import KeyNotFound
 from memstore.kinds import DATASET, LIST
 from memstore.transport import Future, Gathered, Resolved, chain
+
+_UNKNOWN, _STALE = shm.UNASKED, shm.STALE
 
 
 class DatasetCalls:
@@ -33,8 +36,11 @@ class DatasetCalls:
         return self._sync(self.put_dataset_async, dataset)
 
     def _put_dataset(self, key: str, dataset: DataSet) -> Future:
+        """Large tensors go as shared-memory files on the same node, as in ``put_tensor``."""
         layout, buffers = dataset.to_wire()
-        return self._call("put_dataset", key, {"dataset": layout}, buffers)
+        fields = {"key": key, "dataset": layout}
+        return self._put_files(self._shard(key), "put_dataset", fields, buffers, None,
+                               ("put_dataset", key))  # fmt: skip
 
     def get_dataset_async(self, name: str) -> Future:
         """The dataset ``name``."""
@@ -46,9 +52,25 @@ class DatasetCalls:
         Blocking form of :meth:`get_dataset_async`."""
         return self._sync(self.get_dataset_async, name)
 
-    def _get_dataset(self, key: str, name: str) -> Future:
-        return self._call(
-            "get_dataset", key, decode=lambda h, p: DataSet.from_wire(name, h["dataset"], p)
+    def _get_dataset(self, key: str, name: str, link: Any = _UNKNOWN) -> Future:
+        """Tensors the shard holds as files are mapped copy-on-write, as in ``get_tensor``;
+        one overwritten before it was mapped makes it ask again over the socket."""
+        shard = self._shard(key)
+        if link is _UNKNOWN:
+            link = self._links[shard]
+
+        def decode(header, payload):
+            payload = self._mapped(shard, link, header, payload)
+            if payload is _STALE:
+                return _STALE
+            return DataSet.from_wire(name, header["dataset"], payload)
+
+        fields = {"shm": True} if link is not None else {}
+        reply = self._call("get_dataset", key, fields, decode=decode)
+        if link is None:
+            return reply
+        return chain(
+            reply, lambda got: self._get_dataset(key, name, None) if got is _STALE else got
         )
 
     def delete_dataset_async(self, name: str) -> Future:

@@ -13,6 +13,7 @@
 | ``MEMSTORE_SHM`` | ``0`` turns the same-node shared-memory path off | on |
 | ``MEMSTORE_SHM_DIR`` | where shards and clients keep shared-memory files | /dev/shm |
 | ``MEMSTORE_SHM_THRESHOLD`` | smallest tensor (bytes) sent through shared memory | 256 KiB |
+| ``MEMSTORE_SHM_POOL`` | bytes of upload files a client allocates ahead of its puts | 256 MiB |
 | ``MEMSTORE_CURVE_DIR`` | a ``memstore keygen`` folder: CURVE keys for clients | — |
 | ``MEMSTORE_CURVE_SERVER_KEY`` | the shards' CURVE public key (``.key`` file or Z85 text) | — |
 | ``MEMSTORE_CURVE_CLIENT_KEY`` | this client's CURVE secret key file (``.key_secret``) | — |
@@ -94,6 +95,8 @@ ENV_SHM_DIR = "MEMSTORE_SHM_DIR"
 SHM_ROOT = "/dev/shm"
 SHM_THRESHOLD = int(os.environ.get("MEMSTORE_SHM_THRESHOLD", str(256 * 1024)))
 SHM_SWEEP_INTERVAL = 2.0
+#: Bytes of upload files a client keeps allocated ahead of its puts (0: none).
+SHM_POOL_BYTES = int(os.environ.get("MEMSTORE_SHM_POOL", str(256 << 20)))
 
 #: CURVE keys of clients (``memstore/auth.py``, docs/security.md).
 ENV_CURVE_DIR = "MEMSTORE_CURVE_DIR"

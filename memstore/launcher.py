@@ -319,6 +319,8 @@ class LocalCluster:
             key, and ``env`` names the keys for other processes.
         restore: a snapshot directory (``Client.save``) the shards load at start, re-hashed
             onto this cluster's shard count (docs/operations.md).
+        shm: offer same-node clients the shared-memory path (``False``: ``--no-shm``,
+            sockets only).
 
     The shards are stopped on exit, also after an exception; ``address`` is the value for
     ``MEMSTORE_ADDRESS``.
@@ -334,8 +336,10 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         secure: bool = False,
         restore: str | os.PathLike | None = None,
+        shm: bool = True,
     ):
         self._tmp = tempfile.mkdtemp(prefix="memstore-")  # 0700: private sockets and keys
+        extra_args = [*(extra_args or []), *([] if shm else ["--no-shm"])]
         self._max_memory, self._extra_args = max_memory, extra_args
         self.keys_dir = os.path.join(self._tmp, "keys") if secure else None
         #: Environment that lets other processes (clients) reach this cluster.

@@ -90,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
         "arbitrary code). Default torchscript; docs/security.md",
     )
     p.add_argument(
+        "--no-shm",
+        action="store_true",
+        help="offer no same-node shared-memory path: every byte goes through the sockets "
+        "(as MEMSTORE_SHM=0 for the shard)",
+    )
+    p.add_argument(
         "--allow-pickle",
         action="store_true",
         help="the same as --models all (kept for older command lines)",
@@ -304,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             max_waiters=args.max_waiters,
             max_client_waiters=args.max_client_waiters,
             client_output_limit=args.client_output_limit,
+            shm=False if args.no_shm else None,
             curve=curve,
             restore=args.restore,
             save_every=args.save_every,

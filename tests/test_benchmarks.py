@@ -48,13 +48,17 @@ def test_latency_and_bandwidth_json(tmp_path, capsys):
         ("memstore", "get"),
         ("floor", "get"),
         ("memcpy", "copy"),
+        ("memstore-shm", "put"),
+        ("memstore-shm", "get"),
     ):
         _positive_samples(bandwidth["samples"][kind][op])
     targets = {t["name"]: t for t in run["targets"]}
     assert targets["1 KiB get p50, tcp, vs raw pyzmq floor"]["ratio"] > 0
     assert targets["1 KiB get p50, ipc://, vs Redis on loopback"]["ratio"] is None  # no Redis
-    assert {t["issue"] for t in run["targets"]} == {6, 11}
+    assert {t["issue"] for t in run["targets"]} == {6, 11, 12}
+    assert targets["1 MiB get, shm vs socket path"]["ratio"] > 0
     out = capsys.readouterr().out
+    assert "memstore shm" in out
     assert "targets" in out and "vs raw pyzmq floor" in out and "issue 11" in out
 
 

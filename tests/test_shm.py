@@ -56,15 +56,26 @@ def _shard_dir(client) -> str:
     return client.get_db_node_info()[0]["shm_dir"]
 
 
-def _stored_files(client) -> list[str]:
-    return sorted(n for n in os.listdir(_shard_dir(client)) if n != "probe")
+def _stored_files(client, count: int | None = None) -> list[str]:
+    """The shard's files; with ``count``: once there are that many (a shard unlinks the
+    files of overwritten and deleted entries in a background thread), 5 s at most."""
+    directory = _shard_dir(client)
+
+    def files():
+        return sorted(n for n in os.listdir(directory) if n != "probe")
+
+    if count is not None:
+        _wait_until(lambda: len(files()) == count, 5.0)
+    return files()
 
 
 def _mapped(array) -> bool:
     owner = array
     while isinstance(owner, np.ndarray):
         owner = owner.base
-    return isinstance(owner, memoryview) and type(owner.obj).__name__ == "mmap"
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return type(owner).__name__ == "mmap"
 
 
 def test_negotiated_and_used(client, shm_root):
@@ -124,17 +135,17 @@ def test_overwrite_and_delete_while_a_reader_holds_the_old_array(client):
     client.put_tensor("a", np.full(50_000, 1.0))
     old = client.get_tensor("a")
     client.put_tensor("a", np.full(50_000, 2.0))
-    assert len(_stored_files(client)) == 1  # the old file was unlinked
+    assert len(_stored_files(client, 1)) == 1  # the old file was unlinked
     assert old.min() == old.max() == 1.0  # ... and the reader's snapshot is intact
     held = client.get_tensor("a")
     client.delete_tensor("a")
-    assert _stored_files(client) == []
+    assert _stored_files(client, 0) == []
     assert held.min() == held.max() == 2.0
     client.put_tensor("c", np.ones(40_000))
     client.rename_tensor("c", "d")
-    assert _mapped(client.get_tensor("d")) and len(_stored_files(client)) == 1
+    assert _mapped(client.get_tensor("d")) and len(_stored_files(client, 1)) == 1
     client.flush_db()
-    assert _stored_files(client) == []
+    assert _stored_files(client, 0) == []
 
 
 def test_info_and_cap_count_shm_bytes(shm_root):
@@ -147,9 +158,8 @@ def test_info_and_cap_count_shm_bytes(shm_root):
         assert info["shm_bytes"] == info["bytes"] >= 2 << 20
         with pytest.raises(StoreFull):
             client.put_tensor("b", np.ones(1 << 18))
-        assert len(_stored_files(client)) == 1  # the refused file was not kept
-        uploads = [d for d in os.listdir(shm_root) if d.startswith("memstore-client-")]
-        assert all(os.listdir(shm_root / d) == [] for d in uploads)
+        assert len(_stored_files(client, 1)) == 1  # the refused file was not kept
+        assert _upload_files(shm_root) == []
         client.delete_tensor("a")
         assert client.get_db_node_info()[0]["shm_bytes"] == 0
 
@@ -159,7 +169,7 @@ def test_disabled_by_the_client(cluster, monkeypatch):
     with cluster.client(timeout=10) as client:
         client._shm_threshold = 1
         client.put_tensor("a", np.ones(50_000))
-        assert _stored_files(client) == []
+        assert _stored_files(client, 0) == []
         got = client.get_tensor("a")
         assert not _mapped(got) and got.sum() == 50_000
         assert client._links == [None]
@@ -225,9 +235,12 @@ def test_hostile_client_cannot_make_the_shard_adopt_foreign_files(client, shm_ro
         reply = _hostile_put(client.addresses[0], {"area": area_name, "files": [file]})
         assert not reply["ok"], (area_name, file)
     assert secret.read_bytes() == b"secret"
-    assert _stored_files(client) == []
+    assert _stored_files(client, 0) == []
     assert not client.key_exists("h")
     assert os.path.islink(os.path.join(area.path, "aa"))  # the symlink was never followed
+    for planted in ("aa", "bb"):
+        os.unlink(os.path.join(area.path, planted))
+    os.rmdir(os.path.join(area.path, "cc"))
 
 
 _KILLED_CLIENT = """
@@ -253,6 +266,7 @@ def test_a_killed_clients_uploads_are_removed(client, shm_root):
     child = subprocess.Popen(
         [sys.executable, "-c", _KILLED_CLIENT, _shard_dir(client)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "MEMSTORE_SHM_POOL": "0"},  # its one upload, no pool files
     )  # fmt: skip
     try:
         area = shm_root / child.stdout.readline().strip()
@@ -280,3 +294,239 @@ def test_a_shard_removes_its_directory_and_a_killed_shards_is_swept(shm_root):
         killed.close()
     with memstore.LocalCluster(shards=1):
         assert not os.path.exists(dead)  # removed by the launcher or the new shard
+
+
+def _upload_files(shm_root) -> list[str]:
+    """Files in upload areas, but for those the pool keeps ready for later puts."""
+    pooled = set()
+    for uploads in list(shm._uploads.values()):
+        if uploads.pool is not None:
+            with uploads.pool.cond:
+                pooled |= {name for files in uploads.pool.ready.values() for name, _ in files}
+                pooled.add(uploads.pool.making)
+    return [
+        f
+        for d in os.listdir(shm_root)
+        if d.startswith("memstore-client-")
+        for f in os.listdir(shm_root / d)
+        if f not in pooled
+    ]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_empty_is_adopted_without_a_copy_and_the_put_is_a_snapshot(client, shm_root, order):
+    array = client.empty("e", (300, 70), np.float32, order=order)
+    assert _mapped(array) and array.flags.writeable and array.shape == (300, 70)
+    assert array.flags.f_contiguous if order == "F" else array.flags.c_contiguous
+    array[:] = np.arange(300 * 70, dtype=np.float32).reshape(300, 70)
+    expected = array.copy()
+    view = array[10:20]  # a view made before the put is sealed with it
+    assert len(_upload_files(shm_root)) == 1
+    client.put_tensor("e", array)
+    assert _upload_files(shm_root) == [] and len(_stored_files(client, 1)) == 1
+    array[:] = -1  # the caller's later writes stay private
+    view[:] = -2
+    got = client.get_tensor("e")
+    np.testing.assert_array_equal(got, expected)
+    assert (array[:10] == -1).all() and (array[10:20] == -2).all()
+    client.put_tensor("e2", array)  # a second put copies as any other array
+    np.testing.assert_array_equal(client.get_tensor("e2"), array)
+    np.testing.assert_array_equal(client.get_tensor("e"), expected)
+
+
+def test_empty_async_put_and_put_tensors_adopt_it(client, shm_root):
+    a, b = client.empty("a", 50_000), client.empty("b", (100, 100), np.int16)
+    a[:], b[:] = 1.5, 7
+    future = client.put_tensor_async("a", a)
+    a[:] = 0  # after the call returned: private already
+    future.result()
+    client.put_tensors({"b": b, "c": np.ones(40_000)})
+    b[:] = 0
+    assert client.get_tensor("a").min() == 1.5 and client.get_tensor("b").min() == 7
+    got_a, got_b, got_c = client.get_tensors(["a", "b", "c"])
+    assert all(_mapped(x) for x in (got_a, got_b, got_c))
+    assert got_a.max() == 1.5 and got_b.max() == 7 and got_c.sum() == 40_000
+    assert _upload_files(shm_root) == []
+
+
+def test_an_empty_array_dropped_unput_leaves_no_file(client, shm_root):
+    array = client.empty("d", 100_000)
+    assert len(_upload_files(shm_root)) == 1
+    view = array[::2]
+    del array
+    assert len(_upload_files(shm_root)) == 1  # a view still holds it
+    del view
+    assert _upload_files(shm_root) == []
+
+
+def test_empty_refused_by_a_full_shard_keeps_the_callers_data(shm_root):
+    with (
+        memstore.LocalCluster(shards=1, max_memory=1 << 20) as small,
+        small.client(timeout=10) as client,
+    ):
+        array = client.empty("big", 1 << 18)  # 2 MiB
+        array[:] = 3
+        with pytest.raises(StoreFull):
+            client.put_tensor("big", array)
+        assert array.sum() == 3 * (1 << 18) and _upload_files(shm_root) == []
+
+
+def test_empty_without_shm_is_a_plain_array(cluster, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with cluster.client(timeout=10) as client:
+        array = client.empty("p", (4, 5), np.int64, order="F")
+        assert not _mapped(array) and array.flags.f_contiguous and array.dtype == np.int64
+        array[:] = 2
+        client.put_tensor("p", array)
+        np.testing.assert_array_equal(client.get_tensor("p"), array)
+    with cluster.client(timeout=10) as client:  # below the threshold: plain too
+        assert not _mapped(client.empty("q", 10))
+
+
+def _sockets_only(client) -> None:
+    client._shm_threshold = 1
+    client.put_tensor("a", np.ones(50_000))
+    assert client.get_db_node_info()[0]["shm_dir"] is None and client._links == [None]
+    got = client.get_tensor("a")
+    assert not _mapped(got) and got.sum() == 50_000
+    assert not _mapped(client.empty("e", 50_000))
+
+
+def test_local_cluster_without_shm(shm_root):
+    before = set(os.listdir(shm_root))
+    with memstore.LocalCluster(shards=1, shm=False) as plain, plain.client(timeout=10) as client:
+        _sockets_only(client)
+        made = set(os.listdir(shm_root)) - before
+        assert not [d for d in made if d.startswith("memstore-shard-")]
+
+
+def test_memstore_start_no_shm(shm_root, tmp_path):
+    memstore_cli = os.path.join(os.path.dirname(sys.executable), "memstore")
+    address_file = tmp_path / "addr"
+    start = [memstore_cli, "start", "--port", "0", "--address-file", str(address_file)]
+    result = subprocess.run([*start, "--no-shm"], capture_output=True, text=True, timeout=60)
+    try:
+        assert result.returncode == 0, result.stderr
+        with memstore.Client(address_file.read_text().strip(), timeout=10) as client:
+            _sockets_only(client)
+    finally:
+        stop = [memstore_cli, "stop", "--address-file", str(address_file)]
+        assert subprocess.run(stop, capture_output=True, timeout=60).returncode == 0
+
+
+def test_client_shm_argument_overrides_the_environment(cluster, monkeypatch):
+    with cluster.client(timeout=10, shm=False) as client:
+        client._shm_threshold = 1
+        client.put_tensor("a", np.ones(50_000))
+        assert client._links == [None] and not _mapped(client.get_tensor("a"))
+    monkeypatch.setenv("MEMSTORE_SHM", "0")
+    with cluster.client(timeout=10, shm=True) as client:
+        client._shm_threshold = 1
+        client.put_tensor("a", np.ones(50_000))
+        assert _mapped(client.get_tensor("a"))
+
+
+def test_puts_take_files_the_pool_allocated_ahead(client, shm_root):
+    client.put_tensor("p", np.ones(70_000))  # 560,000 bytes: the 1 MiB class is wanted now
+    pool = shm._uploads[str(shm_root)].pool
+
+    def ready() -> list:
+        with pool.cond:
+            return list(pool.ready.get(1 << 20, []))
+
+    assert _wait_until(lambda: len(ready()) == pool.PER_CLASS, 10.0)
+    taken = {name for name, _ in ready()}
+    data = np.arange(100_000, dtype=np.float64)  # 800,000 bytes: the same class
+    client.put_tensor("p", data)
+    (name,) = _stored_files(client, 1)
+    assert os.stat(os.path.join(_shard_dir(client), name)).st_size == data.nbytes
+    assert taken - {n for n, _ in ready()}  # one of them went into the put
+    got = client.get_tensor("p")
+    data[:] = 0  # a put is a snapshot whichever file it took
+    np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
+    np.testing.assert_array_equal(client.get_tensor("p"), got)
+    assert _upload_files(shm_root) == []
+
+
+def _dataset(name: str, fill: float) -> memstore.DataSet:
+    dataset = memstore.DataSet(name)
+    dataset.add_tensor("big", np.full((200, 300), fill))
+    dataset.add_tensor("small", np.arange(5, dtype=np.int32))
+    dataset.add_meta_scalar("step", 3)
+    return dataset
+
+
+def test_datasets_over_shm_round_trip_and_stay_snapshots(client):
+    client._shm_threshold = 64 * 1024  # "small" goes as a frame, "big" as a file
+    source = _dataset("ds", 1.0)
+    big = source.get_tensor("big")
+    client.put_dataset(source)
+    big[:] = 9  # the put copied it into its file already
+    (name,) = _stored_files(client, 1)
+    held = client.get_dataset("ds")
+    assert _mapped(held.get_tensor("big")) and not _mapped(held.get_tensor("small"))
+    assert held.get_tensor("big").max() == 1.0 and held.get_meta_scalars("step")[0] == 3
+    np.testing.assert_array_equal(held.get_tensor("small"), np.arange(5, dtype=np.int32))
+    held.get_tensor("big")[:] = 5  # private to the reader
+    client.put_dataset(_dataset("ds", 2.0))  # overwrite while the old one is held
+    assert name not in _stored_files(client, 1)
+    assert (
+        held.get_tensor("big").max() == 5 and client.get_dataset("ds").get_tensor("big").max() == 2
+    )
+    client.rename_dataset("ds", "ds2")
+    assert client.get_dataset("ds2").get_tensor("big").min() == 2
+    client.copy_dataset("ds2", "ds3")
+    client.delete_dataset("ds2")
+    assert client.get_dataset("ds3").get_tensor("big").min() == 2
+    client.delete_dataset("ds3")
+    assert _stored_files(client, 0) == []
+    client.append_to_list("runs", _dataset("ds4", 4.0))
+    (got,) = client.get_datasets_from_list("runs")
+    assert _mapped(got.get_tensor("big")) and got.get_tensor("big").min() == 4.0
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    arrays=st.lists(
+        st.sampled_from(DTYPES).flatmap(
+            lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, max_side=7))
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_dataset_round_trips_over_shm(client, arrays):
+    dataset = memstore.DataSet("h")
+    for i, array in enumerate(arrays):
+        dataset.add_tensor(f"t{i}", array)
+    client.put_dataset(dataset)
+    got = client.get_dataset("h")
+    for i, array in enumerate(arrays):
+        out = got.get_tensor(f"t{i}")
+        assert out.dtype == array.dtype and out.shape == array.shape
+        np.testing.assert_array_equal(out, array)
+
+
+def test_hostile_put_dataset_cannot_adopt_foreign_files(client, shm_root, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    area = shm._uploads_in(str(shm_root))
+    os.symlink(secret, os.path.join(area.path, "dd"))
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(client.addresses[0])
+    try:
+        layout = {"tensors": [{"name": "t", "meta": {"dtype": "<u1", "shape": [6]}}]}
+        for file in ("dd", "../../secret", str(secret)):
+            fields = {"key": "hd", "dataset": layout, "area": area.name, "files": [file]}
+            sock.send_multipart(wire.request(1, "put_dataset", fields, [b""]))
+            assert sock.poll(10_000), "the shard did not answer"
+            assert not wire.unpack_header(sock.recv_multipart()[0])["ok"], file
+    finally:
+        sock.close()
+        os.unlink(os.path.join(area.path, "dd"))
+    assert secret.read_bytes() == b"secret" and not client.dataset_exists("hd")
+    assert _stored_files(client, 0) == []  # the last test's, flushed, go in the background

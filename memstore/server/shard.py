@@ -517,11 +517,7 @@ class Shard(ModelOps, PersistOps):
                 f"put: {len(keys)} keys, {len(metas)} metas and {len(request.payload)} "
                 "payload frames must match"
             )
-        files = request.header.get("files")  # shared-memory uploads by key; None: a frame
-        if files is not None and (
-            self.shm is None or not isinstance(files, list) or len(files) != len(keys)
-        ):
-            raise ProtocolError("put: field 'files' needs shared memory and one name per key")
+        files = self._upload_names(request, len(keys), "put")
         area = request.header.get("area")
         entries = []
         try:
@@ -540,6 +536,17 @@ class Shard(ModelOps, PersistOps):
             _discard_files(entries)
             raise
         return entries
+
+    def _upload_names(self, request, count: int, what: str) -> list | None:
+        """A put's shared-memory uploads, one name (or None: a frame) per tensor."""
+        files = request.header.get("files")
+        if files is not None and (
+            self.shm is None or not isinstance(files, list) or len(files) != count
+        ):
+            raise ProtocolError(
+                f"{what}: field 'files' needs shared memory and one name per tensor"
+            )
+        return files
 
     def _op_put(self, request, identity):
         entries = self._tensor_entries(request)
@@ -593,16 +600,38 @@ class Shard(ModelOps, PersistOps):
         specs = layout.get("tensors", [])
         if not isinstance(specs, list) or len(specs) != len(request.payload):
             raise ProtocolError(f"dataset {key!r}: tensor list and payload frames differ")
-        for spec, frame in zip(specs, request.payload, strict=False):
-            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-                raise ProtocolError(f"dataset {key!r}: each tensor needs a name")
-            tensors.parse_meta(spec.get("meta"), len(frame), f"{key}.{spec['name']}")
-        self.store.put(key, Entry.of(DATASET, layout, list(request.payload), key))
+        files = self._upload_names(request, len(specs), f"dataset {key!r}")
+        frames, adopted = list(request.payload), []
+        try:
+            for i, spec in enumerate(specs):
+                if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                    raise ProtocolError(f"dataset {key!r}: each tensor needs a name")
+                name = f"{key}.{spec['name']}"
+                if files and files[i] is not None:
+                    nbytes = tensors.meta_nbytes(spec.get("meta"), name)
+                    frames[i], file = self.shm.adopt(request.header.get("area"), files[i],
+                                                     nbytes, name)  # fmt: skip
+                    adopted.append((i, file))
+                else:
+                    tensors.parse_meta(spec.get("meta"), len(frames[i]), name)
+            entry = Entry.of(DATASET, layout, frames, key)
+            entry.shm = shm.ShmFiles(adopted) if adopted else None
+            self.store.put(key, entry)
+        except BaseException:
+            for _, file in adopted:
+                file.unlink()
+            raise
         return wire.reply(request.id)
 
     def _op_get_dataset(self, request, identity):
         entry = self.store.get(self._key(request), DATASET)
-        return wire.reply(request.id, {"dataset": entry.meta}, entry.frames)
+        fields, frames = {"dataset": entry.meta}, entry.frames
+        if request.header.get("shm") is True and entry.shm is not None:
+            fields["files"] = entry.shm.names(len(frames))
+            fields["shm"] = self.shm.offer()
+            frames = [b"" if n is not None else f for n, f in zip(fields["files"], frames,
+                                                                  strict=False)]  # fmt: skip
+        return wire.reply(request.id, fields, frames)
 
     @staticmethod
     def _list_items(request) -> list[str]:

@@ -181,7 +181,7 @@ class Store:
             self.held += entry.nbytes
         if entry.shm is not None:
             self.shm_used -= entry.nbytes
-            entry.shm.unlink()
+            entry.shm.unlink(entry.frames)
             entry.shm = None
 
     def delete(self, key: str, kind: str | None = None) -> Entry:
