@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 from memstore import address as addresses
-from memstore import auth, shm, tensors
+from memstore import auth, shm_client, tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
 from memstore.config import (
@@ -52,8 +52,8 @@ def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
     return header["metas"][0], payload[0]
 
 
-_UNKNOWN = shm.UNASKED
-_STALE = shm.STALE
+_UNKNOWN = shm_client.UNASKED
+_STALE = shm_client.STALE
 
 
 def _header_fields(header: dict, payload: list) -> dict:
@@ -154,12 +154,12 @@ class Client(DatasetCalls, ModelCalls):
         if 0 <= index < len(self._links) and self._links[index] is _UNKNOWN:
             self._links[index] = self._negotiate(hello)
 
-    def _negotiate(self, hello: dict) -> shm.Link | None:
+    def _negotiate(self, hello: dict) -> shm_client.Link | None:
         if "shm" not in (hello.get("features") or []):
             return None
-        return shm.Link.negotiate(hello.get("shm"), self._shm)
+        return shm_client.Link.negotiate(hello.get("shm"), self._shm)
 
-    def _link(self, shard: int) -> shm.Link | None:
+    def _link(self, shard: int) -> shm_client.Link | None:
         """The shared-memory link to ``shard``, asking it the first time (a ``hello``)."""
         link = self._links[shard]
         if link is _UNKNOWN:
@@ -367,7 +367,7 @@ class Client(DatasetCalls, ModelCalls):
         payload, area, sealing = list(buffers), None, []
         try:
             for i in big:
-                allocation = shm.claim(sources[i], link.root) if sources else None
+                allocation = shm_client.claim(sources[i], link.root) if sources else None
                 if allocation is not None:
                     sealing.append(allocation)
                     area, files[i] = allocation.uploads.name, allocation.name
@@ -442,7 +442,7 @@ class Client(DatasetCalls, ModelCalls):
         if not files:
             return payload
         if link is _UNKNOWN:  # a shard not asked yet sent its offer along
-            link = self._links[shard] = shm.Link.negotiate(header.get("shm"), self._shm)
+            link = self._links[shard] = shm_client.Link.negotiate(header.get("shm"), self._shm)
             if link is None:
                 return _STALE
         payload = list(payload)

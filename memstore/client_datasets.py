@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from memstore import shm
+from memstore import shm_client
 from memstore.dataset import DataSet
 from memstore.errors import KeyNotFound
 from memstore.kinds import DATASET, LIST
 from memstore.transport import Future, Gathered, Resolved, chain
 
-_UNKNOWN, _STALE = shm.UNASKED, shm.STALE
+_UNKNOWN, _STALE = shm_client.UNASKED, shm_client.STALE
 
 
 class DatasetCalls:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import memstore
-from memstore import shm, wire
+from memstore import shm_client, wire
 from memstore.errors import StoreFull
 
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -189,11 +189,12 @@ def test_disabled_by_the_shard(shm_root, monkeypatch):
 def test_other_node_or_other_dev_shm_is_refused(client):
     hello = client._transport.call(0, "hello", {}, [], lambda h, p: h, 5.0, "hello")
     offer = hello["shm"]
-    assert shm.Link.negotiate(offer) is not None
-    assert shm.Link.negotiate({**offer, "boot_id": "another-node"}) is None
-    assert shm.Link.negotiate({**offer, "probe": "0" * 32}) is None  # same path, other /dev/shm
-    assert shm.Link.negotiate({**offer, "dir": "/nonexistent/dir"}) is None
-    assert shm.Link.negotiate(None) is None
+    assert shm_client.Link.negotiate(offer) is not None
+    assert shm_client.Link.negotiate({**offer, "boot_id": "another-node"}) is None
+    # the same path, but another /dev/shm: the probe token differs
+    assert shm_client.Link.negotiate({**offer, "probe": "0" * 32}) is None
+    assert shm_client.Link.negotiate({**offer, "dir": "/nonexistent/dir"}) is None
+    assert shm_client.Link.negotiate(None) is None
 
 
 def _hostile_put(address: str, fields: dict) -> dict:
@@ -215,7 +216,7 @@ def _hostile_put(address: str, fields: dict) -> dict:
 def test_hostile_client_cannot_make_the_shard_adopt_foreign_files(client, shm_root, tmp_path):
     secret = tmp_path / "secret"
     secret.write_bytes(b"secret")
-    area = shm._uploads_in(str(shm_root))
+    area = shm_client._uploads_in(str(shm_root))
     os.symlink(secret, os.path.join(area.path, "aa"))
     os.link(secret, os.path.join(area.path, "bb"))
     os.mkdir(os.path.join(area.path, "cc"))
@@ -245,8 +246,8 @@ def test_hostile_client_cannot_make_the_shard_adopt_foreign_files(client, shm_ro
 
 _KILLED_CLIENT = """
 import sys, numpy as np
-from memstore import shm
-link = shm.Link(sys.argv[1])
+from memstore import shm_client
+link = shm_client.Link(sys.argv[1])
 area, name = link.upload(memoryview(np.ones(100_000)))
 print(area, flush=True)
 sys.stdin.read()
@@ -299,7 +300,7 @@ def test_a_shard_removes_its_directory_and_a_killed_shards_is_swept(shm_root):
 def _upload_files(shm_root) -> list[str]:
     """Files in upload areas, but for those the pool keeps ready for later puts."""
     pooled = set()
-    for uploads in list(shm._uploads.values()):
+    for uploads in list(shm_client._uploads.values()):
         if uploads.pool is not None:
             with uploads.pool.cond:
                 pooled |= {name for files in uploads.pool.ready.values() for name, _ in files}
@@ -428,7 +429,7 @@ def test_client_shm_argument_overrides_the_environment(cluster, monkeypatch):
 
 def test_puts_take_files_the_pool_allocated_ahead(client, shm_root):
     client.put_tensor("p", np.ones(70_000))  # 560,000 bytes: the 1 MiB class is wanted now
-    pool = shm._uploads[str(shm_root)].pool
+    pool = shm_client._uploads[str(shm_root)].pool
 
     def ready() -> list:
         with pool.cond:
@@ -512,7 +513,7 @@ def test_dataset_round_trips_over_shm(client, arrays):
 def test_hostile_put_dataset_cannot_adopt_foreign_files(client, shm_root, tmp_path):
     secret = tmp_path / "secret"
     secret.write_bytes(b"secret")
-    area = shm._uploads_in(str(shm_root))
+    area = shm_client._uploads_in(str(shm_root))
     os.symlink(secret, os.path.join(area.path, "dd"))
     context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)

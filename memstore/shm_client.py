@@ -1,0 +1,347 @@
+"""The client's side of the shared-memory path (:mod:`memstore.shm`): its upload area, a pool
+of upload files allocated ahead, arrays made by ``Client.empty``, and the link to one shard.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import itertools
+import logging
+import mmap
+import os
+import shutil
+import threading
+import weakref
+from typing import Any
+
+from memstore.config import SHM_POOL_BYTES
+from memstore.errors import ProtocolError
+from memstore.shm import (
+    FILE_NAME,
+    PROBE,
+    WRITE_CHUNK,
+    boot_id,
+    discard_file,
+    enabled,
+    make_dir,
+    pid_ns,
+)
+
+log = logging.getLogger(__name__)
+
+#: A client's markers: a shard not yet asked whether it shares memory with this process, and
+#: a shared-memory file gone between the shard's answer and its mapping.
+UNASKED = object()
+STALE = object()
+
+
+class _Uploads:
+    """This process's upload area (one per root), made on first use, removed at exit."""
+
+    def __init__(self, where: str):
+        self.path, self.fd = make_dir(where, "client")
+        self.name = os.path.basename(self.path)
+        self.pid = os.getpid()
+        self._names = itertools.count(1)
+        self.pool = _Pool(self) if SHM_POOL_BYTES > 0 else None
+        atexit.register(self.close)
+
+    def next_name(self) -> str:
+        return f"{next(self._names):x}"
+
+    def create(self, name: str | None = None) -> tuple[str, int]:
+        """A new empty file of this area: (name, fd open for reading and writing)."""
+        name = name or self.next_name()
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=self.fd)  # fmt: skip
+        return name, fd
+
+    def write(self, buffer: memoryview) -> str:
+        """A file holding ``buffer``'s bytes: its name. A file of the pool, whose pages
+        are allocated already, if one is ready (~3x faster than fresh tmpfs pages)."""
+        view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
+        n = view.nbytes
+        taken = self.pool.take(n) if self.pool is not None else None
+        name, fd = taken or self.create()
+        try:
+            at = 0
+            while at < n:  # the one copy of a put: into the page cache of the file
+                at += os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
+            if taken is not None:
+                os.ftruncate(fd, n)  # a pool file is of the size class: the rest goes
+        except BaseException:
+            self.discard(name)
+            raise
+        finally:
+            os.close(fd)
+        return name
+
+    def allocate(self, nbytes: int) -> mmap.mmap:
+        """A new file of ``nbytes`` zero bytes, mapped shared and writable, registered as an
+        :class:`Allocation`: ``client.empty``."""
+        name, fd = self.create()
+        try:
+            os.ftruncate(fd, nbytes)
+            mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+        except BaseException:
+            os.close(fd)
+            self.discard(name)
+            raise
+        Allocation(self, name, fd, mapping)  # kept by the registry, forgotten with the mapping
+        return mapping
+
+    def discard(self, name: str) -> None:
+        if self.fd >= 0:
+            discard_file(name, self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0 and os.getpid() == self.pid:
+            if self.pool is not None:
+                self.pool.close()
+            os.close(self.fd)
+            self.fd = -1
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class _Pool:
+    """Upload files whose pages a background thread allocated ahead of the puts.
+
+    tmpfs hands out fresh pages at ~1.2 GB/s here and writes into allocated ones at ~4 GB/s,
+    so a put takes a ready file of its size class (the next power of two) when there is
+    one, and the thread makes another while the program computes. Only files never adopted
+    are reused: a stored file is never written again (readers map it ``MAP_PRIVATE``).
+    At most :data:`memstore.config.SHM_POOL_BYTES` bytes wait, two files per class."""
+
+    PER_CLASS = 2
+
+    def __init__(self, uploads: _Uploads):
+        self.uploads = uploads
+        self.ready: dict[int, list[tuple[str, int]]] = {}
+        self.wanted: set[int] = set()
+        self.held = 0
+        self.making = ""  # the file being allocated now (not ready yet)
+        self.closed = False
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def take(self, nbytes: int) -> tuple[str, int] | None:
+        """A ready file of at least ``nbytes`` bytes, or None; either way the class is
+        refilled in the background."""
+        size = 1 << max(0, nbytes - 1).bit_length()
+        if size > SHM_POOL_BYTES // self.PER_CLASS:
+            return None
+        with self.cond:
+            files = self.ready.get(size)
+            taken = files.pop() if files else None
+            if taken is not None:
+                self.held -= size
+            self.wanted.add(size)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._fill, name="memstore-shm-pool",
+                                               daemon=True)  # fmt: skip
+                self.thread.start()
+            self.cond.notify()
+        return taken
+
+    def _fill(self) -> None:
+        try:  # allocating pages ahead must not slow the program down
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+        while True:
+            with self.cond:
+                while not self.closed and not (size := self._next()):
+                    self.cond.wait()
+                if self.closed:
+                    return
+                name = self.making = self.uploads.next_name()
+            try:
+                name, fd = self.uploads.create(name)
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:  # /dev/shm full: puts write fresh files as before
+                log.debug("shared-memory pool: %s", exc)
+                self.uploads.discard(name)
+                with self.cond:
+                    self.wanted.clear()
+                    self.making = ""
+                continue
+            with self.cond:
+                self.making = ""
+                if self.closed:
+                    os.close(fd)
+                    return
+                self.ready.setdefault(size, []).append((name, fd))
+                self.held += size
+
+    def _next(self) -> int:
+        """A wanted class short of files that fits under the cap; 0 if none."""
+        for size in sorted(self.wanted):
+            short = len(self.ready.get(size, ())) < self.PER_CLASS
+            if short and self.held + size <= SHM_POOL_BYTES:
+                return size
+        return 0
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+            for files in self.ready.values():
+                for _, fd in files:
+                    os.close(fd)
+            self.ready.clear()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]  # fmt: skip
+_MAP_FIXED = 0x10
+
+#: Allocations not yet put, by the address of their mapping (what an array's data points at).
+_allocations: dict[int, Allocation] = {}
+_allocations_lock = threading.Lock()
+
+
+class Allocation:
+    """An upload file mapped shared and writable, handed out as ``client.empty``'s array.
+
+    Its put *seals* it: the mapping is replaced in place (``MAP_FIXED``) by a private
+    copy-on-write mapping of the same file, so the caller's array keeps its address and
+    contents but its later writes stay private, never reaching the stored file. An
+    allocation dropped before its put removes its file."""
+
+    __slots__ = ("__weakref__", "address", "fd", "name", "nbytes", "pid", "uploads")
+
+    def __init__(self, uploads: _Uploads, name: str, fd: int, mapping: mmap.mmap):
+        self.uploads, self.name, self.fd, self.nbytes = uploads, name, fd, len(mapping)
+        self.pid = os.getpid()
+        pointer = (ctypes.c_char * 1).from_buffer(mapping)
+        self.address = ctypes.addressof(pointer)
+        del pointer  # a held export would keep the mapping from ever closing
+        with _allocations_lock:
+            _allocations[self.address] = self
+        weakref.finalize(mapping, _forget, self)
+
+    def seal(self) -> None:
+        """Make the caller's mapping private (see the class); the file is the put's."""
+        address = _libc.mmap(self.address, self.nbytes, mmap.PROT_READ | mmap.PROT_WRITE,
+                             mmap.MAP_PRIVATE | _MAP_FIXED, self.fd, 0)  # fmt: skip
+        os.close(self.fd)
+        self.fd = -1
+        if address != self.address:  # cannot happen for a range we own; never hand it on
+            raise OSError(ctypes.get_errno(), "cannot remap an empty() array privately")
+
+
+def _forget(allocation: Allocation) -> None:
+    """The array of ``allocation`` is gone: its file too, unless a put took it."""
+    with _allocations_lock:
+        if _allocations.get(allocation.address) is allocation:
+            del _allocations[allocation.address]
+    if allocation.fd >= 0:
+        os.close(allocation.fd)
+        allocation.fd = -1
+        allocation.uploads.discard(allocation.name)
+
+
+def claim(data: Any, root: str) -> Allocation | None:
+    """The allocation ``data`` (a numpy array) fills whole, if any, now taken by a put;
+    None for any other array (it is copied as usual)."""
+    interface = getattr(data, "__array_interface__", None)
+    if interface is None or not (data.flags.c_contiguous or data.flags.f_contiguous):
+        return None
+    address = interface["data"][0]
+    with _allocations_lock:
+        allocation = _allocations.get(address)
+        if (
+            allocation is None
+            or allocation.nbytes != data.nbytes
+            or allocation.pid != os.getpid()
+            or os.path.dirname(allocation.uploads.path) != root
+        ):
+            return None
+        del _allocations[address]
+    return allocation
+
+
+_uploads: dict[str, _Uploads] = {}
+_uploads_lock = threading.Lock()
+
+
+def _uploads_in(where: str) -> _Uploads:
+    with _uploads_lock:
+        area = _uploads.get(where)
+        if area is None or area.pid != os.getpid():  # a forked child makes its own
+            area = _uploads[where] = _Uploads(where)
+        return area
+
+
+class Link:
+    """A client's shared-memory path to one shard of its node."""
+
+    def __init__(self, directory: str):
+        self.dir = directory
+        self.root = os.path.dirname(directory)
+
+    @classmethod
+    def negotiate(cls, offer: Any, wanted: bool | None = None) -> Link | None:
+        """A link if ``offer`` (a shard's hello) is usable from this process, else None;
+        ``wanted`` None: unless ``MEMSTORE_SHM=0``."""
+        if not (enabled() if wanted is None else wanted) or not isinstance(offer, dict):
+            return None
+        directory = offer.get("dir")
+        if (
+            not isinstance(directory, str)
+            or offer.get("boot_id") != boot_id()
+            or not offer.get("boot_id")
+            or offer.get("pidns") != pid_ns()
+            or offer.get("uid") != os.geteuid()
+        ):
+            return None
+        try:  # the same path on another /dev/shm would not hold the shard's token
+            fd = os.open(os.path.join(directory, PROBE), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                token = os.read(fd, 64).decode(errors="replace")
+            finally:
+                os.close(fd)
+            _uploads_in(os.path.dirname(directory))
+        except OSError as exc:
+            log.debug("no shared memory with %s: %s", directory, exc)
+            return None
+        return cls(directory) if token == offer.get("probe") else None
+
+    def upload(self, buffer: memoryview) -> tuple[str, str]:
+        """Write ``buffer`` into a new upload file: (area name, file name)."""
+        area = _uploads_in(self.root)
+        return area.name, area.write(buffer)
+
+    def allocate(self, nbytes: int) -> mmap.mmap:
+        """A writable shared mapping of a new upload file of ``nbytes`` bytes, which a put
+        of an array filling it adopts without a copy (:class:`Allocation`)."""
+        return _uploads_in(self.root).allocate(nbytes)
+
+    def discard(self, area: str, name: str) -> None:
+        """Remove an upload the shard did not adopt (its put failed)."""
+        uploads = _uploads.get(self.root)
+        if uploads is not None and uploads.name == area:
+            uploads.discard(name)
+
+    def discard_all(self, area: str | None, names: list) -> None:
+        for name in names:
+            if area is not None and name is not None:
+                self.discard(area, name)
+
+    def map(self, name: str) -> memoryview | None:
+        """The shard's file ``name`` mapped copy-on-write; None if it is gone (overwritten
+        or deleted after the shard answered)."""
+        if not FILE_NAME.fullmatch(name):
+            raise ProtocolError(f"shard directory {self.dir}: bad file name {name!r}")
+        try:
+            fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:  # the size is checked against the meta when the array is made
+            return memoryview(mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_COPY))
+        finally:
+            os.close(fd)
