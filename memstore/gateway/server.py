@@ -24,13 +24,19 @@ WORKERS = 16
 
 
 class Gateway:
-    """A RESP server on ``host:port`` in front of ``client``'s shards."""
+    """A RESP server on ``host:port`` in front of ``client``'s shards.
 
-    def __init__(self, client: Any, host: str = "127.0.0.1", port: int = 6379):
-        self.client, self.host, self.port = client, host, port
+    ``client`` is a :class:`memstore.Client` or a function making one on first use;
+    ``peers`` lists every gateway of the store (``CLUSTER SLOTS``), see :class:`Context`.
+    """
+
+    def __init__(
+        self, client: Any, host: str = "127.0.0.1", port: int = 6379, peers: list | None = None
+    ):
+        self.host, self.port = host, port
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "memstore-gateway")
         self._server: asyncio.base_events.Server | None = None
-        self.ctx = Context(client, host, port)
+        self.ctx = Context(client, host, port, peers)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -46,6 +52,7 @@ class Gateway:
         if self._server is not None:
             self._server.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.ctx.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser, queued = Parser(), None  # queued: the MULTI block's commands
@@ -104,11 +111,11 @@ class Gateway:
         return await loop.run_in_executor(self._pool, execute, self.ctx, args)
 
 
-def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None) -> None:
+def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None, peers=None) -> None:
     """Run a gateway until interrupted; ``ready(port)`` is called once it listens."""
 
     async def main() -> None:
-        gateway = Gateway(client, host, port)
+        gateway = Gateway(client, host, port, peers)
         await gateway.start()
         if ready is not None:
             ready(gateway.port)
