@@ -205,18 +205,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_gateway(args) -> int:
-    from memstore.client import Client
     from memstore.gateway import serve
     from memstore.gateway.commands import parse_peer
+    from memstore.gateway.server import connect
 
-    client = Client(_cluster(args), timeout=args.timeout)
-    for use in (
-        client.use_tensor_ensemble_prefix,
-        client.use_dataset_ensemble_prefix,
-        client.use_list_ensemble_prefix,
-        client.use_model_ensemble_prefix,
-    ):
-        use(False)  # SmartRedis clients add their own prefixes to the keys they send
+    client = connect(_cluster(args), timeout=args.timeout)
 
     def ready(port: int) -> None:
         print(f"{GATEWAY_READY_LINE}{args.host}:{port}", flush=True)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memstore
-from memstore.config import GATEWAY_READY_LINE
+from memstore.config import GATEWAY_READY_LINE, READY_LINE
 from memstore.gateway.resp import MAX_INLINE, Parser, RespError, encode
 
 redis = pytest.importorskip("redis")
@@ -172,6 +172,29 @@ def test_gateways_split_the_slots_between_them():
         with store.client(timeout=10) as native:
             assert all(native.get_list_length(f"l{port}") == 1 for port in ports)
     assert not any(g.alive() for g in store.gateways)
+
+
+def test_server_resp_port_serves_the_shard_and_the_redis_protocol():
+    """memstore-server --resp-port 0: one process, a shard and a gateway in front of it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "memstore.server", "--port", "0", "--resp-port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gateway_line = process.stdout.readline()  # bounded: printed before the shard's line
+        shard_line = process.stdout.readline()
+        assert gateway_line.startswith(GATEWAY_READY_LINE), gateway_line
+        assert shard_line.startswith(READY_LINE), shard_line
+        port = int(gateway_line.rsplit(":", 1)[1])
+        with redis.Redis(port=port, protocol=2, socket_timeout=10) as r:
+            assert r.execute_command("AI.TENSORSET", "t", "INT32", 2, "VALUES", 4, 5)
+        with memstore.Client(shard_line[len(READY_LINE) :].strip(), timeout=10) as native:
+            np.testing.assert_array_equal(native.get_tensor("t"), [4, 5])
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert process.returncode is not None
 
 
 def test_multi_exec(r):

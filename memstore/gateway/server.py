@@ -125,3 +125,50 @@ def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None, pe
             gateway.close()
 
     asyncio.run(main())
+
+
+def serve_in_thread(client: Any, host: str, port: int, timeout: float = 30.0) -> int:
+    """Start a gateway on a daemon thread (``memstore-server --resp-port``); its port once
+    it listens. ``client`` may be a function making the client on first use.
+
+    Raises:
+        OSError: the port could not be bound (or the gateway did not listen in ``timeout``).
+    """
+    import threading
+
+    bound: list = []
+    listening = threading.Event()
+
+    def ready(got: int) -> None:
+        bound.append(got)
+        listening.set()
+
+    def run() -> None:
+        try:
+            serve(client, host, port, ready=ready)
+        except BaseException as exc:  # reported to the starting thread
+            bound.append(exc)
+            listening.set()
+
+    threading.Thread(target=run, name="memstore-gateway", daemon=True).start()
+    if not listening.wait(timeout):
+        raise OSError(f"the gateway did not listen on {host}:{port} within {timeout}s")
+    if isinstance(bound[0], BaseException):
+        raise OSError(f"the gateway could not listen on {host}:{port}: {bound[0]}")
+    return bound[0]
+
+
+def connect(address: Any, timeout: float = 5.0) -> Any:
+    """The :class:`memstore.Client` a gateway serves with: no ensemble prefixes of its own,
+    since SmartRedis clients add theirs to the keys they send."""
+    from memstore.client import Client
+
+    client = Client(address, timeout=timeout)
+    for use in (
+        client.use_tensor_ensemble_prefix,
+        client.use_dataset_ensemble_prefix,
+        client.use_list_ensemble_prefix,
+        client.use_model_ensemble_prefix,
+    ):
+        use(False)
+    return client
