@@ -4,6 +4,7 @@
     memstore-bench --full                   # make bench-full
     memstore-bench --only latency,bandwidth --name laptop
     memstore-bench --only transport --quick  # issue 11's targets only (~30 s on 2 cores)
+    memstore-bench --only gateway            # SmartRedis via the gateway vs redis-server
 
 Writes ``<out>/<name>.json`` (machine, versions, parameters, every raw sample) and
 ``<out>/<name>-<workload>.png``. Every process the suite starts is stopped when it ends,
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from benchmarks import (
     bandwidth,
+    gateway,
     inference,
     latency,
     online,
@@ -38,8 +40,11 @@ from benchmarks.harness import Env, machine, versions
 from benchmarks.presets import PRESETS, Preset
 
 WORKLOADS = {
-    m.NAME: m for m in (latency, bandwidth, throughput, threads, scaling, inference, online)
+    m.NAME: m
+    for m in (latency, bandwidth, throughput, threads, scaling, inference, online, gateway)
 }
+#: run only when named in ``--only`` (the gateway needs .venv-smartredis: make test-smartredis)
+ON_REQUEST = ("gateway",)
 #: ``--only`` names that stand for several workloads: the workloads, the issue whose targets
 #: the report shows, and how the preset is cut down to what those targets read
 GROUPS = {
@@ -140,7 +145,7 @@ def _main(argv: list[str] | None) -> int:
             preset = narrow(preset)
         elif word and word not in chosen:
             chosen.append(word)
-    chosen = chosen or list(WORKLOADS)
+    chosen = chosen or [w for w in WORKLOADS if w not in ON_REQUEST]
     unknown = [w for w in chosen if w not in WORKLOADS]
     if unknown:
         choices = [*WORKLOADS, *GROUPS]

@@ -8,6 +8,7 @@ themselves are :mod:`benchmarks.goals`.
 from __future__ import annotations
 
 from benchmarks import threads
+from benchmarks.gateway import table as gateway_table
 from benchmarks.goals import ISSUES, Ratio, ratios
 from benchmarks.presets import size_label
 from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, REDIS
@@ -179,6 +180,7 @@ TABLES = {
     "online": online_table,
     "inference": inference_table,
     "threads": threads_table,
+    "gateway": gateway_table,
 }
 
 
