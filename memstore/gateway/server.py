@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 #: Bytes read per ``read`` call and the most commands run at once (over all connections).
 READ_SIZE = 1024 * 1024
 WORKERS = 16
+#: bytes a connection buffers before asyncio stops reading it (default 64 KiB: a large
+#: tensor then arrives in thousands of small reads)
+STREAM_LIMIT = 16 * 1024 * 1024
 
 
 class Gateway:
@@ -39,7 +42,9 @@ class Gateway:
         self.ctx = Context(client, host, port, peers)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, limit=STREAM_LIMIT
+        )
         self.port = self.ctx.port = self._server.sockets[0].getsockname()[1]
 
     async def serve_forever(self) -> None:
