@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-memstore
 PYTEST_ARGS ?=
 
-.PHONY: demo soak test test-all test-mpi test-slurm lint format clean bench bench-full bench-transport
+.PHONY: demo soak test test-smartredis test-all test-mpi test-slurm lint format clean bench bench-full bench-transport
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ venv: $(STAMP)
 demo: $(STAMP)  ## the online-learning example: simulation, training, in-store inference
 	$(PY) examples/online_learning/run.py
 
-test: $(STAMP)  ## the default suite (excludes slow, gpu and slurm tests)
+test: $(STAMP) $(SR_STAMP)  ## the default suite (excludes slow, gpu and slurm tests)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## everything but slurm, slow tests included (gpu tests skip without CUDA)
@@ -82,5 +82,24 @@ bench-full: $(BENCH_STAMP)  ## the full benchmark preset
 bench-transport: $(BENCH_STAMP)  ## issue 11's client-transport targets only (< 2 minutes on 2 cores)
 	$(PY) -m benchmarks --quick --only transport $(BENCH_ARGS)
 
+# The real SmartRedis client (smartredis==0.6.1, the [smartredis] extra) needs numpy<2, so it
+# gets its own interpreter: .venv-smartredis holds smartredis + numpy<2, and a .pth adds
+# $(VENV)'s packages after its own (memstore, torch, pytest; its numpy 1.26 comes first).
+# tests/test_smartredis_gateway.py runs SmartRedis's suite in it through `memstore gateway`
+# (standalone and 3-gateway cluster mode) plus tests/test_gateway_smartredis.py.
+SR_VENV ?= .venv-smartredis
+SR_STAMP := $(SR_VENV)/.installed-smartredis
+
+$(SR_STAMP): $(STAMP) setup.cfg
+	$(PYTHON) -m venv $(SR_VENV)
+	$(SR_VENV)/bin/python -m pip install -q 'smartredis==0.6.1' 'numpy<2' || \
+		{ rm -rf $(SR_VENV); echo "no smartredis wheel: tests/test_smartredis_gateway.py will skip"; mkdir -p $(SR_VENV); }
+	[ ! -x $(SR_VENV)/bin/python ] || echo "import site; site.addsitedir('$(abspath $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"))')" \
+		> "$$($(SR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/memstore-main-venv.pth"
+	touch $(SR_STAMP)
+
+test-smartredis: $(SR_STAMP)  ## SmartRedis's suite through the real client and memstore gateway
+	MEMSTORE_SR_PYTHON=$(SR_VENV)/bin/python $(PY) -m pytest -q -s tests/test_smartredis_gateway.py $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SR_VENV) build *.egg-info .pytest_cache .hypothesis

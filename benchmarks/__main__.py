@@ -4,6 +4,7 @@
     memstore-bench --full                   # make bench-full
     memstore-bench --only latency,bandwidth --name laptop
     memstore-bench --only transport --quick  # issue 11's targets only (~30 s on 2 cores)
+    memstore-bench --only gateway            # SmartRedis via the gateway vs redis-server
 
 Writes ``<out>/<name>.json`` (machine, versions, parameters, every raw sample) and
 ``<out>/<name>-<workload>.png``. Every process the suite starts is stopped when it ends,
@@ -26,6 +27,7 @@ from pathlib import Path
 from benchmarks import (
     bandwidth,
     curve,
+    gateway,
     inference,
     latency,
     online,
@@ -39,10 +41,12 @@ from benchmarks.harness import Env, machine, versions
 from benchmarks.presets import PRESETS, Preset
 
 WORKLOADS = {
-    m.NAME: m for m in (latency, bandwidth, throughput, threads, scaling, inference, online, curve)
+    m.NAME: m
+    for m in (latency, bandwidth, throughput, threads, scaling, inference, online, curve, gateway)
 }
-#: Workloads only run when asked for (``--only``, or ``--secure`` for curve)
-OPTIONAL = ("curve",)
+#: Workloads only run when asked for (``--only``, or ``--secure`` for curve; the gateway needs
+#: .venv-smartredis: make test-smartredis)
+OPTIONAL = ("curve", "gateway")
 #: ``--only`` names that stand for several workloads: the workloads, the issue whose targets
 #: the report shows, and how the preset is cut down to what those targets read
 GROUPS = {

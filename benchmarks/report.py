@@ -8,6 +8,7 @@ themselves are :mod:`benchmarks.goals`.
 from __future__ import annotations
 
 from benchmarks import curve, threads
+from benchmarks.gateway import table as gateway_table
 from benchmarks.goals import ISSUES, Ratio, ratios
 from benchmarks.presets import size_label
 from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS
@@ -180,6 +181,7 @@ TABLES = {
     "inference": inference_table,
     "threads": threads_table,
     "curve": curve.table,
+    "gateway": gateway_table,
 }
 
 

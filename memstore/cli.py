@@ -230,23 +230,23 @@ def cmd_info(args) -> int:
 
 
 def cmd_gateway(args) -> int:
-    from memstore.client import Client
     from memstore.gateway import serve
+    from memstore.gateway.commands import parse_peer
+    from memstore.gateway.server import connect
 
-    client = Client(_cluster(args), timeout=args.timeout)
-    for use in (
-        client.use_tensor_ensemble_prefix,
-        client.use_dataset_ensemble_prefix,
-        client.use_list_ensemble_prefix,
-        client.use_model_ensemble_prefix,
-    ):
-        use(False)  # SmartRedis clients add their own prefixes to the keys they send
+    client = connect(_cluster(args), timeout=args.timeout)
 
     def ready(port: int) -> None:
         print(f"{GATEWAY_READY_LINE}{args.host}:{port}", flush=True)
 
     try:
-        serve(client, args.host, args.port, ready=ready)
+        peers = [parse_peer(a) for a in args.peers.split(",")] if args.peers else None
+    except ValueError as exc:
+        client.close()
+        print(f"memstore gateway: --peers: {exc}", file=sys.stderr)
+        return 2
+    try:
+        serve(client, args.host, args.port, ready=ready, peers=peers)
     except KeyboardInterrupt:
         pass
     finally:
@@ -356,6 +356,13 @@ def parser() -> argparse.ArgumentParser:
     gateway.add_argument("--address", help="shard addresses instead of the address file")
     gateway.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
     gateway.add_argument("--port", type=int, default=DEFAULT_RESP_PORT, help="0: a free port")
+    gateway.add_argument(
+        "--peers",
+        metavar="HOST:PORT,...",
+        help="every gateway of the store, this one included, in the same order on each: "
+        "CLUSTER SLOTS splits the slots over them (SmartRedis's cluster mode); default: "
+        "this gateway alone",
+    )
     gateway.set_defaults(run=cmd_gateway)
     return p
 

@@ -191,8 +191,8 @@ def _read_ready(shard: ShardProcess, timeout: float) -> str:
     return line[len(READY_LINE) :].strip()
 
 
-def _ready_line(stream: IO[bytes], timeout: float) -> str | None:
-    """The first line of ``stream`` that starts with the ready line, within ``timeout`` s.
+def _ready_line(stream: IO[bytes], timeout: float, ready: str = READY_LINE) -> str | None:
+    """The first line of ``stream`` that starts with ``ready``, within ``timeout`` s.
 
     Reads the pipe's file descriptor itself (``os.read`` of what is there, split into lines
     here): a buffered ``readline`` after a ``select`` may pull several lines into Python's
@@ -207,7 +207,7 @@ def _ready_line(stream: IO[bytes], timeout: float) -> str | None:
             *lines, pending = pending.split(b"\n")
             for raw in lines:
                 line = raw.decode(errors="replace")
-                if line.startswith(READY_LINE):
+                if line.startswith(ready):
                     return line
             left = deadline - time.monotonic()
             if left <= 0 or not selector.select(left):
@@ -321,9 +321,15 @@ class LocalCluster:
             onto this cluster's shard count (docs/operations.md).
         shm: offer same-node clients the shared-memory path (``False``: ``--no-shm``,
             sockets only).
+        resp_port: also start ``gateways`` RESP gateways (``memstore gateway``) on ports
+            ``resp_port, resp_port+1, ...`` (0: free ports), for SmartRedis's compiled
+            clients; ``resp_addresses`` lists them as ``host:port`` and ``smartredis_env``
+            holds the ``SSDB``/``SR_DB_TYPE`` such a client reads.
+        gateways: how many gateways with ``resp_port``; more than one answer
+            ``CLUSTER SLOTS`` together (SmartRedis's cluster mode).
 
-    The shards are stopped on exit, also after an exception; ``address`` is the value for
-    ``MEMSTORE_ADDRESS``.
+    The shards (and gateways) are stopped on exit, also after an exception; ``address`` is
+    the value for ``MEMSTORE_ADDRESS``.
     """
 
     def __init__(
@@ -337,6 +343,8 @@ class LocalCluster:
         secure: bool = False,
         restore: str | os.PathLike | None = None,
         shm: bool = True,
+        resp_port: int | None = None,
+        gateways: int = 1,
     ):
         self._tmp = tempfile.mkdtemp(prefix="memstore-")  # 0700: private sockets and keys
         extra_args = [*(extra_args or []), *([] if shm else ["--no-shm"])]
@@ -362,6 +370,28 @@ class LocalCluster:
         self.env[ENV_ADDRESS] = self.address
         if self.keys_dir is not None:
             self.env[ENV_CURVE_DIR] = self.keys_dir
+        self.gateways: list = []
+        self.resp_addresses: list[str] = []
+        self.smartredis_env: dict[str, str] = {}
+        if resp_port is not None:
+            self._start_gateways(host, resp_port, gateways)
+
+    def _start_gateways(self, host: str, port: int, count: int) -> None:
+        from memstore.gateway.processes import start_gateways
+
+        try:
+            self.gateways = start_gateways(
+                self.addresses, count, host=host, port=port, log_dir=self._tmp,
+                curve_dir=self.keys_dir,
+            )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+        self.resp_addresses = [g.address for g in self.gateways]
+        self.smartredis_env = {
+            "SSDB": ",".join(self.resp_addresses),
+            "SR_DB_TYPE": "Clustered" if count > 1 else "Standalone",
+        }
 
     def client(self, **kwargs):
         """A :class:`memstore.Client` connected to this cluster (with its client key)."""
@@ -401,6 +431,10 @@ class LocalCluster:
         )
 
     def close(self) -> None:
+        if getattr(self, "gateways", None):
+            from memstore.gateway.processes import stop_gateways
+
+            stop_gateways(self.gateways)
         stop_processes(self.shards)
         shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -164,6 +164,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="snapshot to --save-dir this often (default 0: only when asked)",
     )
+    p.add_argument(
+        "--resp-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the Redis protocol (a memstore gateway, for SmartRedis's compiled "
+        "clients) on this port of --host (0: a free one), in front of the whole cluster; it "
+        "shares this process (for throughput run `memstore gateway` instead)",
+    )
     p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
     p.add_argument(
         "--intra-op-threads",
@@ -328,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"memstore-server: {exc}", file=sys.stderr)
             return 2
     _warn_exposed(shard.address, curve is not None)
+    if args.resp_port is not None:
+        try:
+            _start_gateway(shard.address, host, args.resp_port)
+        except OSError as exc:
+            shard.close()
+            print(f"memstore-server: {exc}", file=sys.stderr)
+            return 1
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -336,6 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a signal that came before serve() was ready to take it
         shard.close()
     return 0
+
+
+def _start_gateway(address: str, host: str, port: int) -> None:
+    """A gateway thread whose client reaches the cluster through this shard, made on the
+    first command: by then a launcher has told the shard its cluster."""
+    from memstore.config import GATEWAY_READY_LINE
+    from memstore.gateway.server import connect, serve_in_thread
+
+    bound = serve_in_thread(lambda: connect(address), host, port)
+    print(f"{GATEWAY_READY_LINE}{host}:{bound}", flush=True)
 
 
 def _warn_exposed(address: str, secure: bool) -> None:

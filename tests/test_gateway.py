@@ -3,6 +3,7 @@ redis-py (a RESP client), read back by ``memstore.Client``, and fed garbage."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memstore
-from memstore.config import GATEWAY_READY_LINE
+from memstore.config import GATEWAY_READY_LINE, READY_LINE
 from memstore.gateway.resp import MAX_INLINE, Parser, RespError, encode
 
 redis = pytest.importorskip("redis")
@@ -138,16 +139,62 @@ def test_hashes_and_lists(r, client):
 
 
 def test_server_commands(r, gateway):
-    assert r.execute_command("CLUSTER", "SLOTS") == [
-        [0, 16383, [b"127.0.0.1", gateway, b"%040x" % gateway]]
-    ]
+    node_id = hashlib.sha1(b"127.0.0.1:%d" % gateway).hexdigest().encode()
+    assert r.execute_command("CLUSTER", "SLOTS") == [[0, 16383, [b"127.0.0.1", gateway, node_id]]]
     assert b"cluster_state:ok" in r.execute_command("CLUSTER", "INFO")
-    assert r.config_set("maxmemory-policy", "noeviction")
-    assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert r.config_set("maxmemory-policy", "allkeys-lru")
+    assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+    with pytest.raises(redis.ResponseError, match="Unknown option"):
+        r.config_set("no-such-parameter", "1")
+    assert r.config_get("no-such-parameter") == {}
     assert r.execute_command("AI.CONFIG", "GET", "MODEL_CHUNK_SIZE") > 0
     with pytest.raises(redis.ResponseError, match="unknown command 'NOSUCH'"):
         r.execute_command("NOSUCH", "x")
     assert redis.Redis(port=gateway, socket_timeout=10).ping()  # RESP3: HELLO 3
+
+
+def test_gateways_split_the_slots_between_them():
+    """Three gateways of one store (LocalCluster(resp_port=0, gateways=3)) answer CLUSTER
+    SLOTS alike, covering 0-16383 once; each serves every key."""
+    with memstore.LocalCluster(2, resp_port=0, gateways=3) as store:
+        ports = [int(a.rsplit(":", 1)[1]) for a in store.resp_addresses]
+        replies = []
+        for port in ports:
+            with redis.Redis(port=port, protocol=2, socket_timeout=10) as each:
+                replies.append(each.execute_command("CLUSTER", "SLOTS"))
+                assert b"cluster_known_nodes:3" in each.execute_command("CLUSTER", "INFO")
+                each.rpush(f"l{port}", "x")
+        assert replies[0] == replies[1] == replies[2]
+        assert [(first, last, node[1]) for first, last, node in replies[0]] == [
+            (0, 5460, ports[0]), (5461, 10921, ports[1]), (10922, 16383, ports[2])
+        ]  # fmt: skip
+        assert store.smartredis_env["SR_DB_TYPE"] == "Clustered"
+        with store.client(timeout=10) as native:
+            assert all(native.get_list_length(f"l{port}") == 1 for port in ports)
+    assert not any(g.alive() for g in store.gateways)
+
+
+def test_server_resp_port_serves_the_shard_and_the_redis_protocol():
+    """memstore-server --resp-port 0: one process, a shard and a gateway in front of it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "memstore.server", "--port", "0", "--resp-port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gateway_line = process.stdout.readline()  # bounded: printed before the shard's line
+        shard_line = process.stdout.readline()
+        assert gateway_line.startswith(GATEWAY_READY_LINE), gateway_line
+        assert shard_line.startswith(READY_LINE), shard_line
+        port = int(gateway_line.rsplit(":", 1)[1])
+        with redis.Redis(port=port, protocol=2, socket_timeout=10) as r:
+            assert r.execute_command("AI.TENSORSET", "t", "INT32", 2, "VALUES", 4, 5)
+        with memstore.Client(shard_line[len(READY_LINE) :].strip(), timeout=10) as native:
+            np.testing.assert_array_equal(native.get_tensor("t"), [4, 5])
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert process.returncode is not None
 
 
 def test_multi_exec(r):

@@ -109,7 +109,7 @@ def _names(args: list, at: int) -> tuple[list[str], int]:
     names = args[at + 1 : at + 1 + count]
     if count < 0 or len(names) != count:
         raise CommandError("ERR wrong number of names")
-    return [text(n, "name") for n in names], at + 1 + count
+    return [text(n) for n in names], at + 1 + count
 
 
 @command("AI.MODELSTORE")
@@ -177,7 +177,7 @@ def _io(args: list, at: int, words: tuple[bytes, ...], counted: bool) -> dict[st
             j = i + 1
             while j < len(args) and args[j].upper() not in (*words, b"TIMEOUT"):
                 j += 1
-            found[word.decode().lower()] = [text(n, "name") for n in args[i + 1 : j]]
+            found[word.decode().lower()] = [text(n) for n in args[i + 1 : j]]
             i = j
     return found
 

@@ -8,12 +8,16 @@ replies here, in one place.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from memstore.errors import KeyNotFound, MemstoreError, WrongType
 from memstore.gateway.resp import OK, Error, Map
+from memstore.placement import key_slot
 
 Handler = Callable[["Context", list], Any]
 #: Upper-case command name -> handler; filled by :func:`command` in this and sibling modules.
@@ -33,15 +37,55 @@ def command(*names: str) -> Callable[[Handler], Handler]:
     return register
 
 
-class Context:
-    """What handlers share: the client, the gateway's own address and its settings."""
+#: Redis's CONFIG parameters the gateway answers (with Redis 7's defaults); CONFIG SET of
+#: any other is an error and CONFIG GET of one is empty, as in Redis. Values are kept per
+#: gateway and change nothing in memstore (its shards' settings are fixed at start).
+CONFIG_DEFAULTS = {
+    "appendonly": "no",
+    "busy-reply-threshold": "5000",
+    "databases": "1",
+    "lua-time-limit": "5000",
+    "maxclients": "10000",
+    "maxmemory": "0",
+    "maxmemory-policy": "noeviction",
+    "proto-max-bulk-len": "536870912",
+    "save": "",
+    "timeout": "0",
+}
 
-    def __init__(self, client: Any, host: str, port: int):
-        self.client = client
+
+class Context:
+    """What handlers share: the client, the gateway's own address and its settings.
+
+    ``client`` is a :class:`memstore.Client` or a function returning one, called on the
+    first command (a gateway inside a shard process starts before the shard knows its
+    cluster). ``peers`` are every gateway of the store as ``(host, port)`` in one agreed
+    order; ``CLUSTER SLOTS`` splits the 16384 slots over them (default: this one alone).
+    """
+
+    def __init__(self, client: Any, host: str, port: int, peers: list | None = None):
+        self._client = None if callable(client) else client
+        self._connect = client if callable(client) else None
+        self._lock = threading.Lock()
         self.host, self.port = host, port
+        self.peers: list[tuple[str, int]] = list(peers or [])
         self.started = time.time()
-        self.config: dict[str, str] = {"maxmemory": "0", "save": "", "appendonly": "no"}
+        self.last_save = int(self.started)
+        self.config = dict(CONFIG_DEFAULTS)
         self.model_chunk_size = 511 * 1024 * 1024
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def close(self) -> None:
+        """Close the client if this context made it."""
+        if self._connect is not None and self._client is not None:
+            self._client.close()
 
 
 def execute(ctx: Context, args: list[bytes]) -> Any:
@@ -74,10 +118,17 @@ def arity(args: list, low: int, high: int | None = None, name: str = "") -> None
 
 
 def text(value: bytes, what: str = "key") -> str:
-    """A key or name as memstore stores it (``str``); keys must be UTF-8."""
+    """A key or name as memstore stores it (``str``).
+
+    Keys that are not UTF-8 (SmartRedis's cluster mode makes hash tags of raw bytes, such
+    as ``{p\\x9a}``) keep their other bytes and spell each bad one ``\\xNN``; other names
+    (list items, fields) must be UTF-8.
+    """
     try:
         return value.decode()
     except UnicodeDecodeError:
+        if what == "key":
+            return value.decode("utf-8", "backslashreplace")
         raise CommandError(f"ERR {what} is not valid UTF-8: {value[:64]!r}") from None
 
 
@@ -146,7 +197,8 @@ def _dbsize(ctx: Context, args: list) -> Any:
 
 @command("SAVE")
 def _save(ctx: Context, args: list) -> Any:
-    ctx.client.save()
+    ctx.client.save()  # every shard into its --save-dir (memstore's snapshot)
+    ctx.last_save = int(time.time())
     return OK
 
 
@@ -159,6 +211,9 @@ def _info(ctx: Context, args: list) -> Any:
         "memstore_gateway:1",
         f"tcp_port:{ctx.port}",
         f"uptime_in_seconds:{int(time.time() - ctx.started)}",
+        "# Persistence",
+        "rdb_bgsave_in_progress:0",
+        f"rdb_last_save_time:{ctx.last_save}",
         "# Memory",
         f"used_memory:{sum(i['bytes'] for i in infos)}",
         "# Keyspace",
@@ -175,37 +230,90 @@ def _info(ctx: Context, args: list) -> Any:
 
 @command("CONFIG")
 def _config(ctx: Context, args: list) -> Any:
-    arity(args, 2, None, "config")
+    arity(args, 1, None, "config")
     sub = args[0].upper()
-    if sub == b"GET":
-        pattern = args[1].decode("latin-1").lower()
+    if sub == b"GET" and len(args) >= 2:
         found = []
-        for name, value in ctx.config.items():
-            if pattern in ("*", name) or (pattern.endswith("*") and name.startswith(pattern[:-1])):
-                found += [name, value]
+        for pattern in (a.decode("latin-1").lower() for a in args[1:]):
+            for name, value in ctx.config.items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    found += [name, value]
         return found
-    if sub == b"SET" and len(args) == 3:
-        ctx.config[args[1].decode("latin-1").lower()] = args[2].decode("latin-1")
+    if sub == b"SET" and len(args) >= 3 and len(args) % 2 == 1:
+        pairs = [(n.decode("latin-1").lower(), v) for n, v in zip(args[1::2], args[2::2])]
+        for name, _ in pairs:
+            if name not in ctx.config:
+                raise CommandError(
+                    f"ERR Unknown option or number of arguments for CONFIG SET - '{name[:64]}'"
+                )
+        for name, value in pairs:
+            ctx.config[name] = value.decode("latin-1")
         return OK
-    raise CommandError(f"ERR unknown subcommand or wrong arguments for 'config|{args[0][:32]}'")
+    if sub == b"RESETSTAT":
+        return OK
+    shown = args[0][:32].decode("latin-1")
+    raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{shown}'")
+
+
+SLOTS = 16384
+
+
+def _nodes(ctx: Context) -> list[tuple[int, int, str, int, str]]:
+    """``(first slot, last slot, host, port, node id)`` per gateway, in the peers' order."""
+    peers = ctx.peers or [(ctx.host, ctx.port)]
+    cut = [SLOTS * i // len(peers) for i in range(len(peers) + 1)]
+    return [
+        (cut[i], cut[i + 1] - 1, host, port, hashlib.sha1(f"{host}:{port}".encode()).hexdigest())
+        for i, (host, port) in enumerate(peers)
+    ]
 
 
 @command("CLUSTER")
 def _cluster(ctx: Context, args: list) -> Any:
     arity(args, 1, None, "cluster")
     sub = args[0].upper()
-    node_id = f"{ctx.port:040x}"
+    nodes = _nodes(ctx)
+    mine = next((n for n in nodes if n[2:4] == (ctx.host, ctx.port)), nodes[0])
     if sub == b"SLOTS":
-        return [[0, 16383, [ctx.host, ctx.port, node_id]]]
+        return [[first, last, [host, port, id_]] for first, last, host, port, id_ in nodes]
     if sub == b"SHARDS":
-        return [["slots", [0, 16383], "nodes", ["id", node_id, "ip", ctx.host, "port", ctx.port]]]
+        return [
+            ["slots", [first, last], "nodes", ["id", id_, "ip", host, "port", port]]
+            for first, last, host, port, id_ in nodes
+        ]
     if sub == b"NODES":
-        return f"{node_id} {ctx.host}:{ctx.port}@0 myself,master - 0 0 1 connected 0-16383\n"
+        return "".join(
+            f"{id_} {host}:{port}@0 {'myself,' if node is mine else ''}master - 0 0 {n + 1} "
+            f"connected {first}-{last}\n"
+            for n, node in enumerate(nodes)
+            for first, last, host, port, id_ in [node]
+        )
     if sub == b"INFO":
         return (
-            b"cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\n"
-            b"cluster_slots_ok:16384\r\ncluster_known_nodes:1\r\ncluster_size:1\r\n"
-        )
+            "cluster_enabled:1\r\ncluster_state:ok\r\n"
+            f"cluster_slots_assigned:{SLOTS}\r\ncluster_slots_ok:{SLOTS}\r\n"
+            f"cluster_known_nodes:{len(nodes)}\r\ncluster_size:{len(nodes)}\r\n"
+        ).encode()
     if sub == b"MYID":
-        return node_id
+        return mine[4]
+    if sub == b"KEYSLOT" and len(args) == 2:
+        return key_slot(text(args[1]))
     raise CommandError(f"ERR unknown subcommand '{args[0][:32].decode('latin-1')}' for CLUSTER")
+
+
+@command("MEMSTORE.GATEWAYS")
+def _gateways(ctx: Context, args: list) -> Any:
+    """``MEMSTORE.GATEWAYS host:port ...``: every gateway of the store, in one order, set by
+    whoever started them (``LocalCluster``); with no arguments, the list in use."""
+    if not args:
+        return [f"{host}:{port}" for *_, host, port, _ in _nodes(ctx)]
+    ctx.peers = [parse_peer(a.decode("latin-1")) for a in args]
+    return OK
+
+
+def parse_peer(value: str) -> tuple[str, int]:
+    """``host:port`` as a pair; ValueError when it is not one."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"gateway address {value[:64]!r} is not host:port")
+    return host, int(port)

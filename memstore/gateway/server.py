@@ -21,19 +21,30 @@ log = logging.getLogger(__name__)
 #: Bytes read per ``read`` call and the most commands run at once (over all connections).
 READ_SIZE = 1024 * 1024
 WORKERS = 16
+#: bytes a connection buffers before asyncio stops reading it (default 64 KiB: a large
+#: tensor then arrives in thousands of small reads)
+STREAM_LIMIT = 16 * 1024 * 1024
 
 
 class Gateway:
-    """A RESP server on ``host:port`` in front of ``client``'s shards."""
+    """A RESP server on ``host:port`` in front of ``client``'s shards.
 
-    def __init__(self, client: Any, host: str = "127.0.0.1", port: int = 6379):
-        self.client, self.host, self.port = client, host, port
+    ``client`` is a :class:`memstore.Client` or a function making one on first use;
+    ``peers`` lists every gateway of the store (``CLUSTER SLOTS``), see :class:`Context`.
+    """
+
+    def __init__(
+        self, client: Any, host: str = "127.0.0.1", port: int = 6379, peers: list | None = None
+    ):
+        self.host, self.port = host, port
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "memstore-gateway")
         self._server: asyncio.base_events.Server | None = None
-        self.ctx = Context(client, host, port)
+        self.ctx = Context(client, host, port, peers)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, limit=STREAM_LIMIT
+        )
         self.port = self.ctx.port = self._server.sockets[0].getsockname()[1]
 
     async def serve_forever(self) -> None:
@@ -46,6 +57,7 @@ class Gateway:
         if self._server is not None:
             self._server.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.ctx.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser, queued = Parser(), None  # queued: the MULTI block's commands
@@ -104,11 +116,11 @@ class Gateway:
         return await loop.run_in_executor(self._pool, execute, self.ctx, args)
 
 
-def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None) -> None:
+def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None, peers=None) -> None:
     """Run a gateway until interrupted; ``ready(port)`` is called once it listens."""
 
     async def main() -> None:
-        gateway = Gateway(client, host, port)
+        gateway = Gateway(client, host, port, peers)
         await gateway.start()
         if ready is not None:
             ready(gateway.port)
@@ -118,3 +130,50 @@ def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None) ->
             gateway.close()
 
     asyncio.run(main())
+
+
+def serve_in_thread(client: Any, host: str, port: int, timeout: float = 30.0) -> int:
+    """Start a gateway on a daemon thread (``memstore-server --resp-port``); its port once
+    it listens. ``client`` may be a function making the client on first use.
+
+    Raises:
+        OSError: the port could not be bound (or the gateway did not listen in ``timeout``).
+    """
+    import threading
+
+    bound: list = []
+    listening = threading.Event()
+
+    def ready(got: int) -> None:
+        bound.append(got)
+        listening.set()
+
+    def run() -> None:
+        try:
+            serve(client, host, port, ready=ready)
+        except BaseException as exc:  # reported to the starting thread
+            bound.append(exc)
+            listening.set()
+
+    threading.Thread(target=run, name="memstore-gateway", daemon=True).start()
+    if not listening.wait(timeout):
+        raise OSError(f"the gateway did not listen on {host}:{port} within {timeout}s")
+    if isinstance(bound[0], BaseException):
+        raise OSError(f"the gateway could not listen on {host}:{port}: {bound[0]}")
+    return bound[0]
+
+
+def connect(address: Any, timeout: float = 5.0) -> Any:
+    """The :class:`memstore.Client` a gateway serves with: no ensemble prefixes of its own,
+    since SmartRedis clients add theirs to the keys they send."""
+    from memstore.client import Client
+
+    client = Client(address, timeout=timeout)
+    for use in (
+        client.use_tensor_ensemble_prefix,
+        client.use_dataset_ensemble_prefix,
+        client.use_list_ensemble_prefix,
+        client.use_model_ensemble_prefix,
+    ):
+        use(False)
+    return client

@@ -1,0 +1,130 @@
+"""Start ``memstore gateway`` processes next to shards (``LocalCluster(resp_port=...)``).
+
+Each gateway is its own process (its own GIL) in front of the whole store. With several,
+every one is told the full gateway list (``MEMSTORE.GATEWAYS``) once all listen, so each
+answers ``CLUSTER SLOTS`` alike and a SmartRedis client in cluster mode spreads over them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from memstore.config import DEFAULT_HOST, ENV_CURVE_DIR, GATEWAY_READY_LINE, STARTUP_TIMEOUT
+from memstore.errors import MemstoreError
+
+
+@dataclass
+class GatewayProcess:
+    """A running gateway: its process, ``host:port`` and log file."""
+
+    process: subprocess.Popen
+    address: str
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def start_gateways(
+    shard_addresses: list[str],
+    count: int = 1,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    log_dir: str | Path,
+    timeout: float = STARTUP_TIMEOUT,
+    curve_dir: str | None = None,
+) -> list[GatewayProcess]:
+    """``count`` gateways on ports ``port, port+1, ...`` (0: free ports), all serving.
+
+    Raises:
+        MemstoreError: a gateway did not start (its log is in the message); the others
+            are stopped.
+    """
+    from memstore.launcher import _ready_line
+
+    if count < 1:
+        raise ValueError(f"gateways must be at least 1, got {count}")
+    started: list[GatewayProcess] = []
+    env = None if curve_dir is None else {**os.environ, ENV_CURVE_DIR: curve_dir}
+    try:
+        for i in range(count):
+            log_path = Path(log_dir) / f"memstore-gateway-{i}.log"
+            with open(log_path, "wb") as log_file:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "memstore.cli",
+                        "gateway",
+                        "--address",
+                        ",".join(shard_addresses),
+                        "--host",
+                        host,
+                        "--port",
+                        str(port + i if port else 0),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                )
+            started.append(GatewayProcess(process, "", log_path))
+        for gateway in started:
+            line = _ready_line(gateway.process.stdout, timeout, GATEWAY_READY_LINE) or ""
+            gateway.process.stdout.close()
+            if not line.startswith(GATEWAY_READY_LINE):
+                tail = gateway.log_path.read_text(errors="replace")[-2000:]
+                raise MemstoreError(f"gateway did not start (log {gateway.log_path}):\n{tail}")
+            gateway.address = line[len(GATEWAY_READY_LINE) :].strip()
+        if count > 1:
+            for gateway in started:
+                command(gateway.address, "MEMSTORE.GATEWAYS", *(g.address for g in started))
+    except BaseException:
+        stop_gateways(started)
+        raise
+    return started
+
+
+def command(address: str, *args: str, timeout: float = STARTUP_TIMEOUT) -> bytes:
+    """Send one RESP command to ``host:port``; its reply's first line (``+OK``).
+
+    Raises:
+        MemstoreError: an error reply, or none within ``timeout``.
+    """
+    host, _, port = address.rpartition(":")
+    wire = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
+    )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.sendall(wire)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as exc:
+        raise MemstoreError(f"gateway {address} did not answer {args[0]}: {exc}") from None
+    if not reply.startswith((b"+", b":", b"*", b"$")):
+        raise MemstoreError(f"gateway {address} refused {args[0]}: {reply.strip()[:200]!r}")
+    return reply.strip()
+
+
+def stop_gateways(gateways: list[GatewayProcess], timeout: float = 10.0) -> None:
+    """Terminate gateway processes, killing any that outlive ``timeout``."""
+    for gateway in gateways:
+        if gateway.alive():
+            gateway.process.terminate()
+    for gateway in gateways:
+        try:
+            gateway.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            gateway.process.kill()
+            gateway.process.wait()
