@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-memstore
+# the real SmartRedis client's interpreter (see test-smartredis below)
+SR_VENV ?= .venv-smartredis
+SR_STAMP := $(SR_VENV)/.installed-smartredis
 PYTEST_ARGS ?=
 
 .PHONY: demo soak test test-smartredis test-all test-mpi test-slurm lint format clean bench bench-full bench-transport
@@ -87,9 +90,6 @@ bench-transport: $(BENCH_STAMP)  ## issue 11's client-transport targets only (< 
 # $(VENV)'s packages after its own (memstore, torch, pytest; its numpy 1.26 comes first).
 # tests/test_smartredis_gateway.py runs SmartRedis's suite in it through `memstore gateway`
 # (standalone and 3-gateway cluster mode) plus tests/test_gateway_smartredis.py.
-SR_VENV ?= .venv-smartredis
-SR_STAMP := $(SR_VENV)/.installed-smartredis
-
 $(SR_STAMP): $(STAMP) setup.cfg
 	$(PYTHON) -m venv $(SR_VENV)
 	$(SR_VENV)/bin/python -m pip install -q 'smartredis==0.6.1' 'numpy<2' || \
