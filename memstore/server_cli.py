@@ -170,7 +170,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="also serve the Redis protocol (a memstore gateway, for SmartRedis's compiled "
         "clients) on this port of --host (0: a free one), in front of the whole cluster; it "
-        "shares this process (for throughput run `memstore gateway` instead)",
+        "shares this process (for throughput run `memstore gateway` instead); with --mpi one "
+        "gateway per node, on its first rank, each answering CLUSTER SLOTS with them all",
     )
     p.add_argument("--model-threads", type=int, default=1, help="model workers per device")
     p.add_argument(
@@ -289,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the same checks as one shard's, before any rank joins the bootstrap
             curve = _curve(args)
             _check_snapshot_options(args)
+            if curve is not None and args.resp_port is not None:
+                raise MemstoreError(
+                    "--resp-port with --curve-secret-key: a RESP gateway has no "
+                    "authentication, so it cannot front a CURVE store"
+                )
         except (MemstoreError, ValueError) as exc:
             print(f"memstore-server --mpi: {exc}", file=sys.stderr)
             return 2

@@ -52,6 +52,32 @@ def world() -> None:
     spmd("1")
 
 
+def gateway() -> None:
+    """``mpi.init(resp_port=0)``: the app rank reads through the node's gateway what it put
+    with its client, and the gateway's CLUSTER SLOTS is the job's gateway list."""
+    import redis
+
+    from memstore import mpi
+    from memstore.gateway.commands import parse_peer
+
+    with mpi.init(timeout=60, grace=5, client_timeout=10, resp_port=0) as store:
+        if store.is_server:
+            store.serve()
+            return
+        assert len(store.gateways) == store.nodes, store.gateways
+        host, port = parse_peer(store.gateways[0])
+        array = np.arange(6, dtype=np.float64).reshape(2, 3)
+        if store.comm.Get_rank() == 0:
+            store.client.put_tensor("from-init", array)
+        store.comm.Barrier()
+        with redis.Redis(host=host, port=port, protocol=2, socket_timeout=10) as r:
+            assert r.execute_command("AI.TENSORGET", "from-init", "BLOB") == array.tobytes()
+            slots = r.execute_command("CLUSTER", "SLOTS")
+            assert [s[:2] for s in slots] == [[0, 16383]], slots
+            assert slots[0][2][:2] == [host.encode(), port], slots
+        say(f"ok {store.rank} gateway")
+
+
 def snapshots() -> None:
     """A world of one serves its shards in threads over inproc://: a put still snapshots
     the caller's array and a got array is still the caller's own (both used to alias)."""
@@ -243,6 +269,7 @@ if __name__ == "__main__":
         "spmd": spmd,
         "world": world,
         "snapshots": snapshots,
+        "gateway": gateway,
         "mpmd": mpmd,
         "secure_mpmd": secure_mpmd,
         "restore": restore,

@@ -400,3 +400,107 @@ def _ready_line(process: subprocess.Popen, timeout: float) -> str:
                 break  # the job ended
             seen.append(line)
     pytest.fail(f"no ready line from the store within {timeout}s:\n{''.join(seen)}")
+
+
+def _lines_to_ready(process: subprocess.Popen, timeout: float) -> list[str]:
+    """The store job's output up to and with its ready line (read on a thread, so a line
+    already in the pipe's buffer is never waited for)."""
+    import queue
+    import threading
+
+    from memstore.config import READY_LINE
+
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for raw in process.stdout:
+            lines.put(raw.decode(errors="replace"))
+        lines.put("")  # the job ended
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(READY_LINE):
+            return seen
+    pytest.fail(f"no ready line from the store within {timeout}s:\n{''.join(seen)}")
+
+
+@needs_mpiexec
+@not_nested
+def test_server_mpi_resp_port_starts_a_gateway_per_node():
+    """``mpiexec -n 2 memstore-server --mpi --resp-port 0``: one node, so one gateway,
+    announced before the ready line; redis-py and memstore.Client see the same entries,
+    and CLUSTER SLOTS lists the gateway over all 16384 slots."""
+    redis = pytest.importorskip("redis")
+    import memstore
+    from memstore import launcher
+    from memstore.config import GATEWAY_READY_LINE, READY_LINE
+    from memstore.gateway.commands import parse_peer
+
+    store = _store_job([MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--resp-port", "0"])
+    try:
+        lines = _lines_to_ready(store, 60)
+        shards = lines[-1][len(READY_LINE) :].strip().split(",")
+        assert len(shards) == 2, lines
+        announced = [line for line in lines if line.startswith(GATEWAY_READY_LINE)]
+        assert len(announced) == 1, lines
+        gateways = announced[0][len(GATEWAY_READY_LINE) :].strip().split(",")
+        assert len(gateways) == 1, gateways  # one node here
+        host, port = parse_peer(gateways[0])
+        assert host == "127.0.0.1"
+        array = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        with redis.Redis(host=host, port=port, protocol=2, socket_timeout=10) as r:
+            slots = r.execute_command("CLUSTER", "SLOTS")
+            assert [s[:2] for s in slots] == [[0, 16383]], slots
+            assert slots[0][2][:2] == [host.encode(), port], slots
+            assert r.execute_command(
+                "AI.TENSORSET", "from-redis", "FLOAT", 2, 3, 4, "BLOB", array.tobytes()
+            )
+            with memstore.Client(shards, timeout=10) as client:
+                got = client.get_tensor("from-redis")
+                assert got.dtype == np.float32 and np.array_equal(got, array), got
+                client.put_tensor("from-memstore", array * 2)
+            assert r.execute_command("AI.TENSORGET", "from-memstore", "BLOB") == (
+                (array * 2).tobytes()
+            )
+        assert launcher.stop_addresses(shards, timeout=10) == []
+        assert store.wait(30) == 0
+    finally:
+        _end_store_job(store)
+
+
+@needs_mpiexec
+@not_nested
+def test_mpi_init_resp_port_serves_the_app_ranks():
+    rc, out, _ = run_job([MPIEXEC, "-n", "3", PY, JOBS, "gateway"], 60)
+    assert rc == 0, out
+    assert sorted(oks(out)) == ["ok 0 gateway", "ok 1 gateway"], out
+
+
+@not_nested
+def test_server_mpi_refuses_resp_port_with_curve(keys):
+    made, _ = keys
+    args = [*SERVER, "--curve-secret-key", str(made["server"]), "--resp-port", "0"]
+    rc, out, _ = run_job(args, 60)
+    assert rc == 2 and "no authentication" in out, out
+
+
+@needs_mpiexec
+@not_nested
+def test_server_mpi_gateway_port_taken_fails_every_rank():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        args = [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--resp-port", port]
+        rc, out, _ = run_job(args, 60)
+    assert rc == 1, out
+    assert out.count("could not start the RESP gateways") == 2, out  # both ranks say why

@@ -129,3 +129,15 @@ def test_no_address_under_mpi_points_to_the_bootstrap(monkeypatch):
     monkeypatch.setenv("PMI_RANK", "3")
     with pytest.raises(MemstoreError, match=r"memstore\.mpi\.connect\(\)"):
         address.resolve(None)
+
+
+def test_one_gateway_per_node_on_its_first_rank_with_shards():
+    from memstore.mpi._gateway import runs_gateway
+
+    job = members([4, 4], k=2)  # ranks 2, 3 and 6, 7 serve
+    roles = assign_roles(job)
+    assert [r for r in range(8) if runs_gateway(job, roles, r)] == [2, 6]
+    job = [Member(r, 0 if r < 2 else 2, SERVER, 0, 0) for r in range(4)]
+    job += [Member(4, 4, CONNECT, 0, 1)]  # a node without shards runs no gateway
+    roles = assign_roles(job)
+    assert [r for r in range(5) if runs_gateway(job, roles, r)] == [0, 2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 from typing import Any
 
 from memstore.gateway import ai, keys  # noqa: F401  (they fill the command table)
@@ -132,6 +133,65 @@ def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None, pe
     asyncio.run(main())
 
 
+class GatewayThread(threading.Thread):
+    """A gateway served on a daemon thread of this process, stopped by :meth:`stop`
+    (``memstore-server --resp-port``, the MPI bootstrap). ``client`` may be a function
+    making the client on first use; ``peers`` as :class:`Gateway`'s, settable later on
+    ``ctx.peers`` (the MPI bootstrap learns them once every gateway listens)."""
+
+    def __init__(self, client: Any, host: str, port: int, peers: list | None = None):
+        super().__init__(name=f"memstore-gateway {host}:{port}", daemon=True)
+        self.gateway = Gateway(client, host, port, peers)
+        self.ctx = self.gateway.ctx
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+
+    def listen(self, timeout: float = 30.0) -> int:
+        """Start the thread; its port once it listens.
+
+        Raises:
+            OSError: the port could not be bound (or the gateway did not listen in
+                ``timeout``).
+        """
+        host, port = self.gateway.host, self.gateway.port
+        self.start()
+        if not self._listening.wait(timeout):
+            raise OSError(f"the gateway did not listen on {host}:{port} within {timeout}s")
+        if self._error is not None:
+            raise OSError(f"the gateway could not listen on {host}:{port}: {self._error}")
+        return self.gateway.port
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except asyncio.CancelledError:  # stop(): serve_forever was cancelled
+            pass
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._listening.set()
+
+    async def _main(self) -> None:
+        await self.gateway.start()
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        self._listening.set()
+        try:
+            await self.gateway.serve_forever()
+        finally:
+            self.gateway.close()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop listening, end the thread and close its client; False if it would not."""
+        if self._loop is not None and self.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:  # the loop closed meanwhile: the thread is ending
+                pass
+        self.join(timeout)
+        return not self.is_alive()
+
+
 def serve_in_thread(client: Any, host: str, port: int, timeout: float = 30.0) -> int:
     """Start a gateway on a daemon thread (``memstore-server --resp-port``); its port once
     it listens. ``client`` may be a function making the client on first use.
@@ -139,36 +199,16 @@ def serve_in_thread(client: Any, host: str, port: int, timeout: float = 30.0) ->
     Raises:
         OSError: the port could not be bound (or the gateway did not listen in ``timeout``).
     """
-    import threading
-
-    bound: list = []
-    listening = threading.Event()
-
-    def ready(got: int) -> None:
-        bound.append(got)
-        listening.set()
-
-    def run() -> None:
-        try:
-            serve(client, host, port, ready=ready)
-        except BaseException as exc:  # reported to the starting thread
-            bound.append(exc)
-            listening.set()
-
-    threading.Thread(target=run, name="memstore-gateway", daemon=True).start()
-    if not listening.wait(timeout):
-        raise OSError(f"the gateway did not listen on {host}:{port} within {timeout}s")
-    if isinstance(bound[0], BaseException):
-        raise OSError(f"the gateway could not listen on {host}:{port}: {bound[0]}")
-    return bound[0]
+    return GatewayThread(client, host, port).listen(timeout)
 
 
-def connect(address: Any, timeout: float = 5.0) -> Any:
+def connect(address: Any, timeout: float = 5.0, **options: Any) -> Any:
     """The :class:`memstore.Client` a gateway serves with: no ensemble prefixes of its own,
-    since SmartRedis clients add theirs to the keys they send."""
+    since SmartRedis clients add theirs to the keys they send. ``options``: more
+    ``Client`` keyword arguments (``aliases``)."""
     from memstore.client import Client
 
-    client = Client(address, timeout=timeout)
+    client = Client(address, timeout=timeout, **options)
     for use in (
         client.use_tensor_ensemble_prefix,
         client.use_dataset_ensemble_prefix,

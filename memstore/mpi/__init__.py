@@ -61,6 +61,7 @@ def init(
     grace: float | None = None,
     client_timeout: float | None = None,
     secure: bool = False,
+    resp_port: int | None = None,
     **shard_options: Any,
 ) -> MPIStore:
     """Start a store on some ranks of ``comm`` and connect the others (collective).
@@ -84,6 +85,9 @@ def init(
         client_timeout: the clients' ``timeout``.
         secure: speak CURVE with a cluster key that rank 0 makes and broadcasts over MPI
             (never written to a file); this job's clients get it, no one else can connect.
+        resp_port: also start a RESP gateway (for SmartRedis's compiled clients) on this
+            port of each node's first rank with shards (0: a free port); every gateway
+            answers ``CLUSTER SLOTS`` with them all (``store.gateways``).
         shard_options: more :class:`memstore.server.shard.Shard` options
             (``max_message``, ``allow_pickle``, ...).
 
@@ -108,6 +112,7 @@ def init(
         grace=grace,
         client_timeout=client_timeout,
         secure=secure,
+        resp_port=None if resp_port is None else _check_port(resp_port),
     )
 
 

@@ -10,6 +10,8 @@ call ``init``, ``connect`` or run ``memstore-server --mpi`` meet in the same col
 3. serving ranks bind their shards (TCP, plus ``ipc://`` for node-local clients); a second
    ``allgather`` carries the addresses, or the error a rank hit, so that every rank raises
    the same error together instead of leaving the others in a collective;
+   with a RESP port asked for, the first rank with shards on each node starts a gateway
+   and a third ``allgather`` gives every gateway the full list (:mod:`._gateway`);
 4. ``Split`` gives the application ranks of each program their communicator; a private
    ``Dup`` carries the shutdown protocol; shards start serving in threads.
 
@@ -38,7 +40,7 @@ from memstore import address as addresses
 from memstore import auth
 from memstore.config import ENV_ADDRESS, MPI_ABORT_GRACE, MPI_TIMEOUT
 from memstore.errors import MemstoreError
-from memstore.mpi import _plan
+from memstore.mpi import _gateway, _plan
 
 if TYPE_CHECKING:
     from memstore.client import Client
@@ -143,6 +145,7 @@ def bootstrap(
     client_timeout: float | None = None,
     secure: bool = False,
     curve: auth.ServerKeys | None = None,
+    resp_port: int | None = None,
 ) -> MPIStore:
     """Collective over ``comm``: decide roles, start shards, hand out addresses.
 
@@ -152,6 +155,8 @@ def bootstrap(
     ``curve`` (``memstore-server --mpi --curve-secret-key ...``) are given keys instead: the
     lowest rank holding them broadcasts them, with their authorized keys and admin policy;
     a serving rank given other keys fails the bootstrap.
+    ``resp_port`` (0: a free port) starts one RESP gateway per node, on its first rank with
+    shards, each answering ``CLUSTER SLOTS`` with every node's gateway.
     Raises :class:`MemstoreError` on every rank alike when any rank failed to start.
     """
     MPI = mpi()
@@ -159,7 +164,7 @@ def bootstrap(
     if comm == MPI.COMM_WORLD:
         _check_not_singleton(comm.Get_size())
     _rendezvous(comm, MPI_TIMEOUT if timeout is None else timeout)
-    meeting = _meet(comm, mode, shards_per_node, address_file, secure, curve is not None)
+    meeting = _meet(comm, mode, shards_per_node, address_file, secure, curve is not None, resp_port)
     keys = None
     if meeting.secure:
         keys = _share_keys(comm, meeting.keys_from, curve)
@@ -170,6 +175,18 @@ def bootstrap(
                 else partial(_other_keys, comm.Get_rank(), meeting.keys_from)
             )
     threads, shard_list, aliases = _start(comm, meeting, make_shard, host, port, ipc)
+    gateway, gateways = None, []
+    if meeting.resp:
+        try:
+            own = threads[0].shard.address if threads else None
+            gateway, gateways = _gateway.start(
+                comm, meeting.members, meeting.roles, resp_port, own, shard_list, aliases,
+                meeting.secure,
+            )  # fmt: skip
+        except MemstoreError:
+            for t in threads:
+                t.stop()
+            raise
     rank, role = comm.Get_rank(), meeting.roles[comm.Get_rank()]
     app_comm = comm.Split(MPI.UNDEFINED if role.is_server else meeting.appnum, key=rank)
     ctl = comm.Dup()  # the shutdown protocol's own channel, apart from the user's traffic
@@ -195,6 +212,8 @@ def bootstrap(
         grace=MPI_ABORT_GRACE if grace is None else grace,
         client_timeout=client_timeout,
         curve=keys.cluster_client() if keys is not None else None,
+        gateway=gateway,
+        gateways=gateways,
     )
 
 
@@ -211,6 +230,7 @@ class _Meeting:
     address_file: str
     secure: bool = False  # some rank asked for CURVE
     keys_from: int | None = None  # the lowest rank that was given CURVE keys
+    resp: bool = False  # some rank asked for RESP gateways
 
 
 def _share_keys(comm: Any, root: int | None, given: auth.ServerKeys | None) -> auth.ServerKeys:
@@ -236,6 +256,7 @@ def _meet(
     address_file: Any,
     secure: bool = False,
     has_keys: bool = False,
+    resp_port: int | None = None,
 ) -> _Meeting:
     """Name each node, share every rank's request, decide the roles (two collectives)."""
     MPI = mpi()
@@ -247,7 +268,8 @@ def _meet(
     appnum = MPI.COMM_WORLD.Get_attr(MPI.APPNUM) or 0
     token = uuid.uuid4().hex[:8] if rank == 0 else ""
     asked = str(address_file) if address_file else ""
-    mine = (rank, node, mode, shards_per_node, appnum, token, asked, secure, has_keys)
+    mine = (rank, node, mode, shards_per_node, appnum, token, asked, secure, has_keys,
+            resp_port)  # fmt: skip
     first = comm.allgather(mine)
     members = [_plan.Member(*entry[:5]) for entry in first]
     try:
@@ -259,8 +281,9 @@ def _meet(
     keyed = [r for r, entry in enumerate(first) if entry[8]]
     secured = bool(keyed) or any(entry[7] for entry in first)
     keys_from = keyed[0] if keyed else None
+    resp = any(entry[9] is not None for entry in first)
     return _Meeting(
-        members, roles, local_rank, appnum, first[0][5], writer, path, secured, keys_from
+        members, roles, local_rank, appnum, first[0][5], writer, path, secured, keys_from, resp
     )
 
 
@@ -377,11 +400,13 @@ class MPIStore:
         addresses: every shard's address, in placement order (as ``MEMSTORE_ADDRESS``).
         servers: the ranks that serve.
         shards: the :class:`Shard` objects this rank runs (threads of this process).
+        gateways: every RESP gateway's ``host:port``, one per node (``resp_port``), in
+            the order each answers ``CLUSTER SLOTS`` with; empty without gateways.
     """
 
     def __init__(self, *, comm, ctl, app_comm, roles, members, local_rank, shard_list,
                  aliases, threads, address_file, grace, client_timeout,
-                 curve=None):  # fmt: skip
+                 curve=None, gateway=None, gateways=()):  # fmt: skip
         me = members[comm.Get_rank()]
         self.rank = me.rank
         self.size = len(members)
@@ -398,6 +423,8 @@ class MPIStore:
         self._aliases = aliases
         self._threads = threads
         self.shards = [t.shard for t in threads]
+        self.gateways = list(gateways)
+        self._gateway = gateway  # this rank's gateway thread, if it runs one
         self._ctl = ctl
         self._grace = grace
         self._client_timeout = client_timeout
@@ -529,6 +556,8 @@ class MPIStore:
 
     def _close(self) -> None:
         self._closed = True
+        if self._gateway is not None and not self._gateway.stop():
+            log.error("the RESP gateway on rank %d did not stop", self.rank)
         for t in self._threads:
             if not t.stop():
                 log.error("shard %s did not stop within %ss", t.shard.address, _STOP_S)

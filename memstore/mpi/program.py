@@ -3,7 +3,9 @@
 Started next to the application programs (``mpiexec -n 2 memstore-server --mpi : -n 8
 python app.py``, where the apps call :func:`memstore.mpi.connect`) or alone as a store for
 other jobs (``--address-file``; stopped by ``memstore stop``). The lowest server rank
-prints the ready line with the whole shard list, which launchers read.
+prints the ready line with the whole shard list, which launchers read. With
+``--resp-port P`` the node's first server rank also runs a RESP gateway on port P (0: a free
+one); the gateway list comes in a line of its own just before the ready line.
 
 Called by :mod:`memstore.server_cli` with its parsed options.
 """
@@ -17,7 +19,7 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING
 
-from memstore.config import READY_LINE
+from memstore.config import GATEWAY_READY_LINE, READY_LINE
 from memstore.errors import MemstoreError
 from memstore.mpi._core import bootstrap
 from memstore.mpi._plan import SERVER
@@ -57,12 +59,15 @@ def main(args: argparse.Namespace, curve: ServerKeys | None = None) -> int:
             address_file=args.address_file,
             timeout=args.mpi_timeout,
             curve=curve,
+            resp_port=args.resp_port,
         )
     except MemstoreError as exc:
         print(f"memstore-server --mpi: {exc}", file=sys.stderr)
         return 1
     if store.servers and store.rank == store.servers[0]:
-        sys.stdout.write(f"{READY_LINE}{','.join(store.addresses)}\n")  # one write: one line
+        # one write; the gateways first: a launcher may stop reading at the ready line
+        gateways = f"{GATEWAY_READY_LINE}{','.join(store.gateways)}\n" if store.gateways else ""
+        sys.stdout.write(f"{gateways}{READY_LINE}{','.join(store.addresses)}\n")
         sys.stdout.flush()
     sys.stdout = sys.stderr  # a launcher may close our stdout once it has the ready line
     try:
