@@ -72,37 +72,42 @@ def _smartredis(address: str, reps: int, large_reps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _native(client, reps: int, large_reps: int) -> dict:
+def _medians(put, get, make, reps: int, large_reps: int) -> dict:
+    """``{"size/op": median seconds}`` of ``put(make(size))`` and ``get()`` calls."""
     out = {}
     for size in SIZES:
-        array = np.ones(size // 4, np.float32)
-        count = reps if size <= MiB else large_reps
-        for op in ("put", "get"):
+        value, count = make(size), reps if size <= MiB else large_reps
+        for op, call in (("put", lambda v=value: put(v)), ("get", get)):
             times = []
             for _ in range(count + 1):
                 t0 = time.perf_counter()
-                client.put_tensor("bench", array) if op == "put" else client.get_tensor("bench")
+                call()
                 times.append(time.perf_counter() - t0)
             out[f"{size}/{op}"] = statistics.median(times[1:])
     return out
 
 
+def _native(client, reps: int, large_reps: int) -> dict:
+    return _medians(
+        lambda array: client.put_tensor("bench", array),
+        lambda: client.get_tensor("bench"),
+        lambda size: np.ones(size // 4, np.float32),
+        reps,
+        large_reps,
+    )
+
+
 def _redis_py(port: int, reps: int, large_reps: int) -> dict:
     import redis
 
-    out = {}
     with redis.Redis(port=port, socket_timeout=60) as client:
-        for size in SIZES:
-            data = np.ones(size // 4, np.float32).tobytes()
-            count = reps if size <= MiB else large_reps
-            for op in ("put", "get"):
-                times = []
-                for _ in range(count + 1):
-                    t0 = time.perf_counter()
-                    client.set("bench", data) if op == "put" else client.get("bench")
-                    times.append(time.perf_counter() - t0)
-                out[f"{size}/{op}"] = statistics.median(times[1:])
-    return out
+        return _medians(
+            lambda data: client.set("bench", data),
+            lambda: client.get("bench"),
+            lambda size: np.ones(size // 4, np.float32).tobytes(),
+            reps,
+            large_reps,
+        )
 
 
 def run(env, reps: int = 2000, large_reps: int = 10) -> dict:
