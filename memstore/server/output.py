@@ -81,7 +81,7 @@ class OutputLimits:
         size = sum(len(f) for f in frames) + FRAME_COST * (len(frames) + 1)
         peer = self._peers.get(identity)
         if peer is None:
-            fd = source if isinstance(source, int) else _source_fd(source)
+            fd = source if isinstance(source, int) else source_fd(source)
             peer = self._peers[identity] = _Peer(fd)
             if peer.fd >= 0:
                 self._by_fd.setdefault(peer.fd, set()).add(identity)
@@ -135,7 +135,9 @@ def _shutdown(fd: int) -> None:
         dup.close()
 
 
-def _source_fd(frame: object) -> int:
+def source_fd(frame: object) -> int:
+    """The descriptor of the connection ``frame`` came on; -1 over inproc (no descriptor,
+    no monitor events) or for frames that did not come from a socket."""
     if not isinstance(frame, zmq.Frame):
         return -1
     try:

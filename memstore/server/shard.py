@@ -37,7 +37,7 @@ from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
 from memstore.placement import key_shard
 from memstore.server.executor import Executor
 from memstore.server.model_ops import ModelOps
-from memstore.server.output import OutputLimits
+from memstore.server.output import OutputLimits, source_fd
 from memstore.server.peers import Peers
 from memstore.server.persist_ops import BEFORE_RESTORE, PersistOps
 from memstore.server.store import Entry, Store
@@ -341,7 +341,7 @@ class Shard(ModelOps, PersistOps):
     def _waiting_client_is_connected(self, identity: bytes) -> bool:
         """Note the connection a waiting client came on; False if it has closed already
         (its requests can outlive it in the socket's queue)."""
-        fd = _source_fd(self._source)
+        fd = source_fd(self._source)
         if fd < 0 or self._peer_fd.get(identity) == fd:
             return True
         # Its ACCEPTED event, and the DISCONNECTED of an earlier owner of the same descriptor,
@@ -744,17 +744,6 @@ def _discard_files(entries: list) -> None:
     for _, entry in entries:
         if entry.shm is not None:
             entry.shm.unlink()
-
-
-def _source_fd(frame: object) -> int:
-    """The descriptor of the connection ``frame`` came on; -1 over inproc (no descriptor,
-    no monitor events) or for frames that did not come from a socket."""
-    if not isinstance(frame, zmq.Frame):
-        return -1
-    try:
-        return frame.get(zmq.SRCFD)
-    except zmq.ZMQError:  # inproc messages have none
-        return -1
 
 
 def _request_id(frame: object) -> int:
