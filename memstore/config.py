@@ -14,6 +14,8 @@
 | ``MEMSTORE_SHM_DIR`` | where shards and clients keep shared-memory files | /dev/shm |
 | ``MEMSTORE_SHM_THRESHOLD`` | smallest tensor (bytes) sent through shared memory | 256 KiB |
 | ``MEMSTORE_SHM_POOL`` | bytes of upload files a client allocates ahead of its puts | 256 MiB |
+| ``MEMSTORE_SHM_SPARE`` | bytes of freed files a shard keeps for clients' next puts | 256 MiB |
+| ``MEMSTORE_SHM_SPARE_TTL`` | seconds a spare file waits for a put before it is freed | 30 |
 | ``MEMSTORE_CURVE_DIR`` | a ``memstore keygen`` folder: CURVE keys for clients | — |
 | ``MEMSTORE_CURVE_SERVER_KEY`` | the shards' CURVE public key (``.key`` file or Z85 text) | — |
 | ``MEMSTORE_CURVE_CLIENT_KEY`` | this client's CURVE secret key file (``.key_secret``) | — |
@@ -97,6 +99,8 @@ SHM_THRESHOLD = int(os.environ.get("MEMSTORE_SHM_THRESHOLD", str(256 * 1024)))
 SHM_SWEEP_INTERVAL = 2.0
 #: Bytes of upload files a client keeps allocated ahead of its puts (0: none).
 SHM_POOL_BYTES = int(os.environ.get("MEMSTORE_SHM_POOL", str(256 << 20)))
+SHM_SPARE_BYTES = int(os.environ.get("MEMSTORE_SHM_SPARE", str(256 << 20)))
+SHM_SPARE_TTL = float(os.environ.get("MEMSTORE_SHM_SPARE_TTL", "30"))
 
 #: CURVE keys of clients (``memstore/auth.py``, docs/security.md).
 ENV_CURVE_DIR = "MEMSTORE_CURVE_DIR"

@@ -1,5 +1,6 @@
 """The client's side of the shared-memory path (:mod:`memstore.shm`): its upload area, a pool
-of upload files allocated ahead, arrays made by ``Client.empty``, and the link to one shard.
+of upload files allocated ahead, arrays made by ``Client.empty``, and the link to one shard
+(which also hands over the shard's spare files for puts to write into).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from memstore.config import SHM_POOL_BYTES
@@ -20,6 +22,8 @@ from memstore.errors import ProtocolError
 from memstore.shm import (
     FILE_NAME,
     PROBE,
+    SPARE,
+    SPARE_NAME,
     WRITE_CHUNK,
     boot_id,
     discard_file,
@@ -57,19 +61,22 @@ class _Uploads:
                      0o600, dir_fd=self.fd)  # fmt: skip
         return name, fd
 
-    def write(self, buffer: memoryview) -> str:
-        """A file holding ``buffer``'s bytes: its name. A file of the pool, whose pages
-        are allocated already, if one is ready (~3x faster than fresh tmpfs pages)."""
+    def write(self, buffer: memoryview, spare: Spares | None = None) -> str:
+        """A file holding ``buffer``'s bytes: its name. A file whose pages are allocated
+        already (~2-3x faster than fresh tmpfs pages) if there is one: the shard's spare,
+        else one of the pool."""
         view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
         n = view.nbytes
-        taken = self.pool.take(n) if self.pool is not None else None
+        taken = spare(n, self) if spare is not None else None
+        if taken is None and self.pool is not None:
+            taken = self.pool.take(n)
         name, fd = taken or self.create()
         try:
             at = 0
             while at < n:  # the one copy of a put: into the page cache of the file
                 at += os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
             if taken is not None:
-                os.ftruncate(fd, n)  # a pool file is of the size class: the rest goes
+                os.ftruncate(fd, n)  # a spare or pool file may be larger: the rest goes
         except BaseException:
             self.discard(name)
             raise
@@ -77,14 +84,15 @@ class _Uploads:
             os.close(fd)
         return name
 
-    def allocate(self, nbytes: int) -> mmap.mmap:
-        """A new file of ``nbytes`` zero bytes, mapped shared and writable, registered as an
-        :class:`Allocation`: ``client.empty``."""
-        name, fd = self.create()
+    def allocate(self, nbytes: int, spare: Spares | None = None) -> mmap.mmap:
+        """A file of ``nbytes`` bytes (a spare's, pages mapped ahead, else new zeros),
+        mapped shared and writable, registered as an :class:`Allocation`: ``client.empty``."""
+        taken = spare(nbytes, self) if spare is not None else None
+        name, fd = taken or self.create()
         try:
             os.ftruncate(fd, nbytes)
-            mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED,
-                                prot=mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+            flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if taken else 0)
+            mapping = mmap.mmap(fd, nbytes, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
             self.discard(name)
@@ -277,12 +285,18 @@ def _uploads_in(where: str) -> _Uploads:
         return area
 
 
+#: ``spare(nbytes, uploads)``: a shard's spare file of about ``nbytes``, moved into the upload
+#: area and opened (name, fd), or None.
+Spares = Callable[[int, _Uploads], "tuple[str, int] | None"]
+
+
 class Link:
     """A client's shared-memory path to one shard of its node."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, spare: str | None = None):
         self.dir = directory
         self.root = os.path.dirname(directory)
+        self.spare_dir = os.path.join(directory, spare) if spare else None
 
     @classmethod
     def negotiate(cls, offer: Any, wanted: bool | None = None) -> Link | None:
@@ -309,17 +323,51 @@ class Link:
         except OSError as exc:
             log.debug("no shared memory with %s: %s", directory, exc)
             return None
-        return cls(directory) if token == offer.get("probe") else None
+        if token != offer.get("probe"):
+            return None
+        return cls(directory, SPARE if offer.get("spare") == SPARE else None)
 
     def upload(self, buffer: memoryview) -> tuple[str, str]:
-        """Write ``buffer`` into a new upload file: (area name, file name)."""
+        """Write ``buffer`` into an upload file: (area name, file name)."""
         area = _uploads_in(self.root)
-        return area.name, area.write(buffer)
+        return area.name, area.write(buffer, self._spare)
 
     def allocate(self, nbytes: int) -> mmap.mmap:
-        """A writable shared mapping of a new upload file of ``nbytes`` bytes, which a put
+        """A writable shared mapping of an upload file of ``nbytes`` bytes, which a put
         of an array filling it adopts without a copy (:class:`Allocation`)."""
-        return _uploads_in(self.root).allocate(nbytes)
+        return _uploads_in(self.root).allocate(nbytes, self._spare)
+
+    def _spare(self, nbytes: int, uploads: _Uploads) -> tuple[str, int] | None:
+        """The smallest spare of the shard of ``nbytes`` to twice that, moved into
+        ``uploads`` and opened for writing; None if there is none (or another client took
+        it first: a rename is atomic, so a spare has one taker)."""
+        if self.spare_dir is None:
+            return None
+        try:
+            names = os.listdir(self.spare_dir)
+        except OSError:
+            return None
+        fits = []
+        for name in names:
+            match = SPARE_NAME.fullmatch(name)
+            if match is not None and nbytes <= int(match[1], 16) <= 2 * nbytes:
+                fits.append((int(match[1], 16), name))
+        for _, name in sorted(fits):
+            new = uploads.next_name()
+            try:
+                os.rename(os.path.join(self.spare_dir, name), new, dst_dir_fd=uploads.fd)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None
+            try:
+                return new, os.open(
+                    new, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=uploads.fd
+                )
+            except OSError:
+                uploads.discard(new)
+                return None
+        return None
 
     def discard(self, area: str, name: str) -> None:
         """Remove an upload the shard did not adopt (its put failed)."""
@@ -337,11 +385,18 @@ class Link:
         or deleted after the shard answered)."""
         if not FILE_NAME.fullmatch(name):
             raise ProtocolError(f"shard directory {self.dir}: bad file name {name!r}")
+        path = os.path.join(self.dir, name)
         try:
-            fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:  # the size is checked against the meta when the array is made
-            return memoryview(mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_COPY))
+            st = os.fstat(fd)
+            view = memoryview(mmap.mmap(fd, st.st_size, access=mmap.ACCESS_COPY))
         finally:
             os.close(fd)
+        try:  # still the entry's file once mapped? Else the shard may be recycling it
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return view if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev) else None

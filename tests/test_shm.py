@@ -18,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 import memstore
 from memstore import shm_client, wire
+from memstore.shm import REAPING, SPARE
 from memstore.errors import StoreFull
 
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -62,7 +63,7 @@ def _stored_files(client, count: int | None = None) -> list[str]:
     directory = _shard_dir(client)
 
     def files():
-        return sorted(n for n in os.listdir(directory) if n != "probe")
+        return sorted(n for n in os.listdir(directory) if n not in ("probe", SPARE, REAPING))
 
     if count is not None:
         _wait_until(lambda: len(files()) == count, 5.0)
@@ -531,3 +532,125 @@ def test_hostile_put_dataset_cannot_adopt_foreign_files(client, shm_root, tmp_pa
         os.unlink(os.path.join(area.path, "dd"))
     assert secret.read_bytes() == b"secret" and not client.dataset_exists("hd")
     assert _stored_files(client, 0) == []  # the last test's, flushed, go in the background
+
+
+# -- spares: freed files nobody has open, recycled into the next puts ------------------------
+
+
+@pytest.fixture
+def fresh(shm_root):
+    """A client of a new shard: no spares from earlier tests."""
+    with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as connected:
+        connected._shm_threshold = 1
+        yield connected
+
+
+def _spares(client) -> dict[str, int]:
+    """The shard's spare files now: name -> inode."""
+    directory = os.path.join(_shard_dir(client), SPARE)
+    return {name: os.stat(os.path.join(directory, name)).st_ino for name in os.listdir(directory)}
+
+
+def _reaped(client, stored: int) -> bool:
+    """Whether the reaper is done: ``stored`` files in place, none being checked."""
+    directory = _shard_dir(client)
+    return (
+        len(_stored_files(client)) == stored and not os.listdir(os.path.join(directory, REAPING))
+    )
+
+
+def test_an_overwritten_file_nobody_holds_becomes_the_next_puts_file(fresh, shm_root):
+    fresh.put_tensor("s", np.full(100_000, 1.0))
+    fresh.put_tensor("s", np.full(100_000, 2.0))
+    assert _wait_until(lambda: len(_spares(fresh)) == 1, 5.0)
+    ((spare, inode),) = _spares(fresh).items()
+    assert spare.startswith(f"{800_000:x}-")
+    assert fresh.get_db_node_info()[0]["shm_spare_bytes"] == 800_000
+    fresh.put_tensor("s", np.full(100_000, 3.0))  # writes into the spare's pages
+    (name,) = _stored_files(fresh, 1)
+    stored = os.stat(os.path.join(_shard_dir(fresh), name))
+    assert stored.st_ino == inode and stored.st_mode & 0o777 == 0o400
+    np.testing.assert_array_equal(fresh.get_tensor("s"), np.full(100_000, 3.0))
+    assert _upload_files(shm_root) == []
+
+
+def test_a_file_a_reader_still_maps_is_never_recycled(fresh):
+    fresh.put_tensor("r", np.full(100_000, 1.0))
+    held = fresh.get_tensor("r")  # maps the file
+    inode = os.stat(os.path.join(_shard_dir(fresh), _stored_files(fresh)[0])).st_ino
+    fresh.put_tensor("r", np.full(100_000, 2.0))
+    assert _wait_until(lambda: _reaped(fresh, 1), 5.0)
+    assert inode not in _spares(fresh).values()  # unlinked: the reader keeps its pages
+    for value in range(3, 9):  # later puts take spares, never the reader's file
+        fresh.put_tensor("r", np.full(100_000, float(value)))
+        np.testing.assert_array_equal(fresh.get_tensor("r"), np.full(100_000, float(value)))
+    assert held.min() == held.max() == 1.0
+
+
+def test_readers_racing_overwrites_always_get_a_snapshot(fresh):
+    """One thread overwrites a key with constant arrays while another gets it: each got
+    array is one version whole, and stays it while the writer goes on (files recycle)."""
+    import threading
+
+    stop = threading.Event()
+    errors: list = []
+
+    def writer() -> None:
+        value = 0.0
+        while not stop.is_set() and value < 2000:
+            value += 1
+            fresh.put_tensor("race", np.full(40_000, value))
+
+    fresh.put_tensor("race", np.full(40_000, 0.0))
+    thread = threading.Thread(target=writer)
+    thread.start()
+    kept = []
+    try:
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and len(kept) < 200:
+            got = fresh.get_tensor("race")
+            if got.min() != got.max():
+                errors.append(("torn", got.min(), got.max()))
+            kept.append((got, got[0]))
+            if len(kept) > 20:
+                kept.pop(0)  # dropped arrays let their files be recycled
+            for array, value in kept:
+                if array.min() != value or array.max() != value:
+                    errors.append(("changed", value, array.min(), array.max()))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors, errors[:5]
+    assert len(kept) == 20
+
+
+def test_spares_stay_within_the_room_under_max_memory(shm_root):
+    megabyte = np.ones(1 << 17)  # 1 MiB
+    with (
+        memstore.LocalCluster(shards=1, max_memory=(5 << 20) // 2) as small,
+        small.client(timeout=10) as client,
+    ):
+        client._shm_threshold = 1
+        client.put_tensor("a", megabyte)
+        client.put_tensor("b", megabyte)
+        client.put_tensor("a", megabyte)  # frees 1 MiB; the room left is under 0.5 MiB
+        assert _wait_until(lambda: _reaped(client, 2), 5.0)
+        assert _spares(client) == {}
+        client.delete_tensor("b")
+        client.put_tensor("a", megabyte)  # now 1 MiB fits beside what is stored
+        assert _wait_until(lambda: len(_spares(client)) == 1, 5.0)
+        info = client.get_db_node_info()[0]
+        assert info["shm_spare_bytes"] == megabyte.nbytes
+        assert info["bytes"] + info["shm_spare_bytes"] <= info["max_memory"]
+
+
+def test_spares_no_put_takes_are_freed(shm_root, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_SHM_SPARE_TTL", "0.5")
+    with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as client:
+        client._shm_threshold = 1
+        client.put_tensor("t", np.ones(50_000))
+        client.put_tensor("t", np.ones(50_000))
+        assert _wait_until(lambda: len(_spares(client)) == 1, 5.0)
+        sweep = 2 * memstore.config.SHM_SWEEP_INTERVAL + 2
+        assert _wait_until(lambda: _spares(client) == {}, sweep)
+        assert client.get_db_node_info()[0]["shm_spare_bytes"] == 0

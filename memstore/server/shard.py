@@ -158,7 +158,7 @@ class Shard(ModelOps, PersistOps):
             _private_ipc_socket(address)
         self.address = address
         self.output = OutputLimits(client_output_limit, address)
-        self.shm = _shm_area(shm)
+        self.shm = _shm_area(shm, self._room)
         self._handlers: dict[str, Handler] = {
             name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_op_")
         }
@@ -477,6 +477,12 @@ class Shard(ModelOps, PersistOps):
         self.ops -= 1  # the parts were counted, the envelope is not an operation
         return wire.reply(0, {"n": counts_out}, frames_out)
 
+    def _room(self) -> float:
+        """Bytes the store may still take under --max-memory: spare shared-memory files
+        (read by the reaper thread) stay within it."""
+        store = self.store
+        return store.max_memory - store.used - store.held if store.max_memory else float("inf")
+
     def _op_info(self, request, identity):
         store = self.store
         return wire.reply(request.id, {
@@ -490,6 +496,7 @@ class Shard(ModelOps, PersistOps):
             "models": self.models, "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
             "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
+            "shm_spare_bytes": self.shm.spare_bytes() if self.shm else 0,
             "saves": self.saves, "last_save": self.last_save, "saving": self._saver is not None,
         })  # fmt: skip
 
@@ -728,12 +735,12 @@ def _private_ipc_socket(address: str) -> None:
             log.warning("cannot make %s private: %s", address, exc)
 
 
-def _shm_area(wanted: bool | None) -> shm.ShardArea | None:
+def _shm_area(wanted: bool | None, room) -> shm.ShardArea | None:
     """This shard's shared-memory directory, unless turned off or impossible here."""
     if wanted is False or (wanted is None and not shm.enabled()):
         return None
     try:
-        return shm.ShardArea()
+        return shm.ShardArea(room=room)
     except OSError as exc:
         log.info("no shared-memory path (%s): clients use the sockets", exc)
         return None
