@@ -18,8 +18,8 @@ from hypothesis.extra import numpy as hnp
 
 import memstore
 from memstore import shm_client, wire
-from memstore.shm import REAPING, SPARE
 from memstore.errors import StoreFull
+from memstore.shm import REAPING, SPARE
 
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64", "complex64", "complex128"]  # fmt: skip
@@ -554,9 +554,7 @@ def _spares(client) -> dict[str, int]:
 def _reaped(client, stored: int) -> bool:
     """Whether the reaper is done: ``stored`` files in place, none being checked."""
     directory = _shard_dir(client)
-    return (
-        len(_stored_files(client)) == stored and not os.listdir(os.path.join(directory, REAPING))
-    )
+    return len(_stored_files(client)) == stored and not os.listdir(os.path.join(directory, REAPING))
 
 
 def test_an_overwritten_file_nobody_holds_becomes_the_next_puts_file(fresh, shm_root):
@@ -654,3 +652,165 @@ def test_spares_no_put_takes_are_freed(shm_root, monkeypatch):
         sweep = 2 * memstore.config.SHM_SWEEP_INTERVAL + 2
         assert _wait_until(lambda: _spares(client) == {}, sweep)
         assert client.get_db_node_info()[0]["shm_spare_bytes"] == 0
+
+
+# -- outputs of run_model / run_script ---------------------------------------------------------
+
+#: A run's output of 512 KiB (4 float32 tiled 32768 times): over the default threshold.
+_OPS = """
+def tile(x):
+    return x.repeat(32768)
+
+def tile_big(x):
+    return x.repeat(262144)
+
+def head(x):
+    return x[:2] * 3
+
+def pair(x):
+    return x.repeat(32768) + 1, x * 2
+"""
+_X = np.arange(4, dtype=np.float32)
+_TILED = np.tile(_X, 32768)
+
+
+def _with_ops(client) -> None:
+    """Inputs under the default threshold (frames: only outputs make files) and the script."""
+    client._shm_threshold = memstore.config.SHM_THRESHOLD
+    assert _TILED.nbytes >= memstore.config.SHM_THRESHOLD > _X.nbytes
+    client.set_script("ops", _OPS)
+    client.put_tensor("x", _X)
+
+
+def _shm_bytes(client) -> int:
+    return client.get_db_node_info()[0]["shm_bytes"]
+
+
+def test_a_run_output_is_a_file_and_its_get_maps_it(client):
+    _with_ops(client)
+    assert _stored_files(client, 0) == [] and _shm_bytes(client) == 0
+    client.run_script("ops", "tile", ["x"], ["y"])
+    (name,) = _stored_files(client, 1)
+    path = os.path.join(_shard_dir(client), name)
+    assert os.stat(path).st_mode & 0o777 == 0o400 and os.stat(path).st_size == _TILED.nbytes
+    assert _shm_bytes(client) >= _TILED.nbytes  # the entry's bytes, counted as for a put
+    got = client.get_tensor("y")
+    assert _mapped(got)  # the file, mapped: not a frame off the socket
+    assert got.dtype == np.float32 and got.shape == _TILED.shape
+    np.testing.assert_array_equal(got, _TILED)
+    assert _mapped(client.get_tensors(["y"])[0])
+
+
+def test_a_got_run_output_is_writable_and_private(client):
+    _with_ops(client)
+    client.run_script("ops", "tile", "x", "y")
+    got = client.get_tensor("y")
+    assert _mapped(got) and got.flags.writeable
+    got[:] = -1
+    np.testing.assert_array_equal(client.get_tensor("y"), _TILED)
+    assert (got == -1).all()
+
+
+def test_overwriting_and_deleting_a_run_output_frees_its_file(client):
+    _with_ops(client)
+    client.run_script("ops", "tile", "x", "y")
+    (first,) = _stored_files(client, 1)
+    held = client.get_tensor("y")
+    used = _shm_bytes(client)
+    client.run_script("ops", "pair", "x", ["y", "small"])  # a run overwrites it
+    (second,) = _stored_files(client, 1)
+    assert second != first and _shm_bytes(client) == used
+    np.testing.assert_array_equal(client.get_tensor("y"), _TILED + 1)
+    np.testing.assert_array_equal(client.get_tensor("small"), _X * 2)
+    np.testing.assert_array_equal(held, _TILED)  # the reader's snapshot is intact
+    client.put_tensor("y", np.zeros(3))  # a put overwrites it
+    assert _stored_files(client, 0) == [] and _shm_bytes(client) == 0
+    client.run_script("ops", "tile", "x", "z")
+    assert len(_stored_files(client, 1)) == 1
+    client.delete_tensor("z")
+    assert _stored_files(client, 0) == [] and _shm_bytes(client) == 0
+
+
+def test_a_small_run_output_stays_in_memory(client):
+    _with_ops(client)
+    client.run_script("ops", "head", "x", "h")
+    assert _stored_files(client, 0) == [] and _shm_bytes(client) == 0
+    got = client.get_tensor("h")
+    assert not _mapped(got)
+    np.testing.assert_array_equal(got, _X[:2] * 3)
+
+
+def test_a_run_output_without_shm_on_either_side(shm_root, cluster):
+    with memstore.LocalCluster(shards=1, shm=False) as plain, plain.client(timeout=10) as client:
+        _with_ops(client)
+        client.run_script("ops", "tile", "x", "y")
+        assert _shm_bytes(client) == 0 and _shard_dir(client) is None
+        got = client.get_tensor("y")
+        assert not _mapped(got)
+        np.testing.assert_array_equal(got, _TILED)
+    with cluster.client(timeout=10, shm=False) as client:  # a file there, got by socket
+        client.flush_db()
+        _with_ops(client)
+        client.run_script("ops", "tile", "x", "y")
+        assert len(_stored_files(client, 1)) == 1
+        got = client.get_tensor("y")
+        assert not _mapped(got)
+        np.testing.assert_array_equal(got, _TILED)
+        client.flush_db()
+        assert _stored_files(client, 0) == []
+
+
+def test_a_run_output_refused_for_room_leaves_no_file(shm_root):
+    with (
+        memstore.LocalCluster(shards=1, max_memory=2 << 20) as small,
+        small.client(timeout=10) as client,
+    ):
+        _with_ops(client)
+        client.run_script("ops", "tile", "x", "y")
+        (kept,) = _stored_files(client, 1)
+        used = _shm_bytes(client)
+        with pytest.raises(StoreFull):
+            client.run_script("ops", "tile_big", "x", "big")  # 4 MiB: over the cap
+        assert _stored_files(client, 1) == [kept] and _shm_bytes(client) == used
+        assert not client.key_exists("big")
+        np.testing.assert_array_equal(client.get_tensor("y"), _TILED)
+
+
+def _slow_tile(x):
+    import time  # not TorchScript: run as pickled Python (--allow-pickle)
+
+    time.sleep(1.5)
+    return x.repeat(32768)
+
+
+def test_a_timed_out_runs_output_leaves_no_file(shm_root):
+    args = ["--allow-pickle", "--model-timeout", "1"]
+    with (
+        memstore.LocalCluster(shards=1, extra_args=args) as slow,
+        slow.client(timeout=10) as client,
+    ):
+        _with_ops(client)
+        client.set_function("slow", _slow_tile)
+        with pytest.raises(memstore.errors.ModelError, match="did not finish"):
+            client.run_script("slow", "_slow_tile", "x", "late")
+        # the shard's one model worker finishes the late run (and writes its file) first
+        client.run_script("ops", "tile", "x", "y")
+        assert len(_stored_files(client, 1)) == 1 and not client.key_exists("late")
+        assert _shm_bytes(client) < 2 * _TILED.nbytes
+
+
+@pytest.mark.parametrize("batch_size", [0, 4])
+def test_a_torchscript_models_output_goes_over_shm(client, batch_size):
+    torch = pytest.importorskip("torch")
+
+    class Tile(torch.nn.Module):
+        def forward(self, x):
+            return x.repeat(32768)
+
+    _with_ops(client)
+    client.set_model("tile", torch.jit.script(Tile()), batch_size=batch_size)
+    client.run_model("tile", "x", "y")  # batched: delivered by the batcher's thread
+    assert len(_stored_files(client, 1)) == 1
+    got = client.get_tensor("y")
+    assert _mapped(got)
+    np.testing.assert_array_equal(got, _TILED)

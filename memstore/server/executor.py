@@ -139,8 +139,11 @@ class Executor:
     Args:
         peers: requests to the other shards (inputs, staged outputs).
         route: the address of the shard that owns a key, None for this shard.
-        store_local: stores ``[(key, (meta, buffer))]`` on this shard, all or none (``StoreFull``);
-            called on the loop.
+        store_local: stores ``[(key, (meta, buffer, file))]`` on this shard, all or none
+            (``StoreFull``, having unlinked their files); called on the loop.
+        spill: ``spill(key, buffer)``, called on the worker for each output this shard
+            stores: ``(buffer, file)`` with its bytes moved into a shared-memory file
+            (``memstore.shm.ShmFile``), or None to keep ``buffer`` in memory.
         model_threads: workers per device.
         intra_op_threads: ``torch.set_num_threads`` (0 keeps torch's default).
         allow_pickle: accept cloudpickled modules and functions (arbitrary code!).
@@ -152,6 +155,7 @@ class Executor:
         route: Callable[[str], str | None],
         store_local: Callable[[list], None],
         *,
+        spill: Callable[[str, Any], tuple | None] | None = None,
         model_threads: int = 1,
         intra_op_threads: int = 0,
         allow_pickle: bool = False,
@@ -161,6 +165,7 @@ class Executor:
         self._peers = peers
         self._route = route
         self._store_local = store_local
+        self._spill = spill
         self._model_threads = max(1, model_threads)
         self._intra_op_threads = intra_op_threads
         self._pools: dict[str, Workers] = {}
@@ -355,20 +360,29 @@ class Executor:
         return [out.detach().cpu() for out in outputs]
 
     def deliver(self, job: Job, outputs: list) -> None:
-        """Worker: stage the outputs other shards own, then let the loop decide (see the
-        module's docstring). Raises what went wrong; nothing is left staged then."""
+        """Worker: write the large outputs this shard stores into shared-memory files
+        (``spill``: here, not on the loop), stage the outputs other shards own, then let the
+        loop decide (see the module's docstring). Raises what went wrong; nothing is left
+        staged, and no file, then."""
         if len(outputs) != len(job.outputs):
             raise ModelError(
                 f"{job.model.kind} {job.model.name!r} produced {len(outputs)} "
                 f"output(s) but {len(job.outputs)} output key(s) were given"
             )
         local, remote = [], {}
-        for key, out in zip(job.outputs, outputs):
-            address = self._route(key)
-            if address is None:
-                local.append((key, tensors.encode(out, key)))
-            else:
-                remote.setdefault(address, []).append((key, tensors.encode(out, key)))
+        try:
+            for key, out in zip(job.outputs, outputs):
+                address = self._route(key)
+                meta, buffer = tensors.encode(out, key)
+                if address is None:
+                    spilled = self._spill(key, buffer) if self._spill is not None else None
+                    buffer, file = spilled if spilled is not None else (buffer, None)
+                    local.append((key, (meta, buffer, file)))
+                else:
+                    remote.setdefault(address, []).append((key, (meta, buffer)))
+        except BaseException:
+            _discard_files(local)
+            raise
         if remote:
             requests = [
                 (
@@ -387,6 +401,7 @@ class Executor:
             try:
                 self._peers.request_all(requests)
             except BaseException:
+                _discard_files(local)
                 self._end_stages(job.txn, list(remote), "abort")
                 raise
         self.call_on_loop(lambda: self._decide(job, local, list(remote)))
@@ -394,6 +409,7 @@ class Executor:
     def _decide(self, job: Job, local: list, remote: list[str]) -> None:
         """Loop: the one place a run's outputs are kept or dropped."""
         if job.done:  # timed out (or failed) while its outputs were staged
+            _discard_files(local)
             if remote:
                 self._pool("io").submit(self._end_stages, job.txn, remote, "abort")
             return
@@ -445,3 +461,11 @@ class Executor:
         if error is not None:
             job.model.stats.failed()
         job.answer(error)
+
+
+def _discard_files(local: list) -> None:
+    """Unlink the shared-memory files of outputs that will not be stored (their mappings
+    go with them, in the reaper thread)."""
+    for _, (_, buffer, file) in local:
+        if file is not None:
+            file.unlink([buffer])

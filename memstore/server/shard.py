@@ -19,7 +19,7 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from memstore import auth, shm, tensors, wire
+from memstore import auth, config, shm, tensors, wire
 from memstore.config import (
     DEFAULT_CLIENT_OUTPUT_LIMIT,
     DEFAULT_MAX_CLIENT_WAITERS,
@@ -117,6 +117,7 @@ class Shard(ModelOps, PersistOps):
             ),
             self._owner,
             self._store_outputs,
+            spill=self._output_file,
             model_threads=model_threads,
             intra_op_threads=intra_op_threads,
             allow_pickle=models == MODELS_ALL,
@@ -386,11 +387,34 @@ class Shard(ModelOps, PersistOps):
         return n <= 1 or key_shard(key, n) == self.index
 
     def _store_outputs(self, items: list) -> None:
-        """Store model outputs this shard owns, all or none (loop thread)."""
-        entries = [(key, Entry.of(TENSOR, meta, [buffer], key)) for key, (meta, buffer) in items]
-        self.store.check_room([(key, entry.nbytes) for key, entry in entries])
+        """Store model outputs this shard owns, all or none (loop thread); the files of
+        outputs refused (``StoreFull``) are unlinked."""
+        entries = []
+        for key, (meta, buffer, file) in items:
+            entry = Entry.of(TENSOR, meta, [buffer], key)
+            entry.shm = file  # written by the worker (_output_file)
+            entries.append((key, entry))
+        try:
+            self.store.check_room([(key, entry.nbytes) for key, entry in entries])
+        except BaseException:
+            _discard_files(entries)
+            raise
         for key, entry in entries:
             self.store.put(key, entry)
+
+    def _output_file(self, key: str, buffer: memoryview) -> tuple | None:
+        """A model worker's thread: a run's output this shard stores, of at least
+        SHM_THRESHOLD bytes, as a file of its shared-memory directory, which gets of it name
+        (``(mapping, file)``); None keeps it in memory (no such directory, a small output,
+        or the file could not be written: a full ``/dev/shm`` never fails the run)."""
+        area = self.shm
+        if area is None or buffer.nbytes < max(1, config.SHM_THRESHOLD):
+            return None
+        try:
+            return area.write(buffer, key)
+        except OSError as exc:
+            log.debug("shard %s: output %r stays in memory: %s", self.address, key, exc)
+            return None
 
     def _owner(self, key: str) -> str | None:
         """The address of the shard that owns ``key``; None when it is this one."""
@@ -750,7 +774,7 @@ def _discard_files(entries: list) -> None:
     """Unlink the adopted files of entries that will not be stored."""
     for _, entry in entries:
         if entry.shm is not None:
-            entry.shm.unlink()
+            entry.shm.unlink(entry.frames)  # its mapping goes in the reaper, too
 
 
 def _request_id(frame: object) -> int:
