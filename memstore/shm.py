@@ -144,6 +144,17 @@ def make_dir(where: str, kind: str) -> tuple[str, int]:
     raise OSError(f"cannot create a directory in {where}")
 
 
+def spares_for(names: list[str], nbytes: int) -> list[str]:
+    """The spare files among ``names`` that suit ``nbytes`` bytes (``nbytes`` to twice that,
+    the rest is truncated away), smallest first."""
+    fits = []
+    for name in names:
+        match = SPARE_NAME.fullmatch(name)
+        if match is not None and nbytes <= int(match[1], 16) <= 2 * nbytes:
+            fits.append((int(match[1], 16), name))
+    return [name for _, name in sorted(fits)]
+
+
 def discard_file(name: str, dir_fd: int) -> None:
     """Remove ``name`` from the directory ``dir_fd``, whatever it turned out to be."""
     try:
@@ -294,11 +305,14 @@ class ShardArea:
             raise OSError(f"output {key!r}: no shared-memory file for {nbytes} bytes here")
         name = f"{next(self._names):x}"
         try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=dir_fd)  # fmt: skip
+            fd = self._spare(nbytes, name)
+            if fd is None:
+                flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
         except OSError as exc:
             raise OSError(exc.errno, f"output {key!r}: {exc.strerror}") from None
         try:
+            os.ftruncate(fd, nbytes)  # a spare may be larger
             at = 0
             while at < nbytes:  # the one copy: into the page cache of the file
                 written = os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
@@ -315,6 +329,21 @@ class ShardArea:
         finally:
             os.close(fd)
         return mapped, ShmFile(self, name)
+
+    def _spare(self, nbytes: int, name: str) -> int | None:
+        """A spare of this directory for ``nbytes`` bytes, renamed ``name`` and opened for
+        writing (its pages are allocated already); None if there is none."""
+        for spare in spares_for(os.listdir(self.spare_fd), nbytes):
+            try:
+                os.rename(spare, name, src_dir_fd=self.spare_fd, dst_dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                continue  # a client took it, or the reaper freed it
+            try:
+                return os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+            except OSError:
+                discard_file(name, self.dir_fd)
+                raise
+        return None
 
     def release(self, name: str, frames: Any = None) -> None:
         """Recycle or unlink ``name`` and drop ``frames`` (its mapping) in the reaper thread."""

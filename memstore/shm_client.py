@@ -23,13 +23,13 @@ from memstore.shm import (
     FILE_NAME,
     PROBE,
     SPARE,
-    SPARE_NAME,
     WRITE_CHUNK,
     boot_id,
     discard_file,
     enabled,
     make_dir,
     pid_ns,
+    spares_for,
 )
 
 log = logging.getLogger(__name__)
@@ -347,12 +347,7 @@ class Link:
             names = os.listdir(self.spare_dir)
         except OSError:
             return None
-        fits = []
-        for name in names:
-            match = SPARE_NAME.fullmatch(name)
-            if match is not None and nbytes <= int(match[1], 16) <= 2 * nbytes:
-                fits.append((int(match[1], 16), name))
-        for _, name in sorted(fits):
+        for name in spares_for(names, nbytes):
             new = uploads.next_name()
             try:
                 os.rename(os.path.join(self.spare_dir, name), new, dst_dir_fd=uploads.fd)

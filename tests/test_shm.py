@@ -814,3 +814,17 @@ def test_a_torchscript_models_output_goes_over_shm(client, batch_size):
     got = client.get_tensor("y")
     assert _mapped(got)
     np.testing.assert_array_equal(got, _TILED)
+
+
+def test_a_run_output_is_written_into_a_spare(fresh):
+    _with_ops(fresh)
+    fresh.put_tensor("old", _TILED + 1)
+    fresh.delete_tensor("old")  # its file, held by nobody, becomes a spare
+    assert _wait_until(lambda: len(_spares(fresh)) == 1, 5.0)
+    ((_, inode),) = _spares(fresh).items()
+    fresh.run_script("ops", "tile", "x", "y")
+    (name,) = _stored_files(fresh, 1)
+    stored = os.stat(os.path.join(_shard_dir(fresh), name))
+    assert stored.st_ino == inode and stored.st_size == _TILED.nbytes
+    assert _spares(fresh) == {}
+    np.testing.assert_array_equal(fresh.get_tensor("y"), _TILED)
