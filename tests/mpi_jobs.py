@@ -120,6 +120,46 @@ def mpmd() -> None:
         say(f"ok {store.rank} appnum {store.appnum} of {store.comm.Get_size()}")
 
 
+def shared_memory(store) -> None:
+    """Every app rank puts 512 KiB (over the threshold), reads every rank's: the node's
+    shards hold them as shared-memory files, and each got array maps one."""
+    client, comm = store.client, store.comm
+    me = comm.Get_rank()
+    client.put_tensor(f"big-{store.appnum}-{me}", np.arange(1 << 16, dtype=np.float64) + me)
+    comm.Barrier()
+    for other in range(comm.Get_size()):
+        got = client.get_tensor(f"big-{store.appnum}-{other}")
+        owner = got
+        while isinstance(owner, np.ndarray):
+            owner = owner.base
+        assert type(getattr(owner, "obj", owner)).__name__ == "mmap", (other, type(owner))
+        np.testing.assert_array_equal(got, np.arange(1 << 16, dtype=np.float64) + other)
+    comm.Barrier()
+    infos = client.get_db_node_info(store.addresses)
+    assert sum(i["shm_bytes"] for i in infos) >= comm.Get_size() * (8 << 16), infos
+
+
+def shm_init() -> None:
+    """``mpi.init``: its shard ranks offer the node's app ranks the shared-memory path."""
+    from memstore import mpi
+
+    with mpi.init(timeout=60, grace=5, client_timeout=10) as store:
+        if store.is_server:
+            store.serve()
+            return
+        shared_memory(store)
+        say(f"ok {store.rank}")
+
+
+def shm_connect() -> None:
+    """``mpi.connect`` beside ``memstore-server --mpi`` ranks: the same, MPMD."""
+    from memstore import mpi
+
+    with mpi.connect(timeout=60, grace=5, client_timeout=10) as store:
+        shared_memory(store)
+        say(f"ok {store.rank}")
+
+
 def secure_mpmd() -> None:
     """``mpi.connect`` next to ``memstore-server --mpi --curve-secret-key ...``: the app
     ranks get the cluster key over MPI; a client without it is refused."""
@@ -272,6 +312,8 @@ if __name__ == "__main__":
         "gateway": gateway,
         "mpmd": mpmd,
         "secure_mpmd": secure_mpmd,
+        "shm_init": shm_init,
+        "shm_connect": shm_connect,
         "restore": restore,
         "fail": fail,
         "crash": crash,

@@ -133,6 +133,18 @@ def test_world_in_process():
 
 @needs_mpiexec
 @not_nested
+def test_shards_offer_their_nodes_ranks_shared_memory():
+    """Shards of ``mpi.init`` and of ``memstore-server --mpi`` (issue 12): large tensors of
+    the app ranks on their node go through /dev/shm files."""
+    rc, out, _ = run_job([MPIEXEC, "-n", "3", PY, JOBS, "shm_init"], 60)
+    assert rc == 0 and len(oks(out)) == 2, out
+    args = [MPIEXEC, "-n", "1", *SERVER, ":", "-n", "2", PY, JOBS, "shm_connect"]
+    rc, out, _ = run_job(args, 60)
+    assert rc == 0 and len(oks(out)) == 2, out
+
+
+@needs_mpiexec
+@not_nested
 def test_mpmd_programs_know_their_appnum():
     args = [MPIEXEC, "-n", "1", *SERVER, ":", "-n", "2", PY, JOBS, "mpmd"]
     rc, out, _ = run_job([*args, ":", "-n", "1", PY, JOBS, "mpmd"], 60)

@@ -402,15 +402,22 @@ def test_local_cluster_without_shm(shm_root):
         assert not [d for d in made if d.startswith("memstore-shard-")]
 
 
-def test_memstore_start_no_shm(shm_root, tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--no-shm"]])
+def test_memstore_start_offers_shm_unless_told_not_to(shm_root, tmp_path, flags):
     memstore_cli = os.path.join(os.path.dirname(sys.executable), "memstore")
     address_file = tmp_path / "addr"
     start = [memstore_cli, "start", "--port", "0", "--address-file", str(address_file)]
-    result = subprocess.run([*start, "--no-shm"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*start, *flags], capture_output=True, text=True, timeout=60)
     try:
         assert result.returncode == 0, result.stderr
         with memstore.Client(address_file.read_text().strip(), timeout=10) as client:
-            _sockets_only(client)
+            if flags:
+                _sockets_only(client)
+            else:
+                client._shm_threshold = 1
+                client.put_tensor("a", np.ones(50_000))
+                assert _mapped(client.get_tensor("a"))
+                assert client.get_db_node_info()[0]["shm_bytes"] >= 400_000
     finally:
         stop = [memstore_cli, "stop", "--address-file", str(address_file)]
         assert subprocess.run(stop, capture_output=True, timeout=60).returncode == 0
