@@ -187,6 +187,24 @@ def test_disabled_by_the_shard(shm_root, monkeypatch):
             assert client.get_tensor("a").sum() == 50_000
 
 
+def test_a_node_without_its_shm_directory_uses_the_sockets(shm_root, monkeypatch, tmp_path):
+    """A container without /dev/shm (here: a root that does not exist, then one the shard
+    cannot write): the shard starts without the path and everything works by socket."""
+    for root in (tmp_path / "missing", tmp_path / "read-only"):
+        if root.name == "read-only":
+            root.mkdir(mode=0o500)
+            if os.access(root, os.W_OK):  # root ignores modes: a file in its place
+                root.rmdir()
+                root.write_text("not a directory")
+        monkeypatch.setenv("MEMSTORE_SHM_DIR", str(root))
+        with memstore.LocalCluster(shards=1) as plain, plain.client(timeout=10) as client:
+            client._shm_threshold = 1
+            client.put_tensor("a", np.ones(50_000))
+            assert client.get_db_node_info()[0]["shm_dir"] is None
+            got = client.get_tensor("a")
+            assert not _mapped(got) and got.sum() == 50_000
+
+
 def test_other_node_or_other_dev_shm_is_refused(client):
     hello = client._transport.call(0, "hello", {}, [], lambda h, p: h, 5.0, "hello")
     offer = hello["shm"]
