@@ -380,6 +380,8 @@ class Client(DatasetCalls, ModelCalls):
             for allocation in sealing:
                 allocation.seal()
             return self._submit(shard, op, fields, buffers, what=what)
+        if sealing:  # by the pump, not inline: the shard adopts while this thread seals
+            self._local.inline = False
         try:
             reply = self._submit(
                 shard, op, {**fields, "area": area, "files": files}, payload, what=what
