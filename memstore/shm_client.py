@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: a shared-memory file gone between the shard's answer and its mapping.
 UNASKED = object()
 STALE = object()
+#: From this size a put writes into a spare's or pool file's allocated pages through a
+#: populated mapping: 64 MiB back to back, 0.44-0.47x numpy.copyto by pwrite, 0.49-0.58x so.
+_MAPPED_WRITE = 8 << 20
 
 
 class _Uploads:
@@ -72,11 +75,16 @@ class _Uploads:
             taken = self.pool.take(n)
         name, fd = taken or self.create()
         try:
-            at = 0
-            while at < n:  # the one copy of a put: into the page cache of the file
-                at += os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
             if taken is not None:
                 os.ftruncate(fd, n)  # a spare or pool file may be larger: the rest goes
+            if taken is not None and n >= _MAPPED_WRITE:
+                # Into pages that exist, a populated mapping copies faster than write()
+                with mmap.mmap(fd, n, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE) as mapped:
+                    mapped[:] = view  # the one copy of a put
+            else:
+                at = 0
+                while at < n:  # the one copy of a put: into the page cache of the file
+                    at += os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
         except BaseException:
             self.discard(name)
             raise

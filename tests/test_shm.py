@@ -853,3 +853,17 @@ def test_a_run_output_is_written_into_a_spare(fresh):
     assert stored.st_ino == inode and stored.st_size == _TILED.nbytes
     assert _spares(fresh) == {}
     np.testing.assert_array_equal(fresh.get_tensor("y"), _TILED)
+
+
+def test_a_large_put_writes_a_spare_through_a_mapping(fresh):
+    """From _MAPPED_WRITE bytes a spare is written through a populated mapping."""
+    count = shm_client._MAPPED_WRITE // 8 + 3
+    fresh.put_tensor("big", np.zeros(count))
+    fresh.put_tensor("big", np.ones(count))
+    assert _wait_until(lambda: len(_spares(fresh)) == 1, 5.0)
+    ((_, inode),) = _spares(fresh).items()
+    data = np.arange(count, dtype=np.float64)
+    fresh.put_tensor("big", data)
+    (name,) = _stored_files(fresh, 1)
+    assert os.stat(os.path.join(_shard_dir(fresh), name)).st_ino == inode
+    np.testing.assert_array_equal(fresh.get_tensor("big"), data)
