@@ -100,6 +100,9 @@ SHM_SWEEP_INTERVAL = 2.0
 #: Bytes of upload files a client keeps allocated ahead of its puts (0: none).
 SHM_POOL_BYTES = int(os.environ.get("MEMSTORE_SHM_POOL", str(256 << 20)))
 SHM_SPARE_BYTES = int(os.environ.get("MEMSTORE_SHM_SPARE", str(256 << 20)))
+#: Smallest freed file kept as a spare: below it the lookup and lease cost what fresh pages
+#: would (1 MiB: a write into allocated pages 111 us, into new ones 249 us with the unlink).
+SHM_SPARE_MIN = 4 << 20
 SHM_SPARE_TTL = float(os.environ.get("MEMSTORE_SHM_SPARE_TTL", "30"))
 
 #: CURVE keys of clients (``memstore/auth.py``, docs/security.md).

@@ -45,6 +45,7 @@ from memstore.config import (
     ENV_SHM_DIR,
     SHM_ROOT,
     SHM_SPARE_BYTES,
+    SHM_SPARE_MIN,
     SHM_SPARE_TTL,
     SHM_SWEEP_INTERVAL,
 )
@@ -147,6 +148,8 @@ def make_dir(where: str, kind: str) -> tuple[str, int]:
 def spares_for(names: list[str], nbytes: int) -> list[str]:
     """The spare files among ``names`` that suit ``nbytes`` bytes (``nbytes`` to twice that,
     the rest is truncated away), smallest first."""
+    if nbytes < SHM_SPARE_MIN:
+        return []
     fits = []
     for name in names:
         match = SPARE_NAME.fullmatch(name)
@@ -333,7 +336,8 @@ class ShardArea:
     def _spare(self, nbytes: int, name: str) -> int | None:
         """A spare of this directory for ``nbytes`` bytes, renamed ``name`` and opened for
         writing (its pages are allocated already); None if there is none."""
-        for spare in spares_for(os.listdir(self.spare_fd), nbytes):
+        names = os.listdir(self.spare_fd) if nbytes >= SHM_SPARE_MIN else []
+        for spare in spares_for(names, nbytes):
             try:
                 os.rename(spare, name, src_dir_fd=self.spare_fd, dst_dir_fd=self.dir_fd)
             except FileNotFoundError:
@@ -365,11 +369,13 @@ class ShardArea:
                 self._recycle(name)
 
     def _recycle(self, name: str) -> None:
-        """Make the freed file ``name`` a spare if nobody has it open or mapped, else unlink
-        it. Moved out of gets' reach first: a reader that opens it after that finds no file
+        """Make the freed file ``name`` a spare if it has SHM_SPARE_MIN bytes or more and
+        nobody has it open or mapped, else unlink it. Moved out of gets' reach first: a reader that opens it after that finds no file
         (``ENOENT``) or, having resolved the name just before, finds the name gone when it
         checks after mapping (``shm_client.Link.map``), so a spare is never a snapshot."""
         try:
+            if os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False).st_size < SHM_SPARE_MIN:
+                raise OSError("too small to be worth a spare")
             os.rename(name, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.reaping_fd)
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.reaping_fd)
         except OSError:

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from memstore.config import SHM_POOL_BYTES
+from memstore.config import SHM_POOL_BYTES, SHM_SPARE_MIN
 from memstore.errors import ProtocolError
 from memstore.shm import (
     FILE_NAME,
@@ -349,7 +349,7 @@ class Link:
         """The smallest spare of the shard of ``nbytes`` to twice that, moved into
         ``uploads`` and opened for writing; None if there is none (or another client took
         it first: a rename is atomic, so a spare has one taker)."""
-        if self.spare_dir is None:
+        if self.spare_dir is None or nbytes < SHM_SPARE_MIN:
             return None
         try:
             names = os.listdir(self.spare_dir)

@@ -582,31 +582,43 @@ def _reaped(client, stored: int) -> bool:
     return len(_stored_files(client)) == stored and not os.listdir(os.path.join(directory, REAPING))
 
 
+#: Elements of a float64 tensor just over the smallest size kept as a spare.
+_SPARE = memstore.config.SHM_SPARE_MIN // 8 + 1000
+
+
 def test_an_overwritten_file_nobody_holds_becomes_the_next_puts_file(fresh, shm_root):
-    fresh.put_tensor("s", np.full(100_000, 1.0))
-    fresh.put_tensor("s", np.full(100_000, 2.0))
+    fresh.put_tensor("s", np.full(_SPARE, 1.0))
+    fresh.put_tensor("s", np.full(_SPARE, 2.0))
     assert _wait_until(lambda: len(_spares(fresh)) == 1, 5.0)
     ((spare, inode),) = _spares(fresh).items()
-    assert spare.startswith(f"{800_000:x}-")
-    assert fresh.get_db_node_info()[0]["shm_spare_bytes"] == 800_000
-    fresh.put_tensor("s", np.full(100_000, 3.0))  # writes into the spare's pages
+    assert spare.startswith(f"{8 * _SPARE:x}-")
+    assert fresh.get_db_node_info()[0]["shm_spare_bytes"] == 8 * _SPARE
+    fresh.put_tensor("s", np.full(_SPARE, 3.0))  # writes into the spare's pages
     (name,) = _stored_files(fresh, 1)
     stored = os.stat(os.path.join(_shard_dir(fresh), name))
     assert stored.st_ino == inode and stored.st_mode & 0o777 == 0o400
-    np.testing.assert_array_equal(fresh.get_tensor("s"), np.full(100_000, 3.0))
+    np.testing.assert_array_equal(fresh.get_tensor("s"), np.full(_SPARE, 3.0))
     assert _upload_files(shm_root) == []
 
 
+def test_small_freed_files_are_not_kept(fresh):
+    small = memstore.config.SHM_SPARE_MIN // 16
+    fresh.put_tensor("s", np.ones(small))
+    fresh.put_tensor("s", np.ones(small))
+    assert _wait_until(lambda: _reaped(fresh, 1), 5.0)
+    assert _spares(fresh) == {}
+
+
 def test_a_file_a_reader_still_maps_is_never_recycled(fresh):
-    fresh.put_tensor("r", np.full(100_000, 1.0))
+    fresh.put_tensor("r", np.full(_SPARE, 1.0))
     held = fresh.get_tensor("r")  # maps the file
     inode = os.stat(os.path.join(_shard_dir(fresh), _stored_files(fresh)[0])).st_ino
-    fresh.put_tensor("r", np.full(100_000, 2.0))
+    fresh.put_tensor("r", np.full(_SPARE, 2.0))
     assert _wait_until(lambda: _reaped(fresh, 1), 5.0)
     assert inode not in _spares(fresh).values()  # unlinked: the reader keeps its pages
     for value in range(3, 9):  # later puts take spares, never the reader's file
-        fresh.put_tensor("r", np.full(100_000, float(value)))
-        np.testing.assert_array_equal(fresh.get_tensor("r"), np.full(100_000, float(value)))
+        fresh.put_tensor("r", np.full(_SPARE, float(value)))
+        np.testing.assert_array_equal(fresh.get_tensor("r"), np.full(_SPARE, float(value)))
     assert held.min() == held.max() == 1.0
 
 
@@ -616,54 +628,55 @@ def test_readers_racing_overwrites_always_get_a_snapshot(fresh):
     import threading
 
     stop = threading.Event()
-    errors: list = []
 
     def writer() -> None:
         value = 0.0
-        while not stop.is_set() and value < 2000:
+        while not stop.is_set() and value < 1000:
             value += 1
-            fresh.put_tensor("race", np.full(40_000, value))
+            fresh.put_tensor("race", np.full(_SPARE, value))
 
-    fresh.put_tensor("race", np.full(40_000, 0.0))
+    def unchanged(kept: list) -> list:
+        return [(v, a.min(), a.max()) for a, v in kept if not a.min() == a.max() == v]
+
+    fresh.put_tensor("race", np.full(_SPARE, 0.0))
     thread = threading.Thread(target=writer)
     thread.start()
-    kept = []
+    kept, errors, gets = [], [], 0
     try:
         deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and len(kept) < 200:
+        while time.monotonic() < deadline and gets < 100:
             got = fresh.get_tensor("race")
-            if got.min() != got.max():
-                errors.append(("torn", got.min(), got.max()))
+            gets += 1
             kept.append((got, got[0]))
-            if len(kept) > 20:
+            errors += unchanged(kept[-1:])  # one version whole
+            if len(kept) > 8:
                 kept.pop(0)  # dropped arrays let their files be recycled
-            for array, value in kept:
-                if array.min() != value or array.max() != value:
-                    errors.append(("changed", value, array.min(), array.max()))
+            if gets % 10 == 0:
+                errors += unchanged(kept)  # ... and still that version
     finally:
         stop.set()
         thread.join(30)
-    assert not errors, errors[:5]
-    assert len(kept) == 20
+    assert not errors + unchanged(kept), errors[:5]
+    assert gets >= 10 and len({v for _, v in kept}) > 1  # the writer did overwrite
 
 
 def test_spares_stay_within_the_room_under_max_memory(shm_root):
-    megabyte = np.ones(1 << 17)  # 1 MiB
+    spare = np.ones(_SPARE)
     with (
-        memstore.LocalCluster(shards=1, max_memory=(5 << 20) // 2) as small,
+        memstore.LocalCluster(shards=1, max_memory=5 * spare.nbytes // 2) as small,
         small.client(timeout=10) as client,
     ):
         client._shm_threshold = 1
-        client.put_tensor("a", megabyte)
-        client.put_tensor("b", megabyte)
-        client.put_tensor("a", megabyte)  # frees 1 MiB; the room left is under 0.5 MiB
+        client.put_tensor("a", spare)
+        client.put_tensor("b", spare)
+        client.put_tensor("a", spare)  # frees one; the room left is half of one
         assert _wait_until(lambda: _reaped(client, 2), 5.0)
         assert _spares(client) == {}
         client.delete_tensor("b")
-        client.put_tensor("a", megabyte)  # now 1 MiB fits beside what is stored
+        client.put_tensor("a", spare)  # now one fits beside what is stored
         assert _wait_until(lambda: len(_spares(client)) == 1, 5.0)
         info = client.get_db_node_info()[0]
-        assert info["shm_spare_bytes"] == megabyte.nbytes
+        assert info["shm_spare_bytes"] == spare.nbytes
         assert info["bytes"] + info["shm_spare_bytes"] <= info["max_memory"]
 
 
@@ -671,8 +684,8 @@ def test_spares_no_put_takes_are_freed(shm_root, monkeypatch):
     monkeypatch.setenv("MEMSTORE_SHM_SPARE_TTL", "0.5")
     with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as client:
         client._shm_threshold = 1
-        client.put_tensor("t", np.ones(50_000))
-        client.put_tensor("t", np.ones(50_000))
+        client.put_tensor("t", np.ones(_SPARE))
+        client.put_tensor("t", np.ones(_SPARE))
         assert _wait_until(lambda: len(_spares(client)) == 1, 5.0)
         sweep = 2 * memstore.config.SHM_SWEEP_INTERVAL + 2
         assert _wait_until(lambda: _spares(client) == {}, sweep)
@@ -843,16 +856,18 @@ def test_a_torchscript_models_output_goes_over_shm(client, batch_size):
 
 def test_a_run_output_is_written_into_a_spare(fresh):
     _with_ops(fresh)
-    fresh.put_tensor("old", _TILED + 1)
+    tiled = np.tile(_X, 262144)  # tile_big's output: 4 MiB, a spare's size
+    assert tiled.nbytes >= memstore.config.SHM_SPARE_MIN
+    fresh.put_tensor("old", tiled + 1)
     fresh.delete_tensor("old")  # its file, held by nobody, becomes a spare
     assert _wait_until(lambda: len(_spares(fresh)) == 1, 5.0)
     ((_, inode),) = _spares(fresh).items()
-    fresh.run_script("ops", "tile", "x", "y")
+    fresh.run_script("ops", "tile_big", "x", "y")
     (name,) = _stored_files(fresh, 1)
     stored = os.stat(os.path.join(_shard_dir(fresh), name))
-    assert stored.st_ino == inode and stored.st_size == _TILED.nbytes
+    assert stored.st_ino == inode and stored.st_size == tiled.nbytes
     assert _spares(fresh) == {}
-    np.testing.assert_array_equal(fresh.get_tensor("y"), _TILED)
+    np.testing.assert_array_equal(fresh.get_tensor("y"), tiled)
 
 
 def test_a_large_put_writes_a_spare_through_a_mapping(fresh):
