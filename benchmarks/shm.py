@@ -2,7 +2,8 @@
 path vs ``numpy.copyto``, in one run on one node.
 
 Run: ``python -m benchmarks.shm [--reps N]``. Not yet part of ``memstore-bench``'s report:
-this prints the medians (GB/s) and each target's ratio.
+this prints the medians (GB/s) and each target's ratio. ``--crossover``: put and get times
+by size over shm and over the socket (the threshold's trade-off).
 """
 
 from __future__ import annotations
@@ -83,10 +84,41 @@ def targets(m: dict) -> list[tuple[str, float, str]]:
     ]
 
 
+def crossover(reps: int, sizes=(128, 256, 512, 1024, 2048, 4096)) -> list[dict]:
+    """Per size (KiB): put and get medians (us) over shm and over the socket, the better of
+    two alternating rounds, and put + 1 / + 4 gets shm over socket: where the threshold
+    (``MEMSTORE_SHM_THRESHOLD``) pays, by how often a tensor is read."""
+    rows = []
+    with memstore.LocalCluster(shards=1) as cluster, cluster.client(timeout=60) as client:
+        for kib in sizes:
+            src = np.ones(kib * 1024 // 8)
+            times: dict = {}
+            for _ in range(2):
+                for path, threshold in (("shm", 1), ("socket", 1 << 62)):
+                    client._shm_threshold = threshold
+                    client.put_tensor("x", src)
+                    for op, fn in (("put", lambda s=src: client.put_tensor("x", s)),
+                                   ("get", lambda: client.get_tensor("x"))):  # fmt: skip
+                        us = _median_s(fn, reps) * 1e6
+                        times[f"{path}_{op}"] = min(times.get(f"{path}_{op}", us), us)
+            shm, sock = times["shm_put"], times["socket_put"]
+            for gets in (1, 4):
+                times[f"put+{gets}get"] = (shm + gets * times["shm_get"]) / (
+                    sock + gets * times["socket_get"]
+                )
+            rows.append({"kib": kib, **times})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.shm")
     p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--crossover", action="store_true", help="put/get by size, shm vs socket")
     args = p.parse_args()
+    if args.crossover:
+        for row in crossover(args.reps):
+            print(", ".join(f"{k} {v:.2f}" if "+" in k else f"{k} {v:.0f}" for k, v in row.items()))
+        return
     m = measure(args.reps)
     for size, row in m.items():
         print(f"{size // MiB} MiB: " + ", ".join(f"{k} {v / 1e9:.2f} GB/s" for k, v in row.items()))
