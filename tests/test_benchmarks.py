@@ -118,3 +118,13 @@ def test_secure_measures_curve_next_to_plain(tmp_path, capsys):
     assert all(r > 0 for by_size in result["overhead"].values() for r in by_size.values())
     out = capsys.readouterr().out
     assert "CURVE (--secure) vs plain TCP" in out and "secure/plain" in out
+
+
+def test_the_shm_benchmark_measures_each_target_and_the_crossover():
+    from benchmarks import shm as bench
+
+    (row,) = bench.crossover(1, sizes=(256,))
+    assert row["kib"] == 256
+    assert all(row[k] > 0 for k in ("shm_put", "shm_get", "socket_put", "socket_get"))
+    targets = bench.targets(bench.measure(1))
+    assert len(targets) == 8 and all(ratio > 0 for _, ratio, _ in targets)
