@@ -3,6 +3,7 @@ client and the memory cap, all against real shard processes in a private directo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -149,11 +150,18 @@ def test_overwrite_and_delete_while_a_reader_holds_the_old_array(client):
     assert _stored_files(client, 0) == []
 
 
-def test_info_and_cap_count_shm_bytes(shm_root):
+@contextlib.contextmanager
+def _capped(max_memory: int):
+    """A client of a new shard started with this --max-memory."""
     with (
-        memstore.LocalCluster(shards=1, max_memory=3 << 20) as small,
+        memstore.LocalCluster(shards=1, max_memory=max_memory) as small,
         small.client(timeout=10) as client,
     ):
+        yield client
+
+
+def test_info_and_cap_count_shm_bytes(shm_root):
+    with _capped(3 << 20) as client:
         client.put_tensor("a", np.ones(1 << 18))  # 2 MiB
         info = client.get_db_node_info()[0]
         assert info["shm_bytes"] == info["bytes"] >= 2 << 20
@@ -380,10 +388,7 @@ def test_an_empty_array_dropped_unput_leaves_no_file(client, shm_root):
 
 
 def test_empty_refused_by_a_full_shard_keeps_the_callers_data(shm_root):
-    with (
-        memstore.LocalCluster(shards=1, max_memory=1 << 20) as small,
-        small.client(timeout=10) as client,
-    ):
+    with _capped(1 << 20) as client:
         array = client.empty("big", 1 << 18)  # 2 MiB
         array[:] = 3
         with pytest.raises(StoreFull):
@@ -662,10 +667,7 @@ def test_readers_racing_overwrites_always_get_a_snapshot(fresh):
 
 def test_spares_stay_within_the_room_under_max_memory(shm_root):
     spare = np.ones(_SPARE)
-    with (
-        memstore.LocalCluster(shards=1, max_memory=5 * spare.nbytes // 2) as small,
-        small.client(timeout=10) as client,
-    ):
+    with _capped(5 * spare.nbytes // 2) as client:
         client._shm_threshold = 1
         client.put_tensor("a", spare)
         client.put_tensor("b", spare)
@@ -799,10 +801,7 @@ def test_a_run_output_without_shm_on_either_side(shm_root, cluster):
 
 
 def test_a_run_output_refused_for_room_leaves_no_file(shm_root):
-    with (
-        memstore.LocalCluster(shards=1, max_memory=2 << 20) as small,
-        small.client(timeout=10) as client,
-    ):
+    with _capped(2 << 20) as client:
         _with_ops(client)
         client.run_script("ops", "tile", "x", "y")
         (kept,) = _stored_files(client, 1)
