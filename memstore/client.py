@@ -311,7 +311,8 @@ class Client(DatasetCalls, ModelCalls):
         from then on it is the caller's private copy-on-write view (later writes never
         reach the store). A second put of it copies as usual. Without a shared-memory
         path to the shard (another node, ``MEMSTORE_SHM=0``), or below
-        ``MEMSTORE_SHM_THRESHOLD``, it is a plain ``numpy.empty`` (zero-filled otherwise).
+        ``MEMSTORE_SHM_THRESHOLD``, it is a plain ``numpy.empty``. Either way its first
+        contents are undefined, as ``numpy.empty``'s (a recycled file holds old bytes).
 
         Args:
             name: the tensor it is meant for (picks the shard whose memory it is).

@@ -370,9 +370,10 @@ class ShardArea:
 
     def _recycle(self, name: str) -> None:
         """Make the freed file ``name`` a spare if it has SHM_SPARE_MIN bytes or more and
-        nobody has it open or mapped, else unlink it. Moved out of gets' reach first: a reader that opens it after that finds no file
-        (``ENOENT``) or, having resolved the name just before, finds the name gone when it
-        checks after mapping (``shm_client.Link.map``), so a spare is never a snapshot."""
+        nobody has it open or mapped, else unlink it. Moved out of gets' reach first: a
+        reader that opens it after that finds no file (``ENOENT``) or, having resolved the
+        name just before, finds the name gone when it checks after mapping
+        (``shm_client.Link.map``), so a spare is never a snapshot."""
         try:
             if os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False).st_size < SHM_SPARE_MIN:
                 raise OSError("too small to be worth a spare")

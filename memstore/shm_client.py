@@ -66,8 +66,8 @@ class _Uploads:
 
     def write(self, buffer: memoryview, spare: Spares | None = None) -> str:
         """A file holding ``buffer``'s bytes: its name. A file whose pages are allocated
-        already (~2-3x faster than fresh tmpfs pages) if there is one: the shard's spare,
-        else one of the pool."""
+        already if there is one (the shard's spare, else one of the pool): faster to write
+        than fresh tmpfs pages (docs/design.md, "Spares")."""
         view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
         n = view.nbytes
         taken = spare(n, self) if spare is not None else None
@@ -93,8 +93,9 @@ class _Uploads:
         return name
 
     def allocate(self, nbytes: int, spare: Spares | None = None) -> mmap.mmap:
-        """A file of ``nbytes`` bytes (a spare's, pages mapped ahead, else new zeros),
-        mapped shared and writable, registered as an :class:`Allocation`: ``client.empty``."""
+        """A file of ``nbytes`` bytes (a spare's old bytes, its pages mapped ahead, else new
+        zeros), mapped shared and writable, registered as an :class:`Allocation`:
+        ``client.empty``."""
         taken = spare(nbytes, self) if spare is not None else None
         name, fd = taken or self.create()
         try:
