@@ -385,7 +385,7 @@ class ShardArea:
         kept = False
         try:
             size = os.fstat(fd).st_size
-            if size and _open_nowhere_else(fd) and self._trim(size, None):
+            if _open_nowhere_else(fd) and self._trim(size, None):
                 os.fchmod(fd, 0o600)  # adopted files are read-only
                 spare = f"{size:x}-{next(self._names):x}"
                 os.rename(name, spare, src_dir_fd=self.reaping_fd, dst_dir_fd=self.spare_fd)
@@ -431,7 +431,8 @@ class ShardArea:
 
     def maybe_sweep(self, now: float) -> None:
         """Every SHM_SWEEP_INTERVAL seconds: remove areas of dead clients and shards, and
-        (in the reaper) spares no put took for SHM_SPARE_TTL seconds."""
+        (in the reaper) spares no put took for SHM_SPARE_TTL seconds or beyond the room
+        that puts since have left under --max-memory."""
         if now >= self._next_sweep:
             self._next_sweep = now + SHM_SWEEP_INTERVAL
             sweep(self.root)

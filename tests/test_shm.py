@@ -667,11 +667,11 @@ def test_readers_racing_overwrites_always_get_a_snapshot(fresh):
 
 def test_spares_stay_within_the_room_under_max_memory(shm_root):
     spare = np.ones(_SPARE)
-    with _capped(5 * spare.nbytes // 2) as client:
+    with _capped(12 * spare.nbytes // 5) as client:  # room for 2.4 of them
         client._shm_threshold = 1
         client.put_tensor("a", spare)
         client.put_tensor("b", spare)
-        client.put_tensor("a", spare)  # frees one; the room left is half of one
+        client.put_tensor("a", spare)  # frees one; the room left is 0.4 of one
         assert _wait_until(lambda: _reaped(client, 2), 5.0)
         assert _spares(client) == {}
         client.delete_tensor("b")
@@ -680,6 +680,11 @@ def test_spares_stay_within_the_room_under_max_memory(shm_root):
         info = client.get_db_node_info()[0]
         assert info["shm_spare_bytes"] == spare.nbytes
         assert info["bytes"] + info["shm_spare_bytes"] <= info["max_memory"]
+        client.put_tensor("c", np.ones(_SPARE * 9 // 20))  # too small to take the spare
+        sweep = 2 * memstore.config.SHM_SWEEP_INTERVAL + 2  # the room left is 0.95 of one
+        assert _wait_until(lambda: _spares(client) == {}, sweep)
+        info = client.get_db_node_info()[0]
+        assert info["shm_spare_bytes"] == 0 and info["bytes"] <= info["max_memory"]
 
 
 def test_spares_no_put_takes_are_freed(shm_root, monkeypatch):
