@@ -886,3 +886,14 @@ def test_a_large_put_writes_a_spare_through_a_mapping(fresh):
     (name,) = _stored_files(fresh, 1)
     assert os.stat(os.path.join(_shard_dir(fresh), name)).st_ino == inode
     np.testing.assert_array_equal(fresh.get_tensor("big"), data)
+
+
+def test_no_spares_with_a_zero_budget(shm_root, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_SHM_SPARE", "0")
+    with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as client:
+        client._shm_threshold = 1
+        for value in range(3):
+            client.put_tensor("t", np.full(_SPARE, float(value)))
+        assert _wait_until(lambda: _reaped(client, 1), 5.0)
+        assert _spares(client) == {} and client.get_db_node_info()[0]["shm_spare_bytes"] == 0
+        np.testing.assert_array_equal(client.get_tensor("t"), np.full(_SPARE, 2.0))
