@@ -419,24 +419,35 @@ class Client(DatasetCalls, ModelCalls):
         if link is _UNKNOWN:
             link = self._links[shard]
 
-        def decode(header, payload):
-            payload = self._mapped(shard, link, header, payload)
-            if payload is _STALE:
-                return _STALE
-            arrays = [
+        def arrays(header, payload):
+            got = [
                 tensors.decode(m, f, as_torch=as_torch, name=k)
                 for k, m, f in zip(keys, header["metas"], payload, strict=False)
             ]
-            return arrays[0] if one else arrays
+            return got[0] if one else got
 
         fields = {"keys": keys, "shm": True} if link is not None else {"keys": keys}
+        decode = self._shm_decoder(shard, link, arrays)
         reply = self._submit(shard, "get", fields, decode=decode, what=("get", keys[0]))
+        return self._unless_stale(reply, link, lambda: self._get(shard, keys, as_torch, one, None))
+
+    def _shm_decoder(self, shard: int, link: Any, build: Callable) -> Callable:
+        """A reply decoder that maps the files the reply names (:meth:`_mapped`), then
+        ``build(header, payload)``; ``_STALE`` when one is gone."""
+
+        def decode(header, payload):
+            payload = self._mapped(shard, link, header, payload)
+            return _STALE if payload is _STALE else build(header, payload)
+
+        return decode
+
+    @staticmethod
+    def _unless_stale(reply: Any, link: Any, again: Callable) -> Any:
+        """``reply``, or what ``again()`` (the same request by socket) gives when it was
+        ``_STALE``; no shared-memory link, no retry."""
         if link is None:
             return reply
-        return chain(
-            reply,
-            lambda got: self._get(shard, keys, as_torch, one, None) if got is _STALE else got,
-        )
+        return chain(reply, lambda got: again() if got is _STALE else got)
 
     def _mapped(self, shard: int, link: Any, header: dict, payload: list) -> Any:
         """``payload`` with the files a reply names mapped copy-on-write in their place;

@@ -15,7 +15,7 @@ from memstore.errors import KeyNotFound
 from memstore.kinds import DATASET, LIST
 from memstore.transport import Future, Gathered, Resolved, chain
 
-_UNKNOWN, _STALE = shm_client.UNASKED, shm_client.STALE
+_UNKNOWN = shm_client.UNASKED
 
 
 class DatasetCalls:
@@ -59,19 +59,13 @@ class DatasetCalls:
         if link is _UNKNOWN:
             link = self._links[shard]
 
-        def decode(header, payload):
-            payload = self._mapped(shard, link, header, payload)
-            if payload is _STALE:
-                return _STALE
+        def dataset(header, payload):
             return DataSet.from_wire(name, header["dataset"], payload)
 
         fields = {"shm": True} if link is not None else {}
+        decode = self._shm_decoder(shard, link, dataset)
         reply = self._call("get_dataset", key, fields, decode=decode)
-        if link is None:
-            return reply
-        return chain(
-            reply, lambda got: self._get_dataset(key, name, None) if got is _STALE else got
-        )
+        return self._unless_stale(reply, link, lambda: self._get_dataset(key, name, None))
 
     def delete_dataset_async(self, name: str) -> Future:
         """Delete dataset ``name``; ``KeyNotFound`` if it does not exist."""

@@ -897,3 +897,38 @@ def test_no_spares_with_a_zero_budget(shm_root, monkeypatch):
         assert _wait_until(lambda: _reaped(client, 1), 5.0)
         assert _spares(client) == {} and client.get_db_node_info()[0]["shm_spare_bytes"] == 0
         np.testing.assert_array_equal(client.get_tensor("t"), np.full(_SPARE, 2.0))
+
+
+@pytest.mark.parametrize("kind", ["tensor", "dataset"])
+def test_a_file_overwritten_before_it_is_mapped_is_fetched_again(
+    client, cluster, monkeypatch, kind
+):
+    """The race made real: between the shard's answer and the client's mapping another
+    client overwrites the key and the shard drops the old file; the get asks again by
+    socket and returns the new value (never the old file, never an error)."""
+    put = client.put_tensor if kind == "tensor" else client.put_dataset
+
+    def value(fill: float):
+        return np.full(50_000, fill) if kind == "tensor" else _dataset("d", fill)
+
+    put(*(("k", value(1.0)) if kind == "tensor" else (value(1.0),)))
+    real_map, raced = shm_client.Link.map, []
+
+    def map_after_an_overwrite(link, name):
+        if not raced:
+            raced.append(name)
+            with cluster.client(timeout=10) as other:
+                other._shm_threshold = 1
+                if kind == "tensor":
+                    other.put_tensor("k", value(2.0))
+                else:
+                    other.put_dataset(value(2.0))
+            path = os.path.join(link.dir, name)
+            assert _wait_until(lambda: not os.path.exists(path), 5.0)
+        return real_map(link, name)
+
+    monkeypatch.setattr(shm_client.Link, "map", map_after_an_overwrite)
+    got = client.get_tensor("k") if kind == "tensor" else client.get_dataset("d").get_tensor("big")
+    assert raced  # the shm answer came first, and lost the race
+    assert not _mapped(got)  # ... so the value came by socket
+    assert got.min() == got.max() == 2.0
