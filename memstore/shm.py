@@ -145,17 +145,46 @@ def make_dir(where: str, kind: str) -> tuple[str, int]:
     raise OSError(f"cannot create a directory in {where}")
 
 
-def spares_for(names: list[str], nbytes: int) -> list[str]:
-    """The spare files among ``names`` that suit ``nbytes`` bytes (``nbytes`` to twice that,
-    the rest is truncated away), smallest first."""
+def take_spare(
+    spares: str | int, nbytes: int, dir_fd: int, name: Callable[[], str]
+) -> tuple[str, int] | None:
+    """The smallest spare of the directory ``spares`` (a path or fd) of ``nbytes`` to twice
+    that (the rest is truncated away), moved into ``dir_fd`` as ``name()`` and opened for
+    writing: (name, fd); None if there is none. A rename is atomic, so a spare has one
+    taker (a client, or the shard writing a run's output). ``OSError``: none could be
+    taken (a spare moved but not opened is removed)."""
     if nbytes < SHM_SPARE_MIN:
-        return []
+        return None
     fits = []
-    for name in names:
-        match = SPARE_NAME.fullmatch(name)
+    for spare in os.listdir(spares):
+        match = SPARE_NAME.fullmatch(spare)
         if match is not None and nbytes <= int(match[1], 16) <= 2 * nbytes:
-            fits.append((int(match[1], 16), name))
-    return [name for _, name in sorted(fits)]
+            fits.append((int(match[1], 16), spare))
+    by_fd = isinstance(spares, int)
+    for _, spare in sorted(fits):
+        new = name()
+        try:
+            os.rename(spare if by_fd else os.path.join(spares, spare), new,
+                      src_dir_fd=spares if by_fd else None, dst_dir_fd=dir_fd)  # fmt: skip
+        except FileNotFoundError:
+            continue  # another taker was first, or the reaper freed it
+        try:
+            return new, os.open(new, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            discard_file(new, dir_fd)
+            raise
+    return None
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    """Write the bytes ``view`` (format ``B``) at the start of ``fd``: the one copy of a
+    put, into the file's page cache."""
+    at, nbytes = 0, view.nbytes
+    while at < nbytes:
+        written = os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
+        if written <= 0:
+            raise OSError(f"no room for {nbytes} bytes")
+        at += written
 
 
 def discard_file(name: str, dir_fd: int) -> None:
@@ -308,46 +337,29 @@ class ShardArea:
             raise OSError(f"output {key!r}: no shared-memory file for {nbytes} bytes here")
         name = f"{next(self._names):x}"
         try:
-            fd = self._spare(nbytes, name)
-            if fd is None:
+            taken = take_spare(self.spare_fd, nbytes, dir_fd, lambda: name)
+            if taken is None:
                 flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+            else:
+                fd = taken[1]
         except OSError as exc:
             raise OSError(exc.errno, f"output {key!r}: {exc.strerror}") from None
         try:
             os.ftruncate(fd, nbytes)  # a spare may be larger
-            at = 0
-            while at < nbytes:  # the one copy: into the page cache of the file
-                written = os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
-                if written <= 0:
-                    raise OSError(f"output {key!r}: no room for {nbytes} bytes")
-                at += written
+            write_all(fd, view)
             os.fchmod(fd, 0o400)
             mapped = memoryview(mmap.mmap(fd, nbytes, access=mmap.ACCESS_READ))
         except BaseException as exc:
             discard_file(name, dir_fd)
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise OSError(exc.errno, f"output {key!r}: {exc.strerror}") from None
+            if isinstance(exc, OSError):
+                raise OSError(f"output {key!r}: {exc}") from None
             raise
         finally:
             os.close(fd)
         return mapped, ShmFile(self, name)
-
-    def _spare(self, nbytes: int, name: str) -> int | None:
-        """A spare of this directory for ``nbytes`` bytes, renamed ``name`` and opened for
-        writing (its pages are allocated already); None if there is none."""
-        names = os.listdir(self.spare_fd) if nbytes >= SHM_SPARE_MIN else []
-        for spare in spares_for(names, nbytes):
-            try:
-                os.rename(spare, name, src_dir_fd=self.spare_fd, dst_dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                continue  # a client took it, or the reaper freed it
-            try:
-                return os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
-            except OSError:
-                discard_file(name, self.dir_fd)
-                raise
-        return None
 
     def release(self, name: str, frames: Any = None) -> None:
         """Recycle or unlink ``name`` and drop ``frames`` (its mapping) in the reaper thread."""

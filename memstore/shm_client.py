@@ -14,22 +14,21 @@ import os
 import shutil
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
 
-from memstore.config import SHM_POOL_BYTES, SHM_SPARE_MIN
+from memstore.config import SHM_POOL_BYTES
 from memstore.errors import ProtocolError
 from memstore.shm import (
     FILE_NAME,
     PROBE,
     SPARE,
-    WRITE_CHUNK,
     boot_id,
     discard_file,
     enabled,
     make_dir,
     pid_ns,
-    spares_for,
+    take_spare,
+    write_all,
 )
 
 log = logging.getLogger(__name__)
@@ -64,13 +63,23 @@ class _Uploads:
                      0o600, dir_fd=self.fd)  # fmt: skip
         return name, fd
 
-    def write(self, buffer: memoryview, spare: Spares | None = None) -> str:
+    def take_spare(self, spares: str | None, nbytes: int) -> tuple[str, int] | None:
+        """A spare of the shard directory ``spares`` (:func:`memstore.shm.take_spare`) moved
+        into this area and opened, or None (none there, or it could not be taken)."""
+        if spares is None:
+            return None
+        try:
+            return take_spare(spares, nbytes, self.fd, self.next_name)
+        except OSError:
+            return None
+
+    def write(self, buffer: memoryview, spares: str | None = None) -> str:
         """A file holding ``buffer``'s bytes: its name. A file whose pages are allocated
-        already if there is one (the shard's spare, else one of the pool): faster to write
-        than fresh tmpfs pages (docs/design.md, "Spares")."""
+        already if there is one (a spare of the shard directory ``spares``, else one of the
+        pool): faster to write than fresh tmpfs pages (docs/design.md, "Spares")."""
         view = buffer.cast("B") if buffer.ndim != 1 or buffer.format != "B" else buffer
         n = view.nbytes
-        taken = spare(n, self) if spare is not None else None
+        taken = self.take_spare(spares, n)
         if taken is None and self.pool is not None:
             taken = self.pool.take(n)
         name, fd = taken or self.create()
@@ -82,9 +91,7 @@ class _Uploads:
                 with mmap.mmap(fd, n, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE) as mapped:
                     mapped[:] = view  # the one copy of a put
             else:
-                at = 0
-                while at < n:  # the one copy of a put: into the page cache of the file
-                    at += os.pwrite(fd, view[at : at + WRITE_CHUNK], at)
+                write_all(fd, view)
         except BaseException:
             self.discard(name)
             raise
@@ -92,11 +99,11 @@ class _Uploads:
             os.close(fd)
         return name
 
-    def allocate(self, nbytes: int, spare: Spares | None = None) -> mmap.mmap:
+    def allocate(self, nbytes: int, spares: str | None = None) -> mmap.mmap:
         """A file of ``nbytes`` bytes (a spare's old bytes, its pages mapped ahead, else new
         zeros), mapped shared and writable, registered as an :class:`Allocation`:
         ``client.empty``."""
-        taken = spare(nbytes, self) if spare is not None else None
+        taken = self.take_spare(spares, nbytes)
         name, fd = taken or self.create()
         try:
             os.ftruncate(fd, nbytes)
@@ -127,8 +134,9 @@ class _Pool:
 
     tmpfs hands out fresh pages at ~1.2 GB/s here and writes into allocated ones at ~4 GB/s,
     so a put takes a ready file of its size class (the next power of two) when there is
-    one, and the thread makes another while the program computes. Only files never adopted
-    are reused: a stored file is never written again (readers map it ``MAP_PRIVATE``).
+    one, and the thread makes another while the program computes. Pool files were never
+    adopted: a stored file is written again only as the shard's spare, once the kernel says
+    no reader maps it (readers map it ``MAP_PRIVATE`` and would see the writes).
     At most :data:`memstore.config.SHM_POOL_BYTES` bytes wait, two files per class."""
 
     PER_CLASS = 2
@@ -294,11 +302,6 @@ def _uploads_in(where: str) -> _Uploads:
         return area
 
 
-#: ``spare(nbytes, uploads)``: a shard's spare file of about ``nbytes``, moved into the upload
-#: area and opened (name, fd), or None.
-Spares = Callable[[int, _Uploads], "tuple[str, int] | None"]
-
-
 class Link:
     """A client's shared-memory path to one shard of its node."""
 
@@ -339,39 +342,12 @@ class Link:
     def upload(self, buffer: memoryview) -> tuple[str, str]:
         """Write ``buffer`` into an upload file: (area name, file name)."""
         area = _uploads_in(self.root)
-        return area.name, area.write(buffer, self._spare)
+        return area.name, area.write(buffer, self.spare_dir)
 
     def allocate(self, nbytes: int) -> mmap.mmap:
         """A writable shared mapping of an upload file of ``nbytes`` bytes, which a put
         of an array filling it adopts without a copy (:class:`Allocation`)."""
-        return _uploads_in(self.root).allocate(nbytes, self._spare)
-
-    def _spare(self, nbytes: int, uploads: _Uploads) -> tuple[str, int] | None:
-        """The smallest spare of the shard of ``nbytes`` to twice that, moved into
-        ``uploads`` and opened for writing; None if there is none (or another client took
-        it first: a rename is atomic, so a spare has one taker)."""
-        if self.spare_dir is None or nbytes < SHM_SPARE_MIN:
-            return None
-        try:
-            names = os.listdir(self.spare_dir)
-        except OSError:
-            return None
-        for name in spares_for(names, nbytes):
-            new = uploads.next_name()
-            try:
-                os.rename(os.path.join(self.spare_dir, name), new, dst_dir_fd=uploads.fd)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return None
-            try:
-                return new, os.open(
-                    new, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=uploads.fd
-                )
-            except OSError:
-                uploads.discard(new)
-                return None
-        return None
+        return _uploads_in(self.root).allocate(nbytes, self.spare_dir)
 
     def discard(self, area: str, name: str) -> None:
         """Remove an upload the shard did not adopt (its put failed)."""
