@@ -429,12 +429,13 @@ class ShardArea:
         spares = []
         for name in os.listdir(self.spare_fd):
             match = SPARE_NAME.fullmatch(name)
+            if match is None:
+                continue
             try:
                 made = os.stat(name, dir_fd=self.spare_fd, follow_symlinks=False).st_ctime
             except OSError:
                 continue  # a client took it
-            if match is not None:
-                spares.append((int(match[1], 16), made, name))
+            spares.append((int(match[1], 16), made, name))
         return spares
 
     def spare_bytes(self) -> int:

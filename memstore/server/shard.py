@@ -594,14 +594,17 @@ class Shard(ModelOps, PersistOps):
         keys = wire.field(request.header, "keys", list)
         entries = [self.store.get(self._check_key(k, request.op), TENSOR) for k in keys]
         fields = {"metas": [e.meta for e in entries]}
+        frames = [e.frames[0] for e in entries]
         if request.header.get("shm") is True and any(e.shm is not None for e in entries):
-            # The client maps these files; their frames go empty.
-            fields["files"] = [None if e.shm is None else e.shm.name for e in entries]
-            fields["shm"] = self.shm.offer()
-            frames = [e.frames[0] if e.shm is None else b"" for e in entries]
-        else:
-            frames = [e.frames[0] for e in entries]
+            names = [None if e.shm is None else e.shm.name for e in entries]
+            frames = self._name_files(fields, names, frames)
         return wire.reply(request.id, fields, frames)
+
+    def _name_files(self, fields: dict, names: list, frames: list) -> list:
+        """A get's reply names the files a client maps (and this shard's offer) instead of
+        sending their bytes: the frames, those of files empty."""
+        fields["files"], fields["shm"] = names, self.shm.offer()
+        return [f if n is None else b"" for n, f in zip(names, frames, strict=True)]
 
     def _op_delete(self, request, identity):
         key, kind = self._key(request), self._kind(request)
@@ -658,10 +661,7 @@ class Shard(ModelOps, PersistOps):
         entry = self.store.get(self._key(request), DATASET)
         fields, frames = {"dataset": entry.meta}, entry.frames
         if request.header.get("shm") is True and entry.shm is not None:
-            fields["files"] = entry.shm.names(len(frames))
-            fields["shm"] = self.shm.offer()
-            frames = [b"" if n is not None else f for n, f in zip(fields["files"], frames,
-                                                                  strict=False)]  # fmt: skip
+            frames = self._name_files(fields, entry.shm.names(len(frames)), frames)
         return wire.reply(request.id, fields, frames)
 
     @staticmethod
