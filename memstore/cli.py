@@ -19,7 +19,7 @@ from memstore.config import (
     ENV_CURVE_DIR,
     GATEWAY_READY_LINE,
 )
-from memstore.errors import AuthError, MemstoreError
+from memstore.errors import MemstoreError
 
 
 def _address_file(args) -> str:
@@ -189,16 +189,12 @@ def cmd_save(args) -> int:
 
 def cmd_stop(args) -> int:
     found = _cluster(args)
-    silent, refused = [], []
-    for address in found:
-        try:
-            launcher._request(address, "shutdown", timeout=args.timeout)
-        except AuthError as exc:  # alive, and this key may not stop it (--admin-key)
-            refused.append(address)
-            print(f"{exc} (stop it with the admin or cluster key)", file=sys.stderr)
-        except MemstoreError:
-            silent.append(address)
-            print(f"shard {address} did not answer (already stopped?)", file=sys.stderr)
+    refused: list = []  # alive, and this key may not stop them (--admin-key)
+    silent = launcher.stop_addresses(found, timeout=args.timeout, refused=refused)
+    for exc in refused:
+        print(f"{exc} (stop it with the admin or cluster key)", file=sys.stderr)
+    for address in silent:
+        print(f"shard {address} did not answer (already stopped?)", file=sys.stderr)
     path = _address_file(args)
     if not args.address and not refused and os.path.exists(path):
         os.remove(path)  # kept while a shard that refused still serves

@@ -279,13 +279,23 @@ def set_cluster(
 
 
 def stop_addresses(
-    shard_addresses: list[str], timeout: float = 5.0, curve: auth.ClientKeys | None = None
+    shard_addresses: list[str],
+    timeout: float = 5.0,
+    curve: auth.ClientKeys | None = None,
+    refused: list[AuthError] | None = None,
 ) -> list[str]:
-    """Ask each shard to shut down; the addresses that did not answer."""
+    """Ask each shard to shut down; the addresses that did not answer. With ``refused``, a
+    shard that answered but refused this key (``--admin-key``) goes there as its error
+    instead (it still serves)."""
     silent = []
     for address in shard_addresses:
         try:
             _request(address, "shutdown", timeout=timeout, curve=curve)
+        except AuthError as exc:
+            if refused is None:
+                silent.append(address)
+            else:
+                refused.append(exc)
         except MemstoreError:
             silent.append(address)
     return silent
