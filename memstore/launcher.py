@@ -178,17 +178,20 @@ def _spawn(
     return ShardProcess(process, "", log_path)
 
 
-def _read_ready(shard: ShardProcess, timeout: float) -> str:
-    """The address a starting shard prints, or an error carrying its log."""
+def _read_ready(
+    shard: ShardProcess, timeout: float, ready: str = READY_LINE, what: str = "shard"
+) -> str:
+    """The address a starting shard (or gateway: its ``ready`` line) prints, or an error
+    carrying its log."""
     stream: IO[bytes] = shard.process.stdout  # type: ignore[assignment]
-    line = _ready_line(stream, timeout) or ""
+    line = _ready_line(stream, timeout, ready) or ""
     stream.close()
-    if not line.startswith(READY_LINE):
+    if not line.startswith(ready):
         shard.process.kill()
         shard.process.wait()
         tail = shard.log_path.read_text(errors="replace")[-2000:]
-        raise MemstoreError(f"shard did not start (log {shard.log_path}):\n{tail}")
-    return line[len(READY_LINE) :].strip()
+        raise MemstoreError(f"{what} did not start (log {shard.log_path}):\n{tail}")
+    return line[len(ready) :].strip()
 
 
 def _ready_line(stream: IO[bytes], timeout: float, ready: str = READY_LINE) -> str | None:
@@ -302,7 +305,7 @@ def stop_addresses(
 
 
 def stop_processes(shards: list[ShardProcess], timeout: float = 10.0) -> None:
-    """Terminate shard processes, killing any that outlive ``timeout``."""
+    """Terminate shard (or gateway) processes, killing any that outlive ``timeout``."""
     for shard in shards:
         if shard.alive():
             shard.process.terminate()
@@ -311,7 +314,7 @@ def stop_processes(shards: list[ShardProcess], timeout: float = 10.0) -> None:
         try:
             shard.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("shard %s ignored SIGTERM; killing it", shard.address)
+            log.warning("%s ignored SIGTERM; killing it", shard.address or shard.log_path)
             shard.process.kill()
             shard.process.wait()
 
@@ -441,11 +444,7 @@ class LocalCluster:
         )
 
     def close(self) -> None:
-        if getattr(self, "gateways", None):
-            from memstore.gateway.processes import stop_gateways
-
-            stop_gateways(self.gateways)
-        stop_processes(self.shards)
+        stop_processes([*getattr(self, "gateways", []), *self.shards])
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:

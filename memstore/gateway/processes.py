@@ -11,23 +11,15 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from memstore.config import DEFAULT_HOST, ENV_CURVE_DIR, GATEWAY_READY_LINE, STARTUP_TIMEOUT
 from memstore.errors import MemstoreError
+from memstore.launcher import ShardProcess, _read_ready, stop_processes
 
 
-@dataclass
-class GatewayProcess:
+class GatewayProcess(ShardProcess):
     """A running gateway: its process, ``host:port`` and log file."""
-
-    process: subprocess.Popen
-    address: str
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
 
 def start_gateways(
@@ -46,8 +38,6 @@ def start_gateways(
         MemstoreError: a gateway did not start (its log is in the message); the others
             are stopped.
     """
-    from memstore.launcher import _ready_line
-
     if count < 1:
         raise ValueError(f"gateways must be at least 1, got {count}")
     started: list[GatewayProcess] = []
@@ -76,17 +66,12 @@ def start_gateways(
                 )
             started.append(GatewayProcess(process, "", log_path))
         for gateway in started:
-            line = _ready_line(gateway.process.stdout, timeout, GATEWAY_READY_LINE) or ""
-            gateway.process.stdout.close()
-            if not line.startswith(GATEWAY_READY_LINE):
-                tail = gateway.log_path.read_text(errors="replace")[-2000:]
-                raise MemstoreError(f"gateway did not start (log {gateway.log_path}):\n{tail}")
-            gateway.address = line[len(GATEWAY_READY_LINE) :].strip()
+            gateway.address = _read_ready(gateway, timeout, GATEWAY_READY_LINE, "gateway")
         if count > 1:
             for gateway in started:
                 command(gateway.address, "MEMSTORE.GATEWAYS", *(g.address for g in started))
     except BaseException:
-        stop_gateways(started)
+        stop_processes(started)
         raise
     return started
 
@@ -115,16 +100,3 @@ def command(address: str, *args: str, timeout: float = STARTUP_TIMEOUT) -> bytes
     if not reply.startswith((b"+", b":", b"*", b"$")):
         raise MemstoreError(f"gateway {address} refused {args[0]}: {reply.strip()[:200]!r}")
     return reply.strip()
-
-
-def stop_gateways(gateways: list[GatewayProcess], timeout: float = 10.0) -> None:
-    """Terminate gateway processes, killing any that outlive ``timeout``."""
-    for gateway in gateways:
-        if gateway.alive():
-            gateway.process.terminate()
-    for gateway in gateways:
-        try:
-            gateway.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            gateway.process.kill()
-            gateway.process.wait()
