@@ -17,7 +17,7 @@ from typing import Any
 
 from memstore.errors import KeyNotFound, MemstoreError, WrongType
 from memstore.gateway.resp import OK, Error, Map
-from memstore.placement import key_slot
+from memstore.placement import SLOTS, key_slot
 
 Handler = Callable[["Context", list], Any]
 #: Upper-case command name -> handler; filled by :func:`command` in this and sibling modules.
@@ -253,9 +253,6 @@ def _config(ctx: Context, args: list) -> Any:
         return OK
     shown = args[0][:32].decode("latin-1")
     raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{shown}'")
-
-
-SLOTS = 16384
 
 
 def _nodes(ctx: Context) -> list[tuple[int, int, str, int, str]]:
