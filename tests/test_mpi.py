@@ -8,6 +8,7 @@ jobs) and ``test_world_in_process`` runs the bootstrap across the N pytest ranks
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -240,6 +241,26 @@ def _store_job(args: list[str]) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def _store_of_two(args: list[str]):
+    """An MPI store job of two shards: (its output up to the ready line, the shard list).
+    Stopped by request at the end of the block, which must end it cleanly; killed if the
+    block fails."""
+    from memstore import launcher
+    from memstore.config import READY_LINE
+
+    store = _store_job(args)
+    try:
+        lines = _lines_to_ready(store, 60)
+        shards = lines[-1][len(READY_LINE) :].strip().split(",")
+        assert len(shards) == 2, lines
+        yield lines, shards
+        assert launcher.stop_addresses(shards, timeout=10) == []
+        assert store.wait(30) == 0
+    finally:
+        _end_store_job(store)
+
+
 def _end_store_job(store: subprocess.Popen) -> None:
     if store.poll() is None:
         os.killpg(store.pid, signal.SIGKILL)
@@ -353,28 +374,16 @@ def test_server_mpi_restores_a_snapshot(tmp_path, snapshot_of_3):
     """``mpiexec -n 2 memstore-server --mpi --restore DIR``: a 3-shard snapshot re-hashed onto
     2 shards, bit-identical, each key on the one shard that owns it."""
     import memstore
-    from memstore import launcher
-    from memstore.config import READY_LINE
 
     directory, keys = snapshot_of_3
     address_file = tmp_path / "store.addr"
-    store = _store_job(
-        [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--address-file",
-         str(address_file), "--restore", str(directory)]
-    )  # fmt: skip
-    try:
-        line = _ready_line(store, 60)
-        shards = line[len(READY_LINE) :].strip().split(",")
-        assert len(shards) == 2, line
-        with memstore.Client(shards, timeout=20) as client:
-            _jobs().check_restored(client)
-            infos = client.get_db_node_info(shards)
-            assert sum(i["keys"] for i in infos) == keys, infos  # each key on one shard
-            assert all(i["keys"] > 0 for i in infos), infos
-        assert launcher.stop_addresses(shards, timeout=10) == []
-        assert store.wait(30) == 0
-    finally:
-        _end_store_job(store)
+    job = [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--address-file",
+           str(address_file), "--restore", str(directory)]  # fmt: skip
+    with _store_of_two(job) as (_, shards), memstore.Client(shards, timeout=20) as client:
+        _jobs().check_restored(client)
+        infos = client.get_db_node_info(shards)
+        assert sum(i["keys"] for i in infos) == keys, infos  # each key on one shard
+        assert all(i["keys"] > 0 for i in infos), infos
 
 
 @needs_mpiexec
@@ -396,22 +405,7 @@ def test_server_mpi_refuses_a_tampered_snapshot_naming_the_file(tmp_path, snapsh
 
 def _ready_line(process: subprocess.Popen, timeout: float) -> str:
     """The store job's ready line (other ranks' log lines may come first)."""
-    import selectors
-
-    from memstore.config import READY_LINE
-
-    deadline = time.monotonic() + timeout
-    seen = []
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while selector.select(max(0.0, deadline - time.monotonic())):
-            line = process.stdout.readline().decode(errors="replace")
-            if line.startswith(READY_LINE):
-                return line
-            if not line:
-                break  # the job ended
-            seen.append(line)
-    pytest.fail(f"no ready line from the store within {timeout}s:\n{''.join(seen)}")
+    return _lines_to_ready(process, timeout)[-1]
 
 
 def _lines_to_ready(process: subprocess.Popen, timeout: float) -> list[str]:
@@ -453,15 +447,11 @@ def test_server_mpi_resp_port_starts_a_gateway_per_node():
     and CLUSTER SLOTS lists the gateway over all 16384 slots."""
     redis = pytest.importorskip("redis")
     import memstore
-    from memstore import launcher
-    from memstore.config import GATEWAY_READY_LINE, READY_LINE
+    from memstore.config import GATEWAY_READY_LINE
     from memstore.gateway.commands import parse_peer
 
-    store = _store_job([MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--resp-port", "0"])
-    try:
-        lines = _lines_to_ready(store, 60)
-        shards = lines[-1][len(READY_LINE) :].strip().split(",")
-        assert len(shards) == 2, lines
+    job = [MPIEXEC, "-n", "2", *SERVER, "--host", "127.0.0.1", "--resp-port", "0"]
+    with _store_of_two(job) as (lines, shards):
         announced = [line for line in lines if line.startswith(GATEWAY_READY_LINE)]
         assert len(announced) == 1, lines
         gateways = announced[0][len(GATEWAY_READY_LINE) :].strip().split(",")
@@ -483,10 +473,6 @@ def test_server_mpi_resp_port_starts_a_gateway_per_node():
             assert r.execute_command("AI.TENSORGET", "from-memstore", "BLOB") == (
                 (array * 2).tobytes()
             )
-        assert launcher.stop_addresses(shards, timeout=10) == []
-        assert store.wait(30) == 0
-    finally:
-        _end_store_job(store)
 
 
 @needs_mpiexec
