@@ -28,13 +28,13 @@ from memstore import auth, shm_client, tensors
 from memstore.client_datasets import DatasetCalls
 from memstore.client_models import ModelCalls
 from memstore.config import (
-    CLIENT_SOCKETS,
     ENV_KEY_IN,
     ENV_KEY_OUT,
-    SAVE_TIMEOUT,
-    SHM_THRESHOLD,
     client_max_inflight,
+    client_sockets,
     client_timeout,
+    save_timeout,
+    shm_threshold,
 )
 from memstore.errors import ConnectionLost, ProtocolError, Timeout
 from memstore.kinds import DATASET, LIST, MODEL, TENSOR
@@ -126,9 +126,9 @@ class Client(DatasetCalls, ModelCalls):
         self._links: list[Any] = [
             None if off or a.startswith("inproc://") else _UNKNOWN for a in shard_addresses
         ]
-        self._shm_threshold = max(1, SHM_THRESHOLD)
+        self._shm_threshold = shm_threshold()
         self._transport = Transport(
-            self._context, shard_addresses, CLIENT_SOCKETS, client_max_inflight(), self._curve
+            self._context, shard_addresses, client_sockets(), client_max_inflight(), self._curve
         )
         self._finalizer = weakref.finalize(self, self._transport.close)
 
@@ -830,7 +830,7 @@ class Client(DatasetCalls, ModelCalls):
         keys, seconds, pause). Each shard's file is consistent as of the moment it takes the
         request; docs/operations.md."""
         fields = {} if path is None else {"dir": os.path.abspath(os.fspath(path))}
-        return self._broadcast("save", addresses, _header_fields, list, fields, SAVE_TIMEOUT)
+        return self._broadcast("save", addresses, _header_fields, list, fields, save_timeout())
 
     def save(
         self, path: str | os.PathLike | None = None, addresses: list[str] | None = None

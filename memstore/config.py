@@ -25,6 +25,9 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_PORT = 6780
 DEFAULT_HOST = "127.0.0.1"
@@ -45,18 +48,8 @@ MODEL_LOAD_WAIT = 300.0
 MODEL_RUN_WAIT = 300.0
 #: Seconds a model run may take on a shard before its caller gets ``ModelError``.
 MODEL_TIMEOUT = 300.0
-#: Seconds every rank of an MPI job has to reach the memstore bootstrap (``memstore.mpi``).
-MPI_TIMEOUT = float(os.environ.get("MEMSTORE_MPI_TIMEOUT", "120"))
-#: Seconds a rank that failed waits at shutdown for the others before aborting the job.
-MPI_ABORT_GRACE = float(os.environ.get("MEMSTORE_MPI_GRACE", "10"))
 #: Seconds ``memstore start`` / ``LocalCluster`` wait for a new shard to answer.
 STARTUP_TIMEOUT = 30.0
-#: Seconds a client waits for every shard to finish writing a snapshot (``client.save``),
-#: on top of its timeout (``MEMSTORE_SAVE_TIMEOUT``).
-SAVE_TIMEOUT = float(os.environ.get("MEMSTORE_SAVE_TIMEOUT", "3600"))
-#: The ``srun --mpi=`` plugin the slurm Launcher asks for: pmi2 is what the PyPI mpich wheel
-#: (``memstore[mpi]``) speaks; "" leaves it to the site (``MpiDefault``, ``SLURM_MPI_TYPE``).
-SRUN_MPI = os.environ.get("MEMSTORE_SRUN_MPI", "pmi2")
 #: Longest key accepted, in bytes (UTF-8); a longer one is refused with ``ProtocolError``.
 MAX_KEY_BYTES = 64 * 1024
 #: Most frames in one request message (header + payload); the shard reads and drops the
@@ -65,8 +58,6 @@ MAX_FRAMES = 100_000
 #: Most bytes of replies one client may leave unread before its shard disconnects it
 #: (``--client-output-limit``, 0: no limit); one reply larger than it still goes.
 DEFAULT_CLIENT_OUTPUT_LIMIT = 1 << 30
-#: Fast-path sockets a client keeps per shard (threads beyond it share the pump thread).
-CLIENT_SOCKETS = int(os.environ.get("MEMSTORE_CLIENT_SOCKETS", "8"))
 #: Most requests a client has queued or unanswered on its pump (``*_async`` calls) before a
 #: submit waits for room; ``MEMSTORE_CLIENT_MAX_INFLIGHT`` overrides it (0: no cap).
 DEFAULT_CLIENT_MAX_INFLIGHT = 10_000
@@ -95,15 +86,10 @@ READY_LINE = "memstore shard ready at "
 ENV_SHM = "MEMSTORE_SHM"
 ENV_SHM_DIR = "MEMSTORE_SHM_DIR"
 SHM_ROOT = "/dev/shm"
-SHM_THRESHOLD = int(os.environ.get("MEMSTORE_SHM_THRESHOLD", str(256 * 1024)))
 SHM_SWEEP_INTERVAL = 2.0
-#: Bytes of upload files a client keeps allocated ahead of its puts (0: none).
-SHM_POOL_BYTES = int(os.environ.get("MEMSTORE_SHM_POOL", str(256 << 20)))
-SHM_SPARE_BYTES = int(os.environ.get("MEMSTORE_SHM_SPARE", str(256 << 20)))
 #: Smallest freed file kept as a spare: below it the lookup and lease cost what fresh pages
 #: would (1 MiB: a write into allocated pages 111 us, into new ones 249 us with the unlink).
 SHM_SPARE_MIN = 4 << 20
-SHM_SPARE_TTL = float(os.environ.get("MEMSTORE_SHM_SPARE_TTL", "30"))
 
 #: CURVE keys of clients (``memstore/auth.py``, docs/security.md).
 ENV_CURVE_DIR = "MEMSTORE_CURVE_DIR"
@@ -117,33 +103,118 @@ ENV_KEY_IN = "SSKEYIN"
 ENV_KEY_OUT = "SSKEYOUT"
 
 
-def client_timeout() -> float:
-    """The client timeout in force now: ``MEMSTORE_TIMEOUT`` if set, else the default.
+# -- settings from the environment ---------------------------------------------------------
+# Each is read by a function, when the object that uses it is made (a Client, a shard, a
+# Launcher), never copied at import: a program or a test that sets a variable after importing
+# memstore is obeyed, and a bad value fails there with the variable's name.
 
-    Read each time a :class:`memstore.Client` is made, so a program (or a test) that sets the
-    variable after importing memstore is obeyed.
-    """
-    text = os.environ.get(ENV_TIMEOUT, "").strip()
+
+def _setting(name: str, default: Any, parse: Callable[[str], Any], what: str) -> Any:
+    """``name`` from the environment now, parsed, else ``default``."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_TIMEOUT
+        return default
     try:
-        value = float(text)
+        return parse(text)
     except ValueError:
-        raise ValueError(f"{ENV_TIMEOUT}={text!r} is not a number of seconds") from None
+        raise ValueError(f"{name}={text!r} must be {what}") from None
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
     if not 0 < value < float("inf"):
-        raise ValueError(f"{ENV_TIMEOUT}={text!r} must be a positive number of seconds")
+        raise ValueError(text)
     return value
 
 
-def client_max_inflight() -> int:
-    """The in-flight cap in force now: ``MEMSTORE_CLIENT_MAX_INFLIGHT`` if set, else the
-    default; read each time a client is made."""
-    text = os.environ.get(ENV_CLIENT_MAX_INFLIGHT, "").strip()
-    if not text:
-        return DEFAULT_CLIENT_MAX_INFLIGHT
+def _count(text: str) -> int:
     if not text.isdigit():
-        raise ValueError(f"{ENV_CLIENT_MAX_INFLIGHT}={text!r} must be a count (0: no cap)")
+        raise ValueError(text)
     return int(text)
+
+
+def client_timeout() -> float:
+    """Seconds a client waits for an answer: ``MEMSTORE_TIMEOUT``, else 30."""
+    return _setting(ENV_TIMEOUT, DEFAULT_TIMEOUT, _seconds, "a positive number of seconds")
+
+
+def client_max_inflight() -> int:
+    """Most unanswered async requests per client: ``MEMSTORE_CLIENT_MAX_INFLIGHT`` (0: no cap)."""
+    return _setting(
+        ENV_CLIENT_MAX_INFLIGHT, DEFAULT_CLIENT_MAX_INFLIGHT, _count, "a count (0: no cap)"
+    )
+
+
+def client_sockets() -> int:
+    """Fast-path sockets a client keeps per shard (threads beyond them share the pump)."""
+    return _setting("MEMSTORE_CLIENT_SOCKETS", 8, _count, "a count of sockets")
+
+
+def save_timeout() -> float:
+    """Seconds a client waits, beyond its timeout, for every shard to write a snapshot."""
+    return _setting("MEMSTORE_SAVE_TIMEOUT", 3600.0, _seconds, "a positive number of seconds")
+
+
+def mpi_timeout() -> float:
+    """Seconds every rank of an MPI job has to reach the memstore bootstrap."""
+    return _setting("MEMSTORE_MPI_TIMEOUT", 120.0, _seconds, "a positive number of seconds")
+
+
+def mpi_abort_grace() -> float:
+    """Seconds a rank that failed waits at shutdown for the others before aborting the job."""
+    return _setting("MEMSTORE_MPI_GRACE", 10.0, _seconds, "a positive number of seconds")
+
+
+def srun_mpi() -> str:
+    """The ``srun --mpi=`` plugin the slurm Launcher asks for: pmi2 is what the PyPI mpich
+    wheel speaks; ``MEMSTORE_SRUN_MPI=""`` leaves it to the site (``MpiDefault``)."""
+    return os.environ.get("MEMSTORE_SRUN_MPI", "pmi2")
+
+
+def shm_threshold() -> int:
+    """Smallest tensor, in bytes, sent through shared memory (at least 1)."""
+    return max(1, _setting("MEMSTORE_SHM_THRESHOLD", 256 << 10, parse_size, "a size"))
+
+
+def shm_pool_bytes() -> int:
+    """Bytes of upload files a client keeps allocated ahead of its puts (0: none)."""
+    return _setting("MEMSTORE_SHM_POOL", 256 << 20, parse_size, "a size (0: none)")
+
+
+def shm_spare_bytes() -> int:
+    """Bytes of freed files a shard keeps for clients' next puts (0: none)."""
+    return _setting("MEMSTORE_SHM_SPARE", 256 << 20, parse_size, "a size (0: none)")
+
+
+def shm_spare_ttl() -> float:
+    """Seconds a spare file waits for a put before it is freed."""
+    return _setting("MEMSTORE_SHM_SPARE_TTL", 30.0, float, "a number of seconds")
+
+
+#: The constants these functions replaced, kept one release for code that imported them.
+_RENAMED = {
+    "MPI_TIMEOUT": mpi_timeout,
+    "MPI_ABORT_GRACE": mpi_abort_grace,
+    "SAVE_TIMEOUT": save_timeout,
+    "SRUN_MPI": srun_mpi,
+    "CLIENT_SOCKETS": client_sockets,
+    "SHM_THRESHOLD": shm_threshold,
+    "SHM_POOL_BYTES": shm_pool_bytes,
+    "SHM_SPARE_BYTES": shm_spare_bytes,
+    "SHM_SPARE_TTL": shm_spare_ttl,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        function = _RENAMED[name]
+        warnings.warn(
+            f"memstore.config.{name} is deprecated: call memstore.config.{function.__name__}()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return function()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_size(text: str | int) -> int:

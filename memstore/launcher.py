@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from memstore import address as addresses
-from memstore import auth, schedulers, shm, wire
+from memstore import auth, config, schedulers, shm, wire
 from memstore.config import (
     DEFAULT_HOST,
     ENV_ADDRESS,
@@ -33,7 +33,6 @@ from memstore.config import (
     ENV_CURVE_DIR,
     ENV_SSDB,
     READY_LINE,
-    SRUN_MPI,
     STARTUP_TIMEOUT,
 )
 from memstore.errors import AuthError, MemstoreError, Timeout
@@ -523,7 +522,7 @@ class Launcher:
         self.mpiexec = mpiexec or schedulers.find_mpiexec(self.python)
         self.hosts = hosts if hosts is not None else schedulers.allocation_hosts(kind)
         self.timeout = timeout
-        self.srun_mpi = SRUN_MPI if srun_mpi is None else srun_mpi
+        self.srun_mpi = config.srun_mpi() if srun_mpi is None else srun_mpi
         self.address_file = str(self.workdir / "memstore.addr")
         self.addresses: list[str] = []
         self.jobs: dict[str, Job] = {}

@@ -3,7 +3,7 @@
 A shard offers a directory of its own (mode 0700) in its ``hello``; a client on the same
 node (same boot id, same pid namespace, and it can read the probe file the shard wrote
 there: same ``/dev/shm``, never the hostname) uses it for tensors of at least
-:data:`memstore.config.SHM_THRESHOLD` bytes:
+``memstore.config.shm_threshold()`` bytes:
 
 - put: the client writes the bytes into a new file of its own upload area (one copy, by
   ``write``) and sends the file's name; the shard adopts it by an atomic rename into its
@@ -44,10 +44,10 @@ from memstore.config import (
     ENV_SHM,
     ENV_SHM_DIR,
     SHM_ROOT,
-    SHM_SPARE_BYTES,
     SHM_SPARE_MIN,
-    SHM_SPARE_TTL,
     SHM_SWEEP_INTERVAL,
+    shm_spare_bytes,
+    shm_spare_ttl,
 )
 from memstore.errors import ProtocolError
 
@@ -240,7 +240,7 @@ class ShmFiles:
 class ShardArea:
     """A shard's directory: adopts uploads, names files for gets, keeps spares, removed on
     close. ``room()``: bytes the shard may still hold (its --max-memory less what it holds);
-    spares stay within it and within :data:`memstore.config.SHM_SPARE_BYTES`."""
+    spares stay within it and within ``MEMSTORE_SHM_SPARE`` bytes."""
 
     def __init__(self, where: str | None = None, room: Callable[[], float] | None = None):
         self.root = where or root()
@@ -248,6 +248,8 @@ class ShardArea:
         self.root_fd = os.open(self.root, _DIR_FLAGS)
         self.path, self.dir_fd = make_dir(self.root, "shard")
         self.room = room or (lambda: float("inf"))
+        self.spare_budget = shm_spare_bytes()
+        self.spare_ttl = shm_spare_ttl()
         os.mkdir(SPARE, 0o700, dir_fd=self.dir_fd)
         os.mkdir(REAPING, 0o700, dir_fd=self.dir_fd)
         self.spare_fd = os.open(SPARE, _DIR_FLAGS, dir_fd=self.dir_fd)
@@ -376,7 +378,7 @@ class ShardArea:
             if self.dir_fd < 0:
                 continue
             if name == _TRIM:
-                self._trim(0, time.time() - SHM_SPARE_TTL)
+                self._trim(0, time.time() - self.spare_ttl)
             else:
                 self._recycle(name)
 
@@ -412,7 +414,7 @@ class ShardArea:
     def _trim(self, adding: int, older_than: float | None) -> bool:
         """Free the oldest spares until ``adding`` more bytes fit (and, with ``older_than``,
         those made before it); whether they fit."""
-        budget = min(SHM_SPARE_BYTES, self.room())
+        budget = min(self.spare_budget, self.room())
         if adding > budget:
             return False
         spares = self._spares()
@@ -444,7 +446,7 @@ class ShardArea:
 
     def maybe_sweep(self, now: float) -> None:
         """Every SHM_SWEEP_INTERVAL seconds: remove areas of dead clients and shards, and
-        (in the reaper) spares no put took for SHM_SPARE_TTL seconds or beyond the room
+        (in the reaper) spares no put took for ``spare_ttl`` seconds or beyond the room
         that puts since have left under --max-memory."""
         if now >= self._next_sweep:
             self._next_sweep = now + SHM_SWEEP_INTERVAL

@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import Any
 
-from memstore.config import SHM_POOL_BYTES
+from memstore.config import shm_pool_bytes
 from memstore.errors import ProtocolError
 from memstore.shm import (
     FILE_NAME,
@@ -50,7 +50,8 @@ class _Uploads:
         self.name = os.path.basename(self.path)
         self.pid = os.getpid()
         self._names = itertools.count(1)
-        self.pool = _Pool(self) if SHM_POOL_BYTES > 0 else None
+        limit = shm_pool_bytes()
+        self.pool = _Pool(self, limit) if limit > 0 else None
         atexit.register(self.close)
 
     def next_name(self) -> str:
@@ -137,12 +138,13 @@ class _Pool:
     one, and the thread makes another while the program computes. Pool files were never
     adopted: a stored file is written again only as the shard's spare, once the kernel says
     no reader maps it (readers map it ``MAP_PRIVATE`` and would see the writes).
-    At most :data:`memstore.config.SHM_POOL_BYTES` bytes wait, two files per class."""
+    At most ``limit`` bytes (``MEMSTORE_SHM_POOL``) wait, two files per class."""
 
     PER_CLASS = 2
 
-    def __init__(self, uploads: _Uploads):
+    def __init__(self, uploads: _Uploads, limit: int):
         self.uploads = uploads
+        self.limit = limit
         self.ready: dict[int, list[tuple[str, int]]] = {}
         self.wanted: set[int] = set()
         self.held = 0
@@ -155,7 +157,7 @@ class _Pool:
         """A ready file of at least ``nbytes`` bytes, or None; either way the class is
         refilled in the background."""
         size = 1 << max(0, nbytes - 1).bit_length()
-        if size > SHM_POOL_BYTES // self.PER_CLASS:
+        if size > self.limit // self.PER_CLASS:
             return None
         with self.cond:
             files = self.ready.get(size)
@@ -204,7 +206,7 @@ class _Pool:
         """A wanted class short of files that fits under the cap; 0 if none."""
         for size in sorted(self.wanted):
             short = len(self.ready.get(size, ())) < self.PER_CLASS
-            if short and self.held + size <= SHM_POOL_BYTES:
+            if short and self.held + size <= self.limit:
                 return size
         return 0
 

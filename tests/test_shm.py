@@ -721,8 +721,8 @@ _TILED = np.tile(_X, 32768)
 
 def _with_ops(client) -> None:
     """Inputs under the default threshold (frames: only outputs make files) and the script."""
-    client._shm_threshold = memstore.config.SHM_THRESHOLD
-    assert _TILED.nbytes >= memstore.config.SHM_THRESHOLD > _X.nbytes
+    client._shm_threshold = memstore.config.shm_threshold()
+    assert _TILED.nbytes >= memstore.config.shm_threshold() > _X.nbytes
     client.set_script("ops", _OPS)
     client.put_tensor("x", _X)
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import memstore
-from memstore.config import CLIENT_SOCKETS
+from memstore.config import client_sockets
 from memstore.launcher import start_shards, stop_processes
 
 
@@ -86,14 +86,14 @@ def test_more_threads_than_sockets_share_one_client_with_bounded_sockets(client)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(CLIENT_SOCKETS + 4)]
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(client_sockets() + 4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
-    assert all(made <= CLIENT_SOCKETS for made in client._transport._made)
+    assert all(made <= client_sockets() for made in client._transport._made)
 
 
 def test_short_lived_threads_do_not_leak_sockets(client):

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from memstore import address as addresses
 from memstore import auth
-from memstore.config import ENV_ADDRESS, MPI_ABORT_GRACE, MPI_TIMEOUT
+from memstore.config import ENV_ADDRESS, mpi_abort_grace, mpi_timeout
 from memstore.errors import MemstoreError
 from memstore.mpi import _gateway, _plan
 
@@ -163,7 +163,7 @@ def bootstrap(
     comm = MPI.COMM_WORLD if comm is None else comm
     if comm == MPI.COMM_WORLD:
         _check_not_singleton(comm.Get_size())
-    _rendezvous(comm, MPI_TIMEOUT if timeout is None else timeout)
+    _rendezvous(comm, mpi_timeout() if timeout is None else timeout)
     meeting = _meet(comm, mode, shards_per_node, address_file, secure, curve is not None, resp_port)
     keys = None
     if meeting.secure:
@@ -209,7 +209,7 @@ def bootstrap(
         aliases=aliases,
         threads=threads,
         address_file=wrote,
-        grace=MPI_ABORT_GRACE if grace is None else grace,
+        grace=mpi_abort_grace() if grace is None else grace,
         client_timeout=client_timeout,
         curve=keys.cluster_client() if keys is not None else None,
         gateway=gateway,

@@ -404,11 +404,12 @@ class Shard(ModelOps, PersistOps):
 
     def _output_file(self, key: str, buffer: memoryview) -> tuple | None:
         """A model worker's thread: a run's output this shard stores, of at least
-        SHM_THRESHOLD bytes, as a file of its shared-memory directory, which gets of it name
+        ``config.shm_threshold()`` bytes, as a file of its shared-memory directory, which
+        gets of it name
         (``(mapping, file)``); None keeps it in memory (no such directory, a small output,
         or the file could not be written: a full ``/dev/shm`` never fails the run)."""
         area = self.shm
-        if area is None or buffer.nbytes < max(1, config.SHM_THRESHOLD):
+        if area is None or buffer.nbytes < config.shm_threshold():
             return None
         try:
             return area.write(buffer, key)
