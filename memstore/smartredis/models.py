@@ -2,7 +2,7 @@
 
 SmartRedis checks a model's backend, device and batch settings before storing it; the four
 model setters (bytes or file, one device or one copy per GPU) share those checks through
-one helper, :meth:`ModelCalls.store_model`.
+one helper, ``__store_model``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class ModelCalls(LogContext):
         outputs: Names | None = None,
     ) -> None:
         batching = (batch_size, min_batch_size, min_batch_timeout)
-        self.store_model(name, backend, device, batching, tag, inputs, outputs, model=model)
+        self.__store_model(name, backend, device, batching, tag, inputs, outputs, model=model)
 
     @checked
     def set_model_from_file(
@@ -101,7 +101,7 @@ class ModelCalls(LogContext):
         outputs: Names | None = None,
     ) -> None:
         batching = (batch_size, min_batch_size, min_batch_timeout)
-        self.store_model(name, backend, device, batching, tag, inputs, outputs, file=model_file)
+        self.__store_model(name, backend, device, batching, tag, inputs, outputs, file=model_file)
 
     @checked
     def set_model_multigpu(
@@ -120,7 +120,7 @@ class ModelCalls(LogContext):
     ) -> None:
         batching = (batch_size, min_batch_size, min_batch_timeout)
         gpus = (first_gpu, num_gpus)
-        self.store_model(name, backend, gpus, batching, tag, inputs, outputs, model=model)
+        self.__store_model(name, backend, gpus, batching, tag, inputs, outputs, model=model)
 
     @checked
     def set_model_from_file_multigpu(
@@ -139,9 +139,9 @@ class ModelCalls(LogContext):
     ) -> None:
         batching = (batch_size, min_batch_size, min_batch_timeout)
         gpus = (first_gpu, num_gpus)
-        self.store_model(name, backend, gpus, batching, tag, inputs, outputs, file=model_file)
+        self.__store_model(name, backend, gpus, batching, tag, inputs, outputs, file=model_file)
 
-    def store_model(
+    def __store_model(
         self,
         name: str,
         backend: str,
