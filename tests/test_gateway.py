@@ -303,3 +303,114 @@ def test_parser_raises_only_resp_error(data):
         list(parser.commands())
     except RespError:
         pass
+
+
+def test_a_malformed_command_is_answered_and_the_pipeline_goes_on(gateway):
+    """Issue 25 item 16: AI.SCRIPTRUN without OUTPUTS raised KeyError in its handler; the
+    connection was dropped without a reply and the pipelined commands behind it were lost."""
+    pipeline = b"".join(
+        b"".join(bytes(chunk) for chunk in encode(command))
+        for command in (
+            [b"AI.SCRIPTRUN", b"s", b"f", b"INPUTS", b"x"],
+            [b"PING"],
+            [b"AI.TENSORSET", b"t", b"INT8", b"1", b"VALUES"],
+            [b"ECHO", b"still here"],
+        )
+    )
+    reply = _raw(gateway, pipeline)
+    lines = reply.split(b"\r\n")
+    assert lines[0].startswith(b"-ERR") and b"OUTPUTS" in lines[0], reply
+    assert lines[1] == b"+PONG", reply
+    assert lines[2].startswith(b"-ERR"), reply
+    assert lines[3:5] == [b"$10", b"still here"], reply
+
+
+def _unescape(stored: str) -> bytes:
+    """The inverse of ``text`` for keys: it exists, so ``text`` cannot map two keys to one."""
+    if "\\" not in stored:
+        return stored.encode()
+    out, i = bytearray(), 0
+    while i < len(stored):
+        if stored[i] != "\\":
+            out += stored[i].encode()
+            i += 1
+        elif stored[i + 1] == "\\":
+            out += b"\\"
+            i += 2
+        else:
+            assert stored[i + 1] == "x", stored
+            out.append(int(stored[i + 2 : i + 4], 16))
+            i += 4
+    return bytes(out)
+
+
+#: keys made of the pieces that could collide: backslashes, "x", hex digits, bytes that are
+#: not UTF-8, and UTF-8 that is
+_KEYS = st.one_of(
+    st.binary(max_size=24),
+    st.lists(
+        st.sampled_from([b"\\", b"x", b"9", b"a", b"\x9a", b"\xff", b"\xc3", b"\xc3\xa9", b"{"]),
+        max_size=12,
+    ).map(b"".join),
+)
+
+
+@given(_KEYS)
+def test_every_key_reads_back_from_its_stored_name(key):
+    from memstore.gateway.commands import text
+
+    stored = text(key)
+    stored.encode()  # memstore's keys are UTF-8 on the wire
+    assert _unescape(stored) == key
+    if b"\\" not in key and stored == key.decode("utf-8", "replace"):
+        assert stored == key.decode()  # plain keys keep their spelling for every client
+
+
+@given(_KEYS, _KEYS)
+def test_distinct_keys_are_stored_under_distinct_names(a, b):
+    from memstore.gateway.commands import text
+
+    assert (text(a) == text(b)) == (a == b)
+
+
+@given(_KEYS)
+def test_a_key_and_its_escaped_spelling_are_distinct(key):
+    """The collision of issue 25 item 16: a key and the bytes of its ``\\xNN`` spelling."""
+    from memstore.gateway.commands import text
+
+    look_alike = key.decode("utf-8", "backslashreplace").encode()
+    assert (text(key) == text(look_alike)) == (key == look_alike)
+
+
+def test_binary_keys_that_look_alike_stay_apart(r, client):
+    """Issue 25 item 16: b"a\\x9a" (a backslash) and b"a\x9a" (one byte) were one key."""
+    r.execute_command("AI.TENSORSET", b"a\\x9a", "INT8", 1, "VALUES", 1)
+    r.execute_command("AI.TENSORSET", b"a\x9a", "INT8", 1, "VALUES", 2)
+    assert r.execute_command("AI.TENSORGET", b"a\\x9a", "VALUES") == [b"values", [1]]
+    assert r.execute_command("AI.TENSORGET", b"a\x9a", "VALUES") == [b"values", [2]]
+    assert r.delete(b"a\x9a") == 1 and r.exists(b"a\\x9a", b"a\x9a") == 1
+    assert r.execute_command("CLUSTER", "KEYSLOT", "foo") == 12182  # Redis's own answer
+
+
+def _names_on_two_shards(shards: int) -> tuple[str, str]:
+    from memstore.placement import key_shard
+
+    names = [f"list{i}" for i in range(64)]
+    first = names[0]
+    other = next(n for n in names if key_shard(n, shards) != key_shard(first, shards))
+    return first, other
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=redis.ResponseError,
+    reason="issue 25 item 7: gateway/keys.py RENAME/COPY go through Client._copy, which "
+    "copies any non-tensor across shards as a dataset, so a list fails WRONGTYPE",
+)
+@pytest.mark.parametrize("verb", ["COPY", "RENAME"])
+def test_a_list_is_renamed_or_copied_across_shards(r, client, cluster, verb):
+    src, dst = _names_on_two_shards(len(cluster.addresses))
+    assert r.rpush(src, "{a}", "{b}") == 2
+    assert r.execute_command(verb, src, dst)
+    assert r.lrange(dst, 0, -1) == [b"{a}", b"{b}"]
+    assert r.exists(src) == (verb == "COPY")

@@ -123,3 +123,23 @@ def test_save_snapshots_the_named_shards_into_their_save_dir(tmp_path, monkeypat
         client = smartredis.Client(cluster=False)
         with pytest.raises(smartredis.error.RedisReplyError, match="save-dir"):
             client.save(plain.addresses)
+
+
+def test_argument_checks_come_from_the_signatures(clients):
+    """Each SmartRedis method is written with SmartRedis's signature and checked from its
+    annotations (memstore.smartredis.checks); the messages are typecheck's."""
+    from memstore.smartredis.checks import argument_types
+
+    _, compat = clients
+    with pytest.raises(TypeError, match=r"^argument num_tries must be int, got str: 'x'$"):
+        compat.poll_tensor("t", 10, "x")
+    with pytest.raises(TypeError, match=r"^argument inputs must be list or str or NoneType"):
+        compat.run_model("m", inputs=3)
+    assert argument_types(smartredis.Client.run_script.__wrapped__) == {
+        "name": (str,),
+        "fn_name": (str,),
+        "inputs": (list, str),
+        "outputs": (list, str),
+    }
+    checked = [m for m in vars(smartredis.Client).values() if hasattr(m, "__wrapped__")]
+    assert checked and all(m.__doc__ for m in checked)  # memstore's docstring when none

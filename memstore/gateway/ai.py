@@ -234,6 +234,8 @@ def _scriptdel(ctx: Context, args: list) -> Any:
 def _scriptrun(ctx: Context, args: list) -> Any:
     arity(args, 2, None, "ai.scriptrun")
     io = _io(args, 2, (b"INPUTS", b"OUTPUTS"), counted=False)
+    if "outputs" not in io:
+        raise CommandError("ERR insufficient arguments, missing OUTPUTS")
     ctx.client.run_script(text(args[0]), text(args[1]), io.get("inputs", []), io["outputs"])
     return OK
 

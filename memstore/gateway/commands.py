@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import threading
 import time
+from binascii import crc_hqx
 from collections.abc import Callable
 from typing import Any
 
 from memstore.errors import KeyNotFound, MemstoreError, WrongType
-from memstore.gateway.resp import OK, Error, Map
-from memstore.placement import SLOTS, key_slot
+from memstore.gateway.resp import OK, Error, Map, Status
+from memstore.placement import SLOTS, hash_tag
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[["Context", list], Any]
 #: Upper-case command name -> handler; filled by :func:`command` in this and sibling modules.
@@ -89,7 +93,8 @@ class Context:
 
 
 def execute(ctx: Context, args: list[bytes]) -> Any:
-    """Run one command; every failure is an error reply, never an exception."""
+    """Run one command; every failure is an error reply, never an exception, so a
+    malformed command costs its own reply only and the pipeline behind it is served."""
     name = args[0].decode("latin-1").upper()
     handler = TABLE.get(name)
     if handler is None:
@@ -107,6 +112,9 @@ def execute(ctx: Context, args: list[bytes]) -> Any:
         return Error(f"ERR {type(exc).__name__}: {exc}")
     except (TypeError, ValueError, OverflowError) as exc:
         return Error(f"ERR {exc}")
+    except Exception as exc:  # a handler's bug: answer it, log it, keep the connection
+        log.warning("gateway: %s failed", name[:64], exc_info=True)
+        return Error(f"ERR {name[:64]} failed: {type(exc).__name__}: {exc}")
 
 
 # -- argument helpers ------------------------------------------------------------------------
@@ -118,18 +126,25 @@ def arity(args: list, low: int, high: int | None = None, name: str = "") -> None
 
 
 def text(value: bytes, what: str = "key") -> str:
-    """A key or name as memstore stores it (``str``).
+    """A key or name as memstore stores it (``str``); distinct keys stay distinct.
 
-    Keys that are not UTF-8 (SmartRedis's cluster mode makes hash tags of raw bytes, such
-    as ``{p\\x9a}``) keep their other bytes and spell each bad one ``\\xNN``; other names
+    A UTF-8 key without a backslash is stored as it is, so every client names it alike.
+    Any other key (SmartRedis's cluster mode makes hash tags of raw bytes, such as
+    ``{p\\x9a}``) is escaped: each backslash doubled, each byte that is not UTF-8 spelled
+    ``\\xNN``. An escaped key always holds a backslash and an unescaped one never does,
+    and the escaping reads back one way only, so no two keys meet: ``a``, a backslash and
+    ``x9a`` are stored as ``a\\\\x9a``; ``a`` and the byte 0x9a as ``a\\x9a``. Other names
     (list items, fields) must be UTF-8.
     """
     try:
-        return value.decode()
+        decoded = value.decode()
     except UnicodeDecodeError:
-        if what == "key":
-            return value.decode("utf-8", "backslashreplace")
-        raise CommandError(f"ERR {what} is not valid UTF-8: {value[:64]!r}") from None
+        if what != "key":
+            raise CommandError(f"ERR {what} is not valid UTF-8: {value[:64]!r}") from None
+        return value.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+    if what == "key" and "\\" in decoded:
+        return decoded.replace("\\", "\\\\")
+    return decoded
 
 
 def integer(value: bytes) -> int:
@@ -145,10 +160,10 @@ def integer(value: bytes) -> int:
 @command("PING")
 def _ping(ctx: Context, args: list) -> Any:
     arity(args, 0, 1, "ping")
-    return args[0] if args else _pong
+    return args[0] if args else PONG
 
 
-_pong = OK.__class__("PONG")
+PONG = Status("PONG")
 
 
 @command("ECHO")
@@ -294,8 +309,14 @@ def _cluster(ctx: Context, args: list) -> Any:
     if sub == b"MYID":
         return mine[4]
     if sub == b"KEYSLOT" and len(args) == 2:
-        return key_slot(text(args[1]))
+        return redis_slot(args[1])
     raise CommandError(f"ERR unknown subcommand '{args[0][:32].decode('latin-1')}' for CLUSTER")
+
+
+def redis_slot(key: bytes) -> int:
+    """Redis Cluster's slot of raw ``key`` (``CLUSTER KEYSLOT``): CRC16 of the hash tag's
+    bytes, as a Redis client computes it whatever memstore's spelling of the key."""
+    return crc_hqx(hash_tag(key.decode("latin-1")).encode("latin-1"), 0) % SLOTS
 
 
 @command("MEMSTORE.GATEWAYS")

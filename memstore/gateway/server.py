@@ -72,7 +72,7 @@ class Gateway:
                 try:
                     for args in parser.commands():
                         reply, queued, close = await self._one(loop, args, queued)
-                        writer.writelines(encode(reply))
+                        writer.writelines(reply_chunks(reply))
                         if close:
                             return
                         await writer.drain()
@@ -115,6 +115,16 @@ class Gateway:
 
     async def _run(self, loop, args: list) -> Any:
         return await loop.run_in_executor(self._pool, execute, self.ctx, args)
+
+
+def reply_chunks(reply: Any) -> list:
+    """``reply`` encoded; a reply that has no RESP form (a handler's bug) becomes an error
+    reply, so the connection and the commands pipelined behind it are still served."""
+    try:
+        return encode(reply)
+    except TypeError as exc:
+        log.warning("gateway: a reply could not be encoded: %s", exc)
+        return encode(Error(f"ERR the reply could not be encoded: {exc}"))
 
 
 def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None, peers=None) -> None:

@@ -35,13 +35,13 @@ class Dataset(DataSet, LogContext):
 
     def _tensor(self, name: str) -> tuple[dict, Any]:
         try:
-            return DataSet._tensor(self, name)
+            return super()._tensor(name)
         except KeyError as exc:
             raise RedisKeyError(str(exc.args[0]), "Dataset.get_tensor", name) from None
 
     def _field(self, name: str) -> dict:
         try:
-            return DataSet._field(self, name)
+            return super()._field(name)
         except KeyError as exc:
             raise RedisKeyError(str(exc.args[0]), "Dataset.get_meta", name) from None
 
@@ -62,8 +62,12 @@ class Dataset(DataSet, LogContext):
         """Take over the tensors and metadata of memstore ``DataSet`` ``dataset``."""
         if not isinstance(dataset, DataSet) or isinstance(dataset, Dataset):
             raise TypeError(f"set_data takes a memstore.DataSet, got {type(dataset).__name__}")
-        self._tensors = dict(dataset._tensors)
-        self._meta = {k: {**v, "values": list(v["values"])} for k, v in dataset._meta.items()}
+        layout, frames = dataset.to_wire()  # its public form: no reach into its attributes
+        self._tensors = {
+            spec["name"]: (spec["meta"], frame)
+            for spec, frame in zip(layout["tensors"], frames, strict=True)
+        }
+        self._meta = {k: {**v, "values": list(v["values"])} for k, v in layout["meta"].items()}
 
     def add_tensor(self, name: str, data: np.ndarray) -> None:
         """Add a copy of numpy array ``data`` as tensor ``name``."""
