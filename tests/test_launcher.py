@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import memstore
-from memstore.launcher import start_shards, stop_processes
+from memstore.deploy.local import start_shards
+from memstore.deploy.processes import stop_processes
 
 
 def children() -> set[int]:
@@ -135,7 +136,7 @@ def test_a_ready_line_behind_other_output_in_one_write_is_seen(tmp_path):
     import sys
 
     from memstore.config import READY_LINE
-    from memstore.launcher import _ready_addresses
+    from memstore.deploy.processes import ChildProcess, read_ready
 
     program = (
         "import sys, time\n"
@@ -144,7 +145,8 @@ def test_a_ready_line_behind_other_output_in_one_write_is_seen(tmp_path):
     )
     process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE)
     try:
-        assert _ready_addresses(process, tmp_path / "log", timeout=30) == ["tcp://127.0.0.1:1"]
+        child = ChildProcess(process, "", tmp_path / "log")
+        assert read_ready(child, timeout=30) == "tcp://127.0.0.1:1"
     finally:
         process.kill()
         process.wait(30)
@@ -162,8 +164,8 @@ def test_a_shard_killed_and_restarted_in_place_knows_its_cluster(ipc):
     the whole cluster in hello, refuses keys the other shards own, and a client given only its
     address finds all three shards. (A shard started again without its cluster answered
     hello with ``shards: []`` and took any key.)"""
+    from memstore.deploy.admin import request_once
     from memstore.errors import MemstoreError
-    from memstore.launcher import _request
 
     with memstore.LocalCluster(shards=3, ipc=ipc) as cluster, cluster.client(timeout=10) as old:
         data = {f"k{i}": np.full(2, i) for i in range(30)}
@@ -175,11 +177,11 @@ def test_a_shard_killed_and_restarted_in_place_knows_its_cluster(ipc):
         restarted = cluster.restart_shard(1)
         assert restarted.address == cluster.addresses[1]
         assert restarted.process.pid != victim.process.pid and restarted.alive()
-        hello = _request(cluster.addresses[1], "hello", timeout=10)
+        hello = request_once(cluster.addresses[1], "hello", timeout=10)
         assert hello["shards"] == cluster.addresses and hello["index"] == 1
         foreign = next(k for k in data if _owner_of(k, 3) != 1)
         with pytest.raises(MemstoreError, match="belongs to shard"):
-            _request(cluster.addresses[1], "exists", {"key": foreign}, timeout=10)
+            request_once(cluster.addresses[1], "exists", {"key": foreign}, timeout=10)
         with memstore.Client(cluster.addresses[1], timeout=10) as fresh:
             assert fresh.addresses == cluster.addresses
             for key, value in data.items():
