@@ -308,3 +308,22 @@ def test_server_refuses_allow_pickle_with_a_narrower_models_setting():
     """--allow-pickle means --models all; asking for both all and none is an error."""
     result = run(SERVER, "--port", "0", "--allow-pickle", "--models", "none")
     assert result.returncode != 0 and "contradicts --models none" in result.stderr
+
+
+def test_every_shard_keyword_is_a_server_option():
+    """memstore-server builds its Shard from the options named like Shard's keywords
+    (server.options.shard_options, which the --mpi program can share): a keyword without
+    an option of its name would silently keep its default."""
+    import inspect
+
+    from memstore.cli.server import parser
+    from memstore.server.options import shard_options
+    from memstore.server.shard import Shard
+
+    args = parser().parse_args(["--no-shm", "--max-memory", "1KiB", "--save-every", "5"])
+    options = shard_options(args)
+    assert options["shm"] is False and options["max_memory"] == 1024
+    assert options["save_every"] == 5.0
+    keywords = set(inspect.signature(Shard).parameters) - {"address", "curve"}
+    assert set(options) == keywords
+    assert "shm" not in shard_options(parser().parse_args([]))
