@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from memstore import address as addresses
 from memstore import auth
@@ -29,11 +30,11 @@ from memstore.gateway.commands import parse_peer
 from memstore.gateway.server import connect, serve
 
 
-def _address_file(args) -> str:
+def _address_file(args: argparse.Namespace) -> str:
     return args.address_file or os.environ.get(ENV_ADDRESS_FILE) or DEFAULT_ADDRESS_FILE
 
 
-def _cluster(args) -> list[str]:
+def _cluster(args: argparse.Namespace) -> list[str]:
     """Addresses from --address, else the address file, else the environment."""
     if args.address:
         return addresses.parse(args.address)
@@ -43,7 +44,8 @@ def _cluster(args) -> list[str]:
     return addresses.resolve(None)
 
 
-def cmd_start(args) -> int:
+def cmd_start(args: argparse.Namespace) -> int:
+    """``memstore start``: shards in the background (or ``--restart-shard N`` again)."""
     log_dir = args.log_dir or os.path.dirname(os.path.abspath(_address_file(args)))
     if args.restart_shard is not None:
         return _restart(args, log_dir)
@@ -82,14 +84,14 @@ def cmd_start(args) -> int:
     return 0
 
 
-def _keys_dir(args, log_dir: str) -> str | None:
+def _keys_dir(args: argparse.Namespace, log_dir: str) -> str | None:
     """Where ``--secure`` keeps the cluster's keys (made there if missing), else None."""
     if not args.secure:
         return None
     return args.keys_dir or os.path.join(log_dir, "memstore-keys")
 
 
-def _admin_args(args) -> list[str]:
+def _admin_args(args: argparse.Namespace) -> list[str]:
     """``--admin-key``/``--no-admin`` as ``memstore-server`` options (they need --secure)."""
     if not (args.admin_key or args.no_admin):
         return []
@@ -100,7 +102,8 @@ def _admin_args(args) -> list[str]:
     return ["--admin-key", os.path.abspath(args.admin_key)]
 
 
-def cmd_keygen(args) -> int:
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """``memstore keygen DIR``: a server and a client key pair, and how to use them."""
     made = auth.keygen(args.dir, force=args.force)
     for name in (auth.SERVER, auth.CLIENT):
         print(f"{name}: {made[name + '_public']} (public), {made[name]} (secret, mode 0600)")
@@ -112,7 +115,7 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-def _restart(args, log_dir: str) -> int:
+def _restart(args: argparse.Namespace, log_dir: str) -> int:
     """``--restart-shard N``: shard N of the address file's cluster, again at its address."""
     found = addresses.read_file(_address_file(args))
     index = args.restart_shard
@@ -145,7 +148,7 @@ def _restart(args, log_dir: str) -> int:
     return 0
 
 
-def _start_mpi(args, log_dir: str, secure: list[str]) -> list[str]:
+def _start_mpi(args: argparse.Namespace, log_dir: str, secure: list[str]) -> list[str]:
     """The shards as one ``mpiexec`` job of ``memstore-server --mpi`` that outlives us."""
     hosts = args.hosts.split(",") if args.hosts else None
     runner = Launcher("mpiexec", workdir=log_dir, hosts=hosts)
@@ -160,7 +163,7 @@ def _start_mpi(args, log_dir: str, secure: list[str]) -> list[str]:
     )
 
 
-def _persist_args(args) -> list[str]:
+def _persist_args(args: argparse.Namespace) -> list[str]:
     """The snapshot (and ``--no-shm``) options of ``memstore start``, as ``memstore-server``
     options."""
     extra = []
@@ -175,7 +178,8 @@ def _persist_args(args) -> list[str]:
     return extra
 
 
-def cmd_save(args) -> int:
+def cmd_save(args: argparse.Namespace) -> int:
+    """``memstore save``: snapshot every shard, with what each wrote."""
     with Client(_cluster(args), timeout=args.timeout) as client:
         results = client.save(args.dir)
     total = sum(r["bytes"] for r in results)
@@ -192,7 +196,8 @@ def cmd_save(args) -> int:
     return 0
 
 
-def cmd_stop(args) -> int:
+def cmd_stop(args: argparse.Namespace) -> int:
+    """``memstore stop``: ask every shard to shut down; 1 if one did not (or refused)."""
     found = _cluster(args)
     refused: list = []  # alive, and this key may not stop them (--admin-key)
     silent = stop_addresses(found, timeout=args.timeout, refused=refused)
@@ -207,12 +212,13 @@ def cmd_stop(args) -> int:
     return 0 if not (silent or refused) else 1
 
 
-def _infos(args) -> list[dict]:
+def _infos(args: argparse.Namespace) -> list[dict]:
     with Client(_cluster(args), timeout=args.timeout) as client:
         return client.get_db_node_info()
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    """``memstore status``: a table of keys, bytes, clients and uptime per shard."""
     infos = _infos(args)
     print(f"{'address':<36} {'keys':>9} {'bytes':>14} {'clients':>8} {'uptime':>10}")
     for info in infos:
@@ -223,12 +229,14 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
+    """``memstore info``: every shard's statistics as JSON."""
     print(json.dumps(_infos(args), indent=2))
     return 0
 
 
-def cmd_gateway(args) -> int:
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """``memstore gateway``: serve RESP in front of the store until interrupted."""
     client = connect(_cluster(args), timeout=args.timeout)
 
     def ready(port: int) -> None:
@@ -258,6 +266,7 @@ def _duration(seconds: float) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    """``memstore``'s options (the table; its parts are added by concern below)."""
     p = argparse.ArgumentParser(prog="memstore", description="Run and inspect a memstore.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_start(sub)
@@ -291,7 +300,9 @@ def _add_common(q: argparse.ArgumentParser) -> None:
     q.add_argument("--timeout", type=float, default=5.0, help="seconds per shard")
 
 
-def _add_command(sub, name: str, run, text: str) -> argparse.ArgumentParser:
+def _add_command(
+    sub, name: str, run: Callable[[argparse.Namespace], int], text: str
+) -> argparse.ArgumentParser:
     """A command that talks to running shards: ``--address`` or the address file."""
     q = sub.add_parser(name, help=text)
     _add_common(q)
@@ -371,6 +382,7 @@ def _add_start_security(start: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``memstore`` with ``argv`` (default: the command line); its exit code."""
     args = parser().parse_args(argv)
     try:
         return args.run(args)

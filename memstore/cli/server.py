@@ -37,6 +37,7 @@ from memstore.server.snapshot import plan_restore
 
 
 def parser() -> argparse.ArgumentParser:
+    """``memstore-server``'s options (the table; its parts are added by concern below)."""
     p = argparse.ArgumentParser(
         prog="memstore-server", description=__doc__.split("\n\n", maxsplit=1)[0]
     )
@@ -245,14 +246,14 @@ def _add_mpi(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM ends the loop like Ctrl-C does; later signals are ignored while closing."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-def _models(args) -> str:
+def _models(args: argparse.Namespace) -> str:
     """The --models policy; --allow-pickle means ``all`` and cannot contradict --models."""
     if args.allow_pickle:
         if args.models not in (None, MODELS_ALL):
@@ -261,7 +262,7 @@ def _models(args) -> str:
     return args.models or DEFAULT_MODELS
 
 
-def _cluster(args) -> list[str] | None:
+def _cluster(args: argparse.Namespace) -> list[str] | None:
     """The shard list from --cluster or --cluster-file, None when neither is given."""
     if args.cluster and args.cluster_file:
         raise MemstoreError("give --cluster or --cluster-file, not both")
@@ -274,7 +275,7 @@ def _cluster(args) -> list[str] | None:
     return None
 
 
-def _index(args, cluster: list[str], address: str) -> int:
+def _index(args: argparse.Namespace, cluster: list[str], address: str) -> int:
     if args.index is not None:
         return args.index
     if address not in cluster:
@@ -285,7 +286,7 @@ def _index(args, cluster: list[str], address: str) -> int:
     return cluster.index(address)
 
 
-def _curve(args):
+def _curve(args: argparse.Namespace) -> auth.ServerKeys | None:
     """The shard's CURVE keys from the command line, None without --curve-secret-key."""
     if args.curve_secret_key is None:
         if args.curve_authorized_keys or args.admin_key or args.no_admin:
@@ -299,7 +300,7 @@ def _curve(args):
     )
 
 
-def _check_snapshot_options(args) -> None:
+def _check_snapshot_options(args: argparse.Namespace) -> None:
     """Refuse at once what would fail later: --save-every without --save-dir, or a
     --restore directory that holds no complete snapshot (checksums are checked on load)."""
     if args.save_every and not args.save_dir:
@@ -311,6 +312,7 @@ def _check_snapshot_options(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``memstore-server`` with ``argv`` (default: the command line); its exit code."""
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
