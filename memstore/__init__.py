@@ -6,6 +6,7 @@ for and gets them without blocking. See README.md and docs/.
 
 from memstore.client import Client
 from memstore.dataset import DataSet
+from memstore.deploy.local import LocalCluster
 from memstore.errors import (
     AuthError,
     ConnectionLost,
@@ -19,7 +20,6 @@ from memstore.errors import (
     Timeout,
     WrongType,
 )
-from memstore.launcher import LocalCluster
 from memstore.transport import Future, wait
 
 __version__ = "0.1.0"

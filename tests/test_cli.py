@@ -273,7 +273,7 @@ def test_restart_shard_after_kill_9_knows_its_cluster(started):
     """`memstore start --restart-shard 1` after kill -9 of shard 1 brings it back at its
     address knowing both shards: it refuses shard 0's keys and lists the cluster in hello.
     A shard that still answers is not restarted."""
-    from memstore.launcher import _request
+    from memstore.deploy.admin import request_once
     from memstore.placement import key_shard
 
     address_file, _, pids = started
@@ -282,12 +282,12 @@ def test_restart_shard_after_kill_9_knows_its_cluster(started):
     assert wait_gone([pids[1]])
     result = run(MEMSTORE, "start", "--restart-shard", "1", "--address-file", str(address_file))
     assert result.returncode == 0, result.stderr
-    hello = _request(addresses[1], "hello", timeout=10)
+    hello = request_once(addresses[1], "hello", timeout=10)
     pids.append(hello["pid"])  # the fixture ends it too
     assert hello["shards"] == addresses and hello["index"] == 1
     foreign = next(f"k{i}" for i in range(100) if key_shard(f"k{i}", 2) == 0)
     with pytest.raises(memstore.MemstoreError, match="belongs to shard"):
-        _request(addresses[1], "exists", {"key": foreign}, timeout=10)
+        request_once(addresses[1], "exists", {"key": foreign}, timeout=10)
     with memstore.Client(addresses[1], timeout=10) as client:
         assert client.addresses == addresses
 
@@ -308,3 +308,22 @@ def test_server_refuses_allow_pickle_with_a_narrower_models_setting():
     """--allow-pickle means --models all; asking for both all and none is an error."""
     result = run(SERVER, "--port", "0", "--allow-pickle", "--models", "none")
     assert result.returncode != 0 and "contradicts --models none" in result.stderr
+
+
+def test_every_shard_keyword_is_a_server_option():
+    """memstore-server builds its Shard from the options named like Shard's keywords
+    (server.options.shard_options, which the --mpi program can share): a keyword without
+    an option of its name would silently keep its default."""
+    import inspect
+
+    from memstore.cli.server import parser
+    from memstore.server.options import shard_options
+    from memstore.server.shard import Shard
+
+    args = parser().parse_args(["--no-shm", "--max-memory", "1KiB", "--save-every", "5"])
+    options = shard_options(args)
+    assert options["shm"] is False and options["max_memory"] == 1024
+    assert options["save_every"] == 5.0
+    keywords = set(inspect.signature(Shard).parameters) - {"address", "curve"}
+    assert set(options) == keywords
+    assert "shm" not in shard_options(parser().parse_args([]))

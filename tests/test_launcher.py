@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import memstore
-from memstore.launcher import start_shards, stop_processes
+from memstore.deploy.local import start_shards
+from memstore.deploy.processes import stop_processes
 
 
 def children() -> set[int]:
@@ -135,7 +136,7 @@ def test_a_ready_line_behind_other_output_in_one_write_is_seen(tmp_path):
     import sys
 
     from memstore.config import READY_LINE
-    from memstore.launcher import _ready_addresses
+    from memstore.deploy.processes import ChildProcess, read_ready
 
     program = (
         "import sys, time\n"
@@ -144,7 +145,8 @@ def test_a_ready_line_behind_other_output_in_one_write_is_seen(tmp_path):
     )
     process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE)
     try:
-        assert _ready_addresses(process, tmp_path / "log", timeout=30) == ["tcp://127.0.0.1:1"]
+        child = ChildProcess(process, "", tmp_path / "log")
+        assert read_ready(child, timeout=30) == "tcp://127.0.0.1:1"
     finally:
         process.kill()
         process.wait(30)
@@ -162,8 +164,8 @@ def test_a_shard_killed_and_restarted_in_place_knows_its_cluster(ipc):
     the whole cluster in hello, refuses keys the other shards own, and a client given only its
     address finds all three shards. (A shard started again without its cluster answered
     hello with ``shards: []`` and took any key.)"""
+    from memstore.deploy.admin import request_once
     from memstore.errors import MemstoreError
-    from memstore.launcher import _request
 
     with memstore.LocalCluster(shards=3, ipc=ipc) as cluster, cluster.client(timeout=10) as old:
         data = {f"k{i}": np.full(2, i) for i in range(30)}
@@ -175,11 +177,11 @@ def test_a_shard_killed_and_restarted_in_place_knows_its_cluster(ipc):
         restarted = cluster.restart_shard(1)
         assert restarted.address == cluster.addresses[1]
         assert restarted.process.pid != victim.process.pid and restarted.alive()
-        hello = _request(cluster.addresses[1], "hello", timeout=10)
+        hello = request_once(cluster.addresses[1], "hello", timeout=10)
         assert hello["shards"] == cluster.addresses and hello["index"] == 1
         foreign = next(k for k in data if _owner_of(k, 3) != 1)
         with pytest.raises(MemstoreError, match="belongs to shard"):
-            _request(cluster.addresses[1], "exists", {"key": foreign}, timeout=10)
+            request_once(cluster.addresses[1], "exists", {"key": foreign}, timeout=10)
         with memstore.Client(cluster.addresses[1], timeout=10) as fresh:
             assert fresh.addresses == cluster.addresses
             for key, value in data.items():
@@ -200,3 +202,59 @@ def test_restart_shard_index_out_of_range_is_refused():
         with pytest.raises(MemstoreError, match="no shard 3"):
             cluster.restart_shard(3)
         assert cluster.shards[0].alive()
+
+
+def test_stopping_a_process_group_leader_ends_what_it_started(tmp_path):
+    """A child in its own session (a job, ``memstore start``'s shards) is stopped with its
+    whole group, as ``mpiexec`` must be with its ranks; the one stop routine does both."""
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "grandchild"
+    program = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    leader = subprocess.Popen([sys.executable, "-c", program], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        grandchild = int(pid_file.read_text())
+        stop_processes([leader], timeout=10)
+        assert leader.returncode is not None
+        deadline = time.monotonic() + 10
+        while _running(grandchild):  # not ours to reap: wait until it has ended
+            assert time.monotonic() < deadline, f"{grandchild} outlived its group's stop"
+            time.sleep(0.1)
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_deploy_modules_import_only_the_ones_below_them():
+    """memstore.deploy is layered (its __init__ lists the order): processes knows no
+    launcher, gateways no local cluster, and nothing in it imports a program (cli)."""
+    import ast
+
+    order = ["processes", "admin", "curve", "schedulers", "gateways", "local", "jobs"]
+    folder = Path(memstore.__file__).parent / "deploy"
+    for position, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        found |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        above = {f"memstore.deploy.{m}" for m in order[position:]} | {"memstore.cli"}
+        bad = {m for m in found if any(m == a or m.startswith(a + ".") for a in above)}
+        assert not bad, f"deploy/{name}.py imports {sorted(bad)}"

@@ -1,4 +1,4 @@
-"""``memstore.launcher.Launcher`` running for real: ``local`` processes and ``mpiexec`` jobs."""
+"""``memstore.deploy.Launcher`` running for real: ``local`` processes and ``mpiexec`` jobs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from memstore import Client
+from memstore.deploy.jobs import Launcher
+from memstore.deploy.schedulers import find_mpiexec
 from memstore.errors import MemstoreError, Timeout
-from memstore.launcher import Launcher
-from memstore.schedulers import find_mpiexec
 
 JOBS = str(Path(__file__).parent / "mpi_jobs.py")
 PY = sys.executable
@@ -88,7 +88,8 @@ def test_memstore_start_mpi(tmp_path):
     """``memstore start --mpi``: a detached mpiexec store job that ``memstore stop`` ends."""
     import subprocess
 
-    from memstore import address, launcher
+    from memstore import address
+    from memstore.deploy.admin import stop_addresses
 
     path = tmp_path / "store.addr"
     cli = [PY, "-m", "memstore.cli"]
@@ -108,6 +109,6 @@ def test_memstore_start_mpi(tmp_path):
         stopped = subprocess.run([*cli, "stop", *common], capture_output=True, timeout=60)
         assert stopped.returncode == 0, stopped.stderr
     finally:
-        launcher.stop_addresses(shards, timeout=2)  # whatever happened above
+        stop_addresses(shards, timeout=2)  # whatever happened above
     log = (tmp_path / "store.log").read_text()
     assert "Traceback" not in log, log

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from memstore import schedulers
-from memstore.launcher import Launcher
-from memstore.schedulers import Placement, launch_argv
+from memstore.deploy import schedulers
+from memstore.deploy.jobs import Launcher
+from memstore.deploy.schedulers import Placement, launch_argv
 
 PY = sys.executable
 JOBS = str(Path(__file__).parent / "mpi_jobs.py")

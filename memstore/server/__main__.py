@@ -1,10 +1,8 @@
-"""``python -m memstore.server``: the ``memstore-server`` program (:mod:`memstore.server_cli`).
+"""``python -m memstore.server``: the ``memstore-server`` program (:mod:`memstore.cli.server`).
 
 An entry point, not part of the server package's code: nothing imports it.
 """
 
-import sys
+from memstore.cli.server import main
 
-from memstore.server_cli import main
-
-sys.exit(main())
+raise SystemExit(main())

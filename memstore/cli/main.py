@@ -7,9 +7,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from memstore import address as addresses
-from memstore import auth, launcher
+from memstore import auth
+from memstore.client import Client
 from memstore.config import (
     DEFAULT_ADDRESS_FILE,
     DEFAULT_HOST,
@@ -19,14 +21,20 @@ from memstore.config import (
     ENV_CURVE_DIR,
     GATEWAY_READY_LINE,
 )
+from memstore.deploy.admin import request_once, stop_addresses
+from memstore.deploy.curve import secure_args, secure_keys
+from memstore.deploy.jobs import Launcher
+from memstore.deploy.local import restart_shard, start_shards
 from memstore.errors import MemstoreError
+from memstore.gateway.commands import parse_peer
+from memstore.gateway.server import connect, serve
 
 
-def _address_file(args) -> str:
+def _address_file(args: argparse.Namespace) -> str:
     return args.address_file or os.environ.get(ENV_ADDRESS_FILE) or DEFAULT_ADDRESS_FILE
 
 
-def _cluster(args) -> list[str]:
+def _cluster(args: argparse.Namespace) -> list[str]:
     """Addresses from --address, else the address file, else the environment."""
     if args.address:
         return addresses.parse(args.address)
@@ -36,7 +44,8 @@ def _cluster(args) -> list[str]:
     return addresses.resolve(None)
 
 
-def cmd_start(args) -> int:
+def cmd_start(args: argparse.Namespace) -> int:
+    """``memstore start``: shards in the background (or ``--restart-shard N`` again)."""
     log_dir = args.log_dir or os.path.dirname(os.path.abspath(_address_file(args)))
     if args.restart_shard is not None:
         return _restart(args, log_dir)
@@ -48,11 +57,11 @@ def cmd_start(args) -> int:
     if args.mpi:
         secure = []
         if keys_dir is not None:
-            launcher.secure_keys(keys_dir)  # made there when missing
-            secure = launcher.secure_args(keys_dir)
+            secure_keys(keys_dir)  # made there when missing
+            secure = secure_args(keys_dir)
         found = _start_mpi(args, log_dir, [*secure, *admin])
     else:
-        shards = launcher.start_shards(
+        shards = start_shards(
             args.shards,
             host=args.host,
             port=args.port,
@@ -75,14 +84,14 @@ def cmd_start(args) -> int:
     return 0
 
 
-def _keys_dir(args, log_dir: str) -> str | None:
+def _keys_dir(args: argparse.Namespace, log_dir: str) -> str | None:
     """Where ``--secure`` keeps the cluster's keys (made there if missing), else None."""
     if not args.secure:
         return None
     return args.keys_dir or os.path.join(log_dir, "memstore-keys")
 
 
-def _admin_args(args) -> list[str]:
+def _admin_args(args: argparse.Namespace) -> list[str]:
     """``--admin-key``/``--no-admin`` as ``memstore-server`` options (they need --secure)."""
     if not (args.admin_key or args.no_admin):
         return []
@@ -93,7 +102,8 @@ def _admin_args(args) -> list[str]:
     return ["--admin-key", os.path.abspath(args.admin_key)]
 
 
-def cmd_keygen(args) -> int:
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """``memstore keygen DIR``: a server and a client key pair, and how to use them."""
     made = auth.keygen(args.dir, force=args.force)
     for name in (auth.SERVER, auth.CLIENT):
         print(f"{name}: {made[name + '_public']} (public), {made[name]} (secret, mode 0600)")
@@ -105,14 +115,14 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-def _restart(args, log_dir: str) -> int:
+def _restart(args: argparse.Namespace, log_dir: str) -> int:
     """``--restart-shard N``: shard N of the address file's cluster, again at its address."""
     found = addresses.read_file(_address_file(args))
     index = args.restart_shard
     if not 0 <= index < len(found):
         raise MemstoreError(f"no shard {index}: {_address_file(args)} lists {len(found)}")
     try:
-        launcher._request(found[index], "hello", timeout=min(args.timeout, 1.0))
+        request_once(found[index], "hello", timeout=min(args.timeout, 1.0))
     except MemstoreError:
         pass  # not answering: the expected case
     else:
@@ -121,9 +131,9 @@ def _restart(args, log_dir: str) -> int:
             f"(memstore stop --address {found[index]}); its data would be lost"
         )
     keys_dir = _keys_dir(args, log_dir)
-    secure = launcher.secure_args(keys_dir) if keys_dir is not None else []
+    secure = secure_args(keys_dir) if keys_dir is not None else []
     secure += _admin_args(args)
-    shard = launcher.restart_shard(
+    shard = restart_shard(
         found,
         index,
         max_memory=args.max_memory,
@@ -138,10 +148,10 @@ def _restart(args, log_dir: str) -> int:
     return 0
 
 
-def _start_mpi(args, log_dir: str, secure: list[str]) -> list[str]:
+def _start_mpi(args: argparse.Namespace, log_dir: str, secure: list[str]) -> list[str]:
     """The shards as one ``mpiexec`` job of ``memstore-server --mpi`` that outlives us."""
     hosts = args.hosts.split(",") if args.hosts else None
-    runner = launcher.Launcher("mpiexec", workdir=log_dir, hosts=hosts)
+    runner = Launcher("mpiexec", workdir=log_dir, hosts=hosts)
     runner.address_file = os.path.abspath(_address_file(args))
     return runner.start_store(
         args.shards,
@@ -153,7 +163,7 @@ def _start_mpi(args, log_dir: str, secure: list[str]) -> list[str]:
     )
 
 
-def _persist_args(args) -> list[str]:
+def _persist_args(args: argparse.Namespace) -> list[str]:
     """The snapshot (and ``--no-shm``) options of ``memstore start``, as ``memstore-server``
     options."""
     extra = []
@@ -168,9 +178,8 @@ def _persist_args(args) -> list[str]:
     return extra
 
 
-def cmd_save(args) -> int:
-    from memstore.client import Client
-
+def cmd_save(args: argparse.Namespace) -> int:
+    """``memstore save``: snapshot every shard, with what each wrote."""
     with Client(_cluster(args), timeout=args.timeout) as client:
         results = client.save(args.dir)
     total = sum(r["bytes"] for r in results)
@@ -187,10 +196,11 @@ def cmd_save(args) -> int:
     return 0
 
 
-def cmd_stop(args) -> int:
+def cmd_stop(args: argparse.Namespace) -> int:
+    """``memstore stop``: ask every shard to shut down; 1 if one did not (or refused)."""
     found = _cluster(args)
     refused: list = []  # alive, and this key may not stop them (--admin-key)
-    silent = launcher.stop_addresses(found, timeout=args.timeout, refused=refused)
+    silent = stop_addresses(found, timeout=args.timeout, refused=refused)
     for exc in refused:
         print(f"{exc} (stop it with the admin or cluster key)", file=sys.stderr)
     for address in silent:
@@ -202,14 +212,13 @@ def cmd_stop(args) -> int:
     return 0 if not (silent or refused) else 1
 
 
-def _infos(args) -> list[dict]:
-    from memstore.client import Client
-
+def _infos(args: argparse.Namespace) -> list[dict]:
     with Client(_cluster(args), timeout=args.timeout) as client:
         return client.get_db_node_info()
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    """``memstore status``: a table of keys, bytes, clients and uptime per shard."""
     infos = _infos(args)
     print(f"{'address':<36} {'keys':>9} {'bytes':>14} {'clients':>8} {'uptime':>10}")
     for info in infos:
@@ -220,16 +229,14 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
+    """``memstore info``: every shard's statistics as JSON."""
     print(json.dumps(_infos(args), indent=2))
     return 0
 
 
-def cmd_gateway(args) -> int:
-    from memstore.gateway import serve
-    from memstore.gateway.commands import parse_peer
-    from memstore.gateway.server import connect
-
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """``memstore gateway``: serve RESP in front of the store until interrupted."""
     client = connect(_cluster(args), timeout=args.timeout)
 
     def ready(port: int) -> None:
@@ -259,17 +266,55 @@ def _duration(seconds: float) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    """``memstore``'s options (the table; its parts are added by concern below)."""
     p = argparse.ArgumentParser(prog="memstore", description="Run and inspect a memstore.")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_start(sub)
+    keygen = sub.add_parser("keygen", help="write a CURVE server and client key pair")
+    keygen.add_argument("dir", help="folder for the keys (made 0700; files 0600)")
+    keygen.add_argument("--force", action="store_true", help="replace keys already there")
+    keygen.set_defaults(run=cmd_keygen)
+    save = _add_command(sub, "save", cmd_save, "snapshot every shard into a directory")
+    save.add_argument("dir", nargs="?", help="snapshot directory (default: the shards' --save-dir)")
+    _add_command(sub, "stop", cmd_stop, "stop the shards")
+    _add_command(sub, "status", cmd_status, "keys, bytes, clients per shard")
+    _add_command(sub, "info", cmd_info, "every shard's statistics as JSON")
+    gateway = _add_command(
+        sub, "gateway", cmd_gateway, "serve the Redis protocol (RESP2) for SmartRedis"
+    )
+    gateway.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
+    gateway.add_argument("--port", type=int, default=DEFAULT_RESP_PORT, help="0: a free port")
+    gateway.add_argument(
+        "--peers",
+        metavar="HOST:PORT,...",
+        help="every gateway of the store, this one included, in the same order on each: "
+        "CLUSTER SLOTS splits the slots over them (SmartRedis's cluster mode); default: "
+        "this gateway alone",
+    )
+    return p
 
-    def common(q):
-        q.add_argument(
-            "--address-file", help=f"default ${ENV_ADDRESS_FILE} or {DEFAULT_ADDRESS_FILE}"
-        )
-        q.add_argument("--timeout", type=float, default=5.0, help="seconds per shard")
 
+def _add_common(q: argparse.ArgumentParser) -> None:
+    """The options of every command that finds a running store."""
+    q.add_argument("--address-file", help=f"default ${ENV_ADDRESS_FILE} or {DEFAULT_ADDRESS_FILE}")
+    q.add_argument("--timeout", type=float, default=5.0, help="seconds per shard")
+
+
+def _add_command(
+    sub, name: str, run: Callable[[argparse.Namespace], int], text: str
+) -> argparse.ArgumentParser:
+    """A command that talks to running shards: ``--address`` or the address file."""
+    q = sub.add_parser(name, help=text)
+    _add_common(q)
+    q.add_argument("--address", help="shard addresses instead of the address file")
+    q.set_defaults(run=run)
+    return q
+
+
+def _add_start(sub) -> None:
+    """``memstore start``: where the shards listen, then security, then snapshots."""
     start = sub.add_parser("start", help="start shards in the background")
-    common(start)
+    _add_common(start)
     start.add_argument("--shards", type=int, default=1)
     start.add_argument("--host", default=DEFAULT_HOST)
     start.add_argument(
@@ -286,6 +331,31 @@ def parser() -> argparse.ArgumentParser:
         "--mpi", action="store_true", help="start the shards as one mpiexec job (docs/cluster.md)"
     )
     start.add_argument("--hosts", help="with --mpi: nodes to spread the shards over, a,b,...")
+    _add_start_security(start)
+    start.add_argument(
+        "--restart-shard",
+        type=int,
+        metavar="N",
+        help="start shard N of the address file's cluster again, at its address on this "
+        "machine, knowing the whole cluster (it comes back empty)",
+    )
+    start.add_argument(
+        "--restore", metavar="DIR", help="load this snapshot (any shard count; re-hashed)"
+    )
+    start.add_argument("--save-dir", metavar="DIR", help="where the shards' snapshots go")
+    start.add_argument(
+        "--no-shm",
+        action="store_true",
+        help="shards offer no same-node shared-memory path (sockets only)",
+    )
+    start.add_argument(
+        "--save-every", type=float, metavar="SECONDS", help="snapshot to --save-dir this often"
+    )
+    start.set_defaults(run=cmd_start)
+
+
+def _add_start_security(start: argparse.ArgumentParser) -> None:
+    """``memstore start --secure`` and the admin-key options that need it."""
     start.add_argument(
         "--secure",
         action="store_true",
@@ -309,68 +379,13 @@ def parser() -> argparse.ArgumentParser:
         help="with --secure: no client key may run admin operations, only the cluster key "
         "(KEYS_DIR/server.key_secret as MEMSTORE_CURVE_CLIENT_KEY, e.g. for `memstore stop`)",
     )
-    start.add_argument(
-        "--restart-shard",
-        type=int,
-        metavar="N",
-        help="start shard N of the address file's cluster again, at its address on this "
-        "machine, knowing the whole cluster (it comes back empty)",
-    )
-    start.add_argument(
-        "--restore", metavar="DIR", help="load this snapshot (any shard count; re-hashed)"
-    )
-    start.add_argument("--save-dir", metavar="DIR", help="where the shards' snapshots go")
-    start.add_argument(
-        "--no-shm",
-        action="store_true",
-        help="shards offer no same-node shared-memory path (sockets only)",
-    )
-    start.add_argument(
-        "--save-every", type=float, metavar="SECONDS", help="snapshot to --save-dir this often"
-    )
-    start.set_defaults(run=cmd_start)
-    keygen = sub.add_parser("keygen", help="write a CURVE server and client key pair")
-    keygen.add_argument("dir", help="folder for the keys (made 0700; files 0600)")
-    keygen.add_argument("--force", action="store_true", help="replace keys already there")
-    keygen.set_defaults(run=cmd_keygen)
-    save = sub.add_parser("save", help="snapshot every shard into a directory")
-    common(save)
-    save.add_argument("--address", help="shard addresses instead of the address file")
-    save.add_argument("dir", nargs="?", help="snapshot directory (default: the shards' --save-dir)")
-    save.set_defaults(run=cmd_save)
-    for name, run, text in (
-        ("stop", cmd_stop, "stop the shards"),
-        ("status", cmd_status, "keys, bytes, clients per shard"),
-        ("info", cmd_info, "every shard's statistics as JSON"),
-    ):
-        q = sub.add_parser(name, help=text)
-        common(q)
-        q.add_argument("--address", help="shard addresses instead of the address file")
-        q.set_defaults(run=run)
-    gateway = sub.add_parser("gateway", help="serve the Redis protocol (RESP2) for SmartRedis")
-    common(gateway)
-    gateway.add_argument("--address", help="shard addresses instead of the address file")
-    gateway.add_argument("--host", default=DEFAULT_HOST, help="interface to listen on")
-    gateway.add_argument("--port", type=int, default=DEFAULT_RESP_PORT, help="0: a free port")
-    gateway.add_argument(
-        "--peers",
-        metavar="HOST:PORT,...",
-        help="every gateway of the store, this one included, in the same order on each: "
-        "CLUSTER SLOTS splits the slots over them (SmartRedis's cluster mode); default: "
-        "this gateway alone",
-    )
-    gateway.set_defaults(run=cmd_gateway)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``memstore`` with ``argv`` (default: the command line); its exit code."""
     args = parser().parse_args(argv)
     try:
         return args.run(args)
     except MemstoreError as exc:
         print(f"memstore {args.command}: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
