@@ -14,14 +14,16 @@ import pytest
 import zmq
 
 import memstore
-from memstore import auth, cli, launcher, tensors, wire
+from memstore import auth, cli, tensors, wire
 from memstore.config import (
     ENV_CURVE_CLIENT_KEY,
     ENV_CURVE_DIR,
     ENV_CURVE_SERVER_KEY,
     READY_LINE,
 )
-from memstore.launcher import LocalCluster
+from memstore.deploy import LocalCluster
+from memstore.deploy.admin import request_once
+from memstore.deploy.processes import ready_line
 
 TIMEOUT = 3.0
 
@@ -173,7 +175,7 @@ def test_admin_operations_need_the_admin_key(tmp_path, policy):
                 assert any(a in str(e.value) for a in cluster.addresses)
             plain = auth.client_keys(directory=cluster.keys_dir)
             with pytest.raises(memstore.MemstoreError, match="refused cluster"):
-                launcher._request(
+                request_once(
                     cluster.addresses[0],
                     "cluster",
                     {"shards": cluster.addresses, "index": 0},
@@ -276,7 +278,7 @@ def test_binding_beyond_loopback_without_curve_warns(tmp_path):
             stdin=subprocess.DEVNULL,
         )
     try:
-        line = launcher._ready_line(process.stdout, 30)
+        line = ready_line(process.stdout, 30)
         assert line and line.startswith(READY_LINE)
     finally:
         process.terminate()

@@ -16,7 +16,8 @@ import pytest
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 from memstore import Client, address
-from memstore.launcher import Launcher, stop_addresses
+from memstore.deploy import Launcher
+from memstore.deploy.admin import stop_addresses
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 
