@@ -12,6 +12,7 @@ from memstore.errors import (
     KeyNotFound,
     MemstoreError,
     ModelError,
+    NoAnswer,
     ProtocolError,
     RemoteError,
     SnapshotError,
@@ -19,8 +20,8 @@ from memstore.errors import (
     Timeout,
     WrongType,
 )
+from memstore.futures import Future, wait
 from memstore.launcher import LocalCluster
-from memstore.transport import Future, wait
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "LocalCluster",
     "MemstoreError",
     "ModelError",
+    "NoAnswer",
     "ProtocolError",
     "RemoteError",
     "SnapshotError",

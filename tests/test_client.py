@@ -499,10 +499,10 @@ def test_many_chained_requests_resolve_without_recursion(client):
 
 def test_a_request_that_cannot_be_encoded_leaves_nothing_pending(client):
     """The caller gets the encoding error at once; no future waits for a reply that cannot come."""
-    transport = client._transport
+    transport = client._requests.transport
     with pytest.raises(TypeError):
         transport.submit(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
     with pytest.raises(TypeError):
-        transport.call(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
+        transport.try_fast(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
     assert transport._pending == {} and transport._busy == [0, 0, 0]
     assert client.tensor_exists("anything") is False  # the transport still works

@@ -50,7 +50,7 @@ def test_mpi_imports_no_program():
 
 
 def test_model_code_takes_kind_names_from_one_place():
-    for name in ("client_models.py", "server/models.py", "server/model_ops.py"):
+    for name in ("client/models.py", "server/models.py", "server/model_ops.py"):
         source = (PACKAGE / name).read_text()
         assert "memstore.kinds import" in source, name
         assert '= "model"' not in source and '"model", "script"' not in source, name
