@@ -75,7 +75,7 @@ class ClientBase:
             wait=seconds,
         )
 
-    # -- kept for memstore.smartredis.Client, which still calls them -----------------------
+    # -- kept for memstore.smartredis.Client and benchmarks/shm.py, which still use them ---
 
     def _call(self, op: str, key: str, *args: Any, **kwargs: Any) -> Future | InlineResult:
         """``self._requests.to_key``: use that (or ``self.keys``) in new code."""
@@ -84,3 +84,12 @@ class ClientBase:
     def _exists(self, key: str, kind: str | None) -> Future | InlineResult:
         """``self.keys.exists_async``: use that in new code."""
         return self.keys.exists_async(key, kind)
+
+    @property
+    def _shm_threshold(self) -> int:
+        """``self._shm.threshold``: use that in new code."""
+        return self._shm.threshold
+
+    @_shm_threshold.setter
+    def _shm_threshold(self, nbytes: int) -> None:
+        self._shm.threshold = nbytes
