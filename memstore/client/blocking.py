@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class Host(Protocol):
@@ -27,14 +26,14 @@ class Host(Protocol):
 H = TypeVar("H", bound=Host)
 
 
-def blocking(async_method: Callable[Concatenate[H, P], Any]) -> Callable[Concatenate[H, P], R]:
+def blocking(async_method: Callable[Concatenate[H, P], Any]) -> Callable[Concatenate[H, P], Any]:
     """The blocking twin of ``async_method`` (named ``x_async``): a method ``x`` that waits
     for the future and returns its result (or raises its error)."""
     name = async_method.__name__.removesuffix("_async")
     if name == async_method.__name__:
         raise ValueError(f"{async_method.__qualname__}: a blocking twin needs an *_async method")
 
-    def method(self: H, *args: P.args, **kwargs: P.kwargs) -> R:
+    def method(self: H, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self._sync(async_method, self, *args, **kwargs)
 
     method.__name__ = name
