@@ -13,6 +13,7 @@ from memstore.errors import (
     KeyNotFound,
     MemstoreError,
     ModelError,
+    NoAnswer,
     ProtocolError,
     RemoteError,
     SnapshotError,
@@ -20,7 +21,7 @@ from memstore.errors import (
     Timeout,
     WrongType,
 )
-from memstore.transport import Future, wait
+from memstore.futures import Future, wait
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "LocalCluster",
     "MemstoreError",
     "ModelError",
+    "NoAnswer",
     "ProtocolError",
     "RemoteError",
     "SnapshotError",

@@ -5,10 +5,12 @@
     MemstoreError
     ├── KeyNotFound          (also KeyError)      the key is not in the store
     ├── Timeout              (also TimeoutError)  a deadline passed
+    │   └── NoAnswer         (also ConnectionLost) a shard did not answer in time
     ├── StoreFull            (also MemoryError)   --max-memory would be exceeded; nothing evicted
     ├── ProtocolError        (also ValueError)    a malformed, oversized or unknown request
     ├── WrongType            (also TypeError)     the key holds another kind of value
-    ├── ConnectionLost       (also ConnectionError) a shard did not answer
+    ├── ConnectionLost       (also ConnectionError) a shard went away, or the client closed
+    │   └── NoAnswer         (also Timeout)       (the same class as above)
     ├── AuthError                                 a shard refused the client's credentials
     ├── SnapshotError                             a snapshot could not be saved or restored
     └── RemoteError                               an unexpected failure inside a shard
@@ -66,6 +68,16 @@ class ConnectionLost(MemstoreError, ConnectionError):
     code = "connection_lost"
 
 
+class NoAnswer(ConnectionLost, Timeout):
+    """A shard did not answer a request before its deadline.
+
+    Both a :class:`ConnectionLost` (what it was raised as before it had its own class, so
+    code catching that keeps working) and a :class:`Timeout` (a deadline passed), as
+    pyzmq's errors are both theirs and a builtin's."""
+
+    code = "no_answer"
+
+
 class AuthError(MemstoreError):
     """A shard refused the client's credentials."""
 
@@ -101,6 +113,7 @@ _BY_CODE = {
         ProtocolError,
         WrongType,
         ConnectionLost,
+        NoAnswer,
         AuthError,
         SnapshotError,
         RemoteError,

@@ -499,10 +499,105 @@ def test_many_chained_requests_resolve_without_recursion(client):
 
 def test_a_request_that_cannot_be_encoded_leaves_nothing_pending(client):
     """The caller gets the encoding error at once; no future waits for a reply that cannot come."""
-    transport = client._transport
+    transport = client._requests.transport
     with pytest.raises(TypeError):
         transport.submit(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
     with pytest.raises(TypeError):
-        transport.call(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
+        transport.try_fast(0, "exists", {"key": object()}, [], lambda h, p: h, 5.0, "bad")
     assert transport._pending == {} and transport._busy == [0, 0, 0]
     assert client.tensor_exists("anything") is False  # the transport still works
+
+
+# -- blocking methods are made from their async twins ----------------------------------------
+
+
+def _async_methods(cls) -> list[str]:
+    return sorted(n for n in dir(cls) if n.endswith("_async") and not n.startswith("_"))
+
+
+@pytest.mark.parametrize("cls", [memstore.Client, memstore.client.keys.RawKeys])
+def test_every_async_method_has_a_blocking_twin_with_its_parameters_and_docstring(cls):
+    """``x`` for every public ``x_async``: the same parameters (return type not a Future),
+    the same docstring plus the line saying it blocks, named ``x``, shown by help()."""
+    import inspect
+    import pydoc
+
+    names = _async_methods(cls)
+    assert len(names) >= (57 if cls is memstore.Client else 9)
+    for async_name in names:
+        name = async_name.removesuffix("_async")
+        method, twin = getattr(cls, name), getattr(cls, async_name)
+        assert method.__name__ == name and method.__qualname__.endswith(f".{name}")
+        made, source = inspect.signature(method), inspect.signature(twin)
+        assert list(made.parameters.values()) == list(source.parameters.values()), name
+        assert "Future" not in str(made.return_annotation), name
+        doc = inspect.getdoc(method)
+        assert doc.startswith(inspect.getdoc(twin)), name
+        assert f"Blocks: waits for :meth:`{async_name}`" in doc, name
+        assert not doc.split("\n\n")[0].rstrip().endswith((",", "(", "or", "the")), name
+        assert f"{name}(self, " in pydoc.render_doc(method, renderer=pydoc.plaintext), name
+
+
+def test_a_blocking_method_is_its_futures_result(client):
+    """A made blocking method returns what its async twin's future gives, and raises its
+    error; its first request may go inline (an InlineResult, never a Future, is hidden)."""
+    client.put_tensor("twin", np.arange(3.0))
+    np.testing.assert_array_equal(
+        client.get_tensor("twin"), client.get_tensor_async("twin").result()
+    )
+    with pytest.raises(memstore.KeyNotFound):
+        client.get_tensor("no such twin")
+
+
+# -- client.keys: stored keys, no prefixes ---------------------------------------------------
+
+
+def test_raw_keys_take_stored_keys_as_they_are(client, monkeypatch):
+    """client.keys works on the keys a prefixed client would write, by their stored names."""
+    monkeypatch.setenv("SSKEYOUT", "ens")
+    monkeypatch.setenv("SSKEYIN", "ens")
+    with memstore.Client(client.addresses[0], timeout=10) as prefixed:
+        prefixed.put_tensor("t", np.arange(4.0))
+        ds = memstore.DataSet("d")
+        ds.add_tensor("x", np.ones(2))
+        prefixed.append_to_list("l", ds)
+    keys = client.keys
+    assert keys.exists("ens.t") and keys.exists("ens.t", "tensor") and not keys.exists("t")
+    assert not keys.exists("ens.t", "dataset")
+    keys.copy("ens.t", "copied", "tensor")
+    np.testing.assert_array_equal(client.get_tensor("copied"), np.arange(4.0))
+    for i in range(8):  # some of these land on another shard than the source
+        keys.rename("copied" if i == 0 else f"moved{i - 1}", f"moved{i}", "tensor")
+    assert not keys.exists("copied") and keys.exists("moved7")
+    assert keys.list_range("ens.l", 0, -1) == ["ens.d"] and keys.list_length("ens.l") == 1
+    assert keys.list_push("ens.l", ["other"]) == 2
+    got = keys.get_dataset("ens.d")
+    assert got.name == "ens.d" and got.get_tensor("x").tolist() == [1.0, 1.0]
+    keys.put_dataset("raw.d", got)
+    assert client.dataset_exists("raw.d")
+    keys.delete("moved7")
+    with pytest.raises(memstore.KeyNotFound):
+        keys.delete("moved7")
+    assert isinstance(keys.exists_async("ens.t"), memstore.Future)
+
+
+# -- old import paths ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "name"),
+    [
+        ("memstore.transport", "Transport"),
+        ("memstore.client_models", "ModelCalls"),
+        ("memstore.client_datasets", "DatasetCalls"),
+        ("memstore.shm_client", "Link"),
+    ],
+)
+def test_old_module_paths_work_with_a_deprecation_warning(old, name):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated"):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is not None

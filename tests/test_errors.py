@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 
 import msgpack
@@ -538,6 +539,7 @@ def test_nothing_listening_is_connection_lost(scheme, tmp_path):
         (memstore.ProtocolError, ValueError, "protocol"),
         (memstore.WrongType, TypeError, "wrong_type"),
         (memstore.ConnectionLost, ConnectionError, "connection_lost"),
+        (memstore.NoAnswer, TimeoutError, "no_answer"),
         (memstore.AuthError, memstore.MemstoreError, "auth"),
         (memstore.RemoteError, memstore.MemstoreError, "remote"),
         (memstore.ModelError, memstore.RemoteError, "model"),
@@ -671,3 +673,46 @@ def test_any_request_gets_an_answer_and_never_an_internal_error(raw, guarded, op
     assert header["id"] == 5
     if not header["ok"]:
         assert header["code"] in {"protocol", "not_found", "wrong_type", "store_full"}, header
+
+
+# -- missed deadlines ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_shard():
+    """A ROUTER that answers ``hello`` and nothing else: a shard that stopped answering."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if not router.poll(50):
+                continue
+            identity, *frames = router.recv_multipart()
+            header = wire.unpack_header(frames[0])
+            if header["op"] == "hello":
+                router.send_multipart([identity, *wire.reply(header["id"], {"index": 0})])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{port}"
+    stop.set()
+    thread.join(5)
+    router.close()
+
+
+def test_a_missed_deadline_is_no_answer_both_timeout_and_connection_lost(silent_shard):
+    """A shard that does not answer in time raises NoAnswer on the fast path and through a
+    future alike: code catching ConnectionLost (as before) or Timeout (a deadline) gets it."""
+    assert issubclass(memstore.NoAnswer, memstore.ConnectionLost)
+    assert issubclass(memstore.NoAnswer, memstore.Timeout)
+    with memstore.Client(silent_shard, timeout=0.3) as client:
+        with pytest.raises(memstore.NoAnswer, match="did not answer"):
+            client.get_tensor("x")  # blocking: the fast path
+        error = client.get_tensor_async("x").exception(5)  # the pump
+        assert isinstance(error, memstore.NoAnswer) and isinstance(error, TimeoutError)
+        with pytest.raises(memstore.ConnectionLost):
+            client.tensor_exists("x")

@@ -18,6 +18,7 @@ EXPECTED = {
     "LocalCluster",
     "MemstoreError",
     "ModelError",
+    "NoAnswer",
     "ProtocolError",
     "RemoteError",
     "SnapshotError",

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import memstore
-from memstore import shm_client, wire
+from memstore import wire
+from memstore.client import shm as shm_client
 from memstore.errors import StoreFull
 from memstore.shm import REAPING, SPARE
 
@@ -50,7 +51,7 @@ def cluster(shm_root):
 def client(cluster):
     with cluster.client(timeout=10) as connected:
         connected.flush_db()
-        connected._shm_threshold = 1  # every non-empty tensor takes the shm path
+        connected._shm.threshold = 1  # every non-empty tensor takes the shm path
         yield connected
 
 
@@ -81,7 +82,7 @@ def _mapped(array) -> bool:
 
 
 def test_negotiated_and_used(client, shm_root):
-    assert client._links[0] is not None
+    assert client._shm.links[0] is not None
     assert os.path.dirname(_shard_dir(client)) == str(shm_root)
     assert os.stat(_shard_dir(client)).st_mode & 0o777 == 0o700
     client.put_tensor("x", np.arange(100_000, dtype=np.float64))
@@ -176,12 +177,12 @@ def test_info_and_cap_count_shm_bytes(shm_root):
 def test_disabled_by_the_client(cluster, monkeypatch):
     monkeypatch.setenv("MEMSTORE_SHM", "0")
     with cluster.client(timeout=10) as client:
-        client._shm_threshold = 1
+        client._shm.threshold = 1
         client.put_tensor("a", np.ones(50_000))
         assert _stored_files(client, 0) == []
         got = client.get_tensor("a")
         assert not _mapped(got) and got.sum() == 50_000
-        assert client._links == [None]
+        assert client._shm.links == [None]
 
 
 def test_disabled_by_the_shard(shm_root, monkeypatch):
@@ -189,7 +190,7 @@ def test_disabled_by_the_shard(shm_root, monkeypatch):
     with memstore.LocalCluster(shards=1) as plain:
         monkeypatch.delenv("MEMSTORE_SHM")
         with plain.client(timeout=10) as client:
-            client._shm_threshold = 1
+            client._shm.threshold = 1
             client.put_tensor("a", np.ones(50_000))
             assert client.get_db_node_info()[0]["shm_dir"] is None
             assert client.get_tensor("a").sum() == 50_000
@@ -206,7 +207,7 @@ def test_a_node_without_its_shm_directory_uses_the_sockets(shm_root, monkeypatch
                 root.write_text("not a directory")
         monkeypatch.setenv("MEMSTORE_SHM_DIR", str(root))
         with memstore.LocalCluster(shards=1) as plain, plain.client(timeout=10) as client:
-            client._shm_threshold = 1
+            client._shm.threshold = 1
             client.put_tensor("a", np.ones(50_000))
             assert client.get_db_node_info()[0]["shm_dir"] is None
             got = client.get_tensor("a")
@@ -214,7 +215,7 @@ def test_a_node_without_its_shm_directory_uses_the_sockets(shm_root, monkeypatch
 
 
 def test_other_node_or_other_dev_shm_is_refused(client):
-    hello = client._transport.call(0, "hello", {}, [], lambda h, p: h, 5.0, "hello")
+    hello = client._requests.transport.try_fast(0, "hello", {}, [], lambda h, p: h, 5.0, "hello")
     offer = hello["shm"]
     assert shm_client.Link.negotiate(offer) is not None
     assert shm_client.Link.negotiate({**offer, "boot_id": "another-node"}) is None
@@ -273,7 +274,7 @@ def test_hostile_client_cannot_make_the_shard_adopt_foreign_files(client, shm_ro
 
 _KILLED_CLIENT = """
 import sys, numpy as np
-from memstore import shm_client
+from memstore.client import shm as shm_client
 link = shm_client.Link(sys.argv[1])
 area, name = link.upload(memoryview(np.ones(100_000)))
 print(area, flush=True)
@@ -312,7 +313,7 @@ def test_a_shard_removes_its_directory_and_a_killed_shards_is_swept(shm_root):
     killed = memstore.LocalCluster(shards=1)
     try:
         with killed.client(timeout=10) as client:
-            client._shm_threshold = 1
+            client._shm.threshold = 1
             client.put_tensor("a", np.ones(1000))
             dead = _shard_dir(client)
         killed.shards[0].process.send_signal(signal.SIGKILL)
@@ -409,9 +410,9 @@ def test_empty_without_shm_is_a_plain_array(cluster, monkeypatch):
 
 
 def _sockets_only(client) -> None:
-    client._shm_threshold = 1
+    client._shm.threshold = 1
     client.put_tensor("a", np.ones(50_000))
-    assert client.get_db_node_info()[0]["shm_dir"] is None and client._links == [None]
+    assert client.get_db_node_info()[0]["shm_dir"] is None and client._shm.links == [None]
     got = client.get_tensor("a")
     assert not _mapped(got) and got.sum() == 50_000
     assert not _mapped(client.empty("e", 50_000))
@@ -437,7 +438,7 @@ def test_memstore_start_offers_shm_unless_told_not_to(shm_root, tmp_path, flags)
             if flags:
                 _sockets_only(client)
             else:
-                client._shm_threshold = 1
+                client._shm.threshold = 1
                 client.put_tensor("a", np.ones(50_000))
                 assert _mapped(client.get_tensor("a"))
                 assert client.get_db_node_info()[0]["shm_bytes"] >= 400_000
@@ -448,12 +449,12 @@ def test_memstore_start_offers_shm_unless_told_not_to(shm_root, tmp_path, flags)
 
 def test_client_shm_argument_overrides_the_environment(cluster, monkeypatch):
     with cluster.client(timeout=10, shm=False) as client:
-        client._shm_threshold = 1
+        client._shm.threshold = 1
         client.put_tensor("a", np.ones(50_000))
-        assert client._links == [None] and not _mapped(client.get_tensor("a"))
+        assert client._shm.links == [None] and not _mapped(client.get_tensor("a"))
     monkeypatch.setenv("MEMSTORE_SHM", "0")
     with cluster.client(timeout=10, shm=True) as client:
-        client._shm_threshold = 1
+        client._shm.threshold = 1
         client.put_tensor("a", np.ones(50_000))
         assert _mapped(client.get_tensor("a"))
 
@@ -489,7 +490,7 @@ def _dataset(name: str, fill: float) -> memstore.DataSet:
 
 
 def test_datasets_over_shm_round_trip_and_stay_snapshots(client):
-    client._shm_threshold = 64 * 1024  # "small" goes as a frame, "big" as a file
+    client._shm.threshold = 64 * 1024  # "small" goes as a frame, "big" as a file
     source = _dataset("ds", 1.0)
     big = source.get_tensor("big")
     client.put_dataset(source)
@@ -571,7 +572,7 @@ def test_hostile_put_dataset_cannot_adopt_foreign_files(client, shm_root, tmp_pa
 def fresh(shm_root):
     """A client of a new shard: no spares from earlier tests."""
     with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as connected:
-        connected._shm_threshold = 1
+        connected._shm.threshold = 1
         yield connected
 
 
@@ -668,7 +669,7 @@ def test_readers_racing_overwrites_always_get_a_snapshot(fresh):
 def test_spares_stay_within_the_room_under_max_memory(shm_root):
     spare = np.ones(_SPARE)
     with _capped(12 * spare.nbytes // 5) as client:  # room for 2.4 of them
-        client._shm_threshold = 1
+        client._shm.threshold = 1
         client.put_tensor("a", spare)
         client.put_tensor("b", spare)
         client.put_tensor("a", spare)  # frees one; the room left is 0.4 of one
@@ -690,7 +691,7 @@ def test_spares_stay_within_the_room_under_max_memory(shm_root):
 def test_spares_no_put_takes_are_freed(shm_root, monkeypatch):
     monkeypatch.setenv("MEMSTORE_SHM_SPARE_TTL", "0.5")
     with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as client:
-        client._shm_threshold = 1
+        client._shm.threshold = 1
         client.put_tensor("t", np.ones(_SPARE))
         client.put_tensor("t", np.ones(_SPARE))
         assert _wait_until(lambda: len(_spares(client)) == 1, 5.0)
@@ -721,7 +722,7 @@ _TILED = np.tile(_X, 32768)
 
 def _with_ops(client) -> None:
     """Inputs under the default threshold (frames: only outputs make files) and the script."""
-    client._shm_threshold = memstore.config.shm_threshold()
+    client._shm.threshold = memstore.config.shm_threshold()
     assert _TILED.nbytes >= memstore.config.shm_threshold() > _X.nbytes
     client.set_script("ops", _OPS)
     client.put_tensor("x", _X)
@@ -891,7 +892,7 @@ def test_a_large_put_writes_a_spare_through_a_mapping(fresh):
 def test_no_spares_with_a_zero_budget(shm_root, monkeypatch):
     monkeypatch.setenv("MEMSTORE_SHM_SPARE", "0")
     with memstore.LocalCluster(shards=1) as one, one.client(timeout=10) as client:
-        client._shm_threshold = 1
+        client._shm.threshold = 1
         for value in range(3):
             client.put_tensor("t", np.full(_SPARE, float(value)))
         assert _wait_until(lambda: _reaped(client, 1), 5.0)
@@ -918,7 +919,7 @@ def test_a_file_overwritten_before_it_is_mapped_is_fetched_again(
         if not raced:
             raced.append(name)
             with cluster.client(timeout=10) as other:
-                other._shm_threshold = 1
+                other._shm.threshold = 1
                 if kind == "tensor":
                     other.put_tensor("k", value(2.0))
                 else:

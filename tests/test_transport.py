@@ -93,7 +93,7 @@ def test_more_threads_than_sockets_share_one_client_with_bounded_sockets(client)
         thread.join(timeout=120)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
-    assert all(made <= client_sockets() for made in client._transport._made)
+    assert all(made <= client_sockets() for made in client._requests.transport._made)
 
 
 def test_short_lived_threads_do_not_leak_sockets(client):
@@ -440,7 +440,7 @@ class Interleavings(RuleBasedStateMachine):
     @invariant()
     def nothing_answered_stays_in_the_books(self):
         """Only unanswered requests are pending (cancelled ones until their answer comes)."""
-        pending = list(self.client._transport._pending.values())
+        pending = list(self.client._requests.transport._pending.values())
         assert all(r.cancelled() or not r.done() for r in pending)
 
     def teardown(self):
@@ -501,7 +501,7 @@ def test_answered_requests_do_not_pile_up_in_the_deadline_heap(client):
     for _ in range(10):
         memstore.wait([client.put_tensor_async(f"h{i}", np.ones(1)) for i in range(1000)], 30)
     client.put_tensor_async("last", np.ones(1)).result(10)
-    assert len(client._transport._deadlines) <= 2 * 1000 + 1024
+    assert len(client._requests.transport._deadlines) <= 2 * 1000 + 1024
 
 
 def test_async_requests_beyond_the_inflight_cap_wait_for_room(cluster, monkeypatch):

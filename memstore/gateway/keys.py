@@ -20,7 +20,7 @@ from memstore.kinds import DATASET, LIST, TENSOR
 
 def _delete(ctx: Context, key: str) -> bool:
     try:
-        ctx.client._call("delete", key, {"kind": None}).result()
+        ctx.client.keys.delete(key)
     except KeyNotFound:
         return False
     return True
@@ -40,7 +40,7 @@ def _exists(ctx: Context, args: list) -> Any:
 
 def _kind_of(ctx: Context, key: str) -> str:
     for kind in (TENSOR, DATASET, LIST):
-        if ctx.client._exists(key, kind).result():
+        if ctx.client.keys.exists(key, kind):
             return kind
     raise CommandError("ERR no such key")
 
@@ -59,7 +59,7 @@ def _type(ctx: Context, args: list) -> Any:
 def _rename(ctx: Context, args: list) -> Any:
     arity(args, 2, 2, "rename")
     src, dst = text(args[0]), text(args[1])
-    ctx.client._rename(_kind_of(ctx, src), src, dst).result()
+    ctx.client.keys.rename(src, dst, _kind_of(ctx, src))
     return OK
 
 
@@ -70,7 +70,7 @@ def _copy(ctx: Context, args: list) -> Any:
     replace = len(args) == 3 and args[2].upper() == b"REPLACE"
     if ctx.client.key_exists(dst) and not replace:
         return 0
-    ctx.client._copy(_kind_of(ctx, src), src, dst).result()
+    ctx.client.keys.copy(src, dst, _kind_of(ctx, src))
     return 1
 
 
@@ -78,9 +78,9 @@ def _copy(ctx: Context, args: list) -> Any:
 
 
 def _hash(ctx: Context, key: str) -> DataSet | None:
-    if not ctx.client._exists(key, DATASET).result():
+    if not ctx.client.keys.exists(key, DATASET):
         return None
-    return ctx.client._get_dataset(key, key).result()
+    return ctx.client.keys.get_dataset(key)
 
 
 def _fields(dataset: DataSet | None) -> dict[str, bytes]:
@@ -98,7 +98,7 @@ def _hset(ctx: Context, args: list) -> Any:
     before = set(dataset.get_tensor_names())
     for field, value in zip(args[1::2], args[2::2], strict=True):
         dataset.add_tensor(text(field, "field"), np.frombuffer(value, dtype=np.uint8))
-    ctx.client._put_dataset(key, dataset).result()
+    ctx.client.keys.put_dataset(key, dataset)
     return len(set(dataset.get_tensor_names()) - before)
 
 
@@ -146,7 +146,7 @@ def _hdel(ctx: Context, args: list) -> Any:
     dataset = DataSet(key)
     for field, value in fields.items():
         dataset.add_tensor(field, np.frombuffer(value, dtype=np.uint8))
-    ctx.client._put_dataset(key, dataset).result()
+    ctx.client.keys.put_dataset(key, dataset)
     return len(gone)
 
 
@@ -157,21 +157,16 @@ def _hdel(ctx: Context, args: list) -> Any:
 def _rpush(ctx: Context, args: list) -> Any:
     arity(args, 2, None, "rpush")
     items = [text(a, "list item") for a in args[1:]]
-    return ctx.client._call(
-        "list_push", text(args[0]), {"items": items}, decode=lambda h, p: h["length"]
-    ).result()
+    return ctx.client.keys.list_push(text(args[0]), items)
 
 
 @command("LRANGE")
 def _lrange(ctx: Context, args: list) -> Any:
     arity(args, 3, 3, "lrange")
-    fields = {"start": integer(args[1]), "end": integer(args[2])}
-    return ctx.client._call(
-        "list_range", text(args[0]), fields, decode=lambda h, p: h["items"]
-    ).result()
+    return ctx.client.keys.list_range(text(args[0]), integer(args[1]), integer(args[2]))
 
 
 @command("LLEN")
 def _llen(ctx: Context, args: list) -> Any:
     arity(args, 1, 1, "llen")
-    return ctx.client._call("list_len", text(args[0]), decode=lambda h, p: h["length"]).result()
+    return ctx.client.keys.list_length(text(args[0]))

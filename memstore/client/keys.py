@@ -1,0 +1,121 @@
+"""``client.keys``: calls on the store's own key names, with no ensemble prefix applied.
+
+:class:`memstore.Client` takes *names* and prefixes them as SmartRedis does (``SSKEYIN`` /
+``SSKEYOUT``). Code that already speaks in stored keys (the RESP gateway, tools) uses these
+instead. Few on purpose: exists, delete, copy, rename, a dataset in and out, and a list's
+push, range and length (the requests the named methods are built on). Each ``x_async``
+returns a :class:`memstore.Future`; ``x`` blocks and returns its result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memstore.client.blocking import blocking
+from memstore.client.requests import Requests
+from memstore.client.shm import SharedMemoryPath
+from memstore.dataset import DataSet
+from memstore.futures import Future, chain
+from memstore.kinds import TENSOR
+
+
+def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
+    return header["metas"][0], payload[0]
+
+
+class RawKeys:
+    """Calls on stored keys as they are (see the module). ``kind``: ``"tensor"``,
+    ``"dataset"``, ``"list"``, ``"model"``, ``"script"`` (:mod:`memstore.kinds`), or None
+    where any will do."""
+
+    def __init__(self, requests: Requests, shm: SharedMemoryPath):
+        self._requests = requests
+        self._shm = shm
+
+    def _sync(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._requests.inline.run(method, *args, **kwargs)
+
+    def exists_async(self, key: str, kind: str | None = None) -> Future:
+        """Whether ``key`` holds anything (of ``kind``, if given)."""
+        return self._requests.to_key(
+            "exists", key, {"kind": kind}, decode=lambda h, p: bool(h["exists"])
+        )
+
+    def delete_async(self, key: str, kind: str | None = None) -> Future:
+        """Delete ``key`` (if it holds ``kind``, if given); ``KeyNotFound`` if there is none."""
+        return self._requests.to_key("delete", key, {"kind": kind})
+
+    def copy_async(self, src: str, dst: str, kind: str) -> Future:
+        """Copy ``src`` (of ``kind``) to ``dst``, across shards if they differ: a tensor as
+        its raw bytes (every dtype survives), anything else as a dataset."""
+        requests = self._requests
+        if requests.shard_of(src) == requests.shard_of(dst):
+            return requests.to_key("copy", src, {"src": src, "dst": dst, "kind": kind})
+        if kind == TENSOR:
+            return chain(
+                requests.to_key("get", src, {"keys": [src]}, decode=_raw_tensor),
+                lambda raw: requests.to_key(
+                    "put", dst, {"keys": [dst], "metas": [raw[0]]}, [raw[1]]
+                ),
+            )
+        return chain(self.get_dataset_async(src), lambda ds: self.put_dataset_async(dst, ds))
+
+    def rename_async(self, src: str, dst: str, kind: str) -> Future:
+        """Rename ``src`` (of ``kind``) to ``dst``: a copy, then a delete, across shards."""
+        requests = self._requests
+        if requests.shard_of(src) == requests.shard_of(dst):
+            return requests.to_key("rename", src, {"src": src, "dst": dst, "kind": kind})
+        return chain(
+            self.copy_async(src, dst, kind),
+            lambda _: requests.to_key("delete", src, {"kind": kind}),
+        )
+
+    def get_dataset_async(self, key: str, name: str | None = None) -> Future:
+        """The dataset stored under ``key``, named ``name`` (default: the key). Tensors the
+        shard holds as files are mapped copy-on-write, as in ``get_tensor``."""
+        label = key if name is None else name
+
+        def dataset(header: dict, payload: list) -> DataSet:
+            return DataSet.from_wire(label, header["dataset"], payload)
+
+        shm = self._shm
+        return shm.get(
+            self._requests.shard_of(key), "get_dataset", {"key": key}, dataset, ("get_dataset", key)
+        )
+
+    def put_dataset_async(self, key: str, dataset: DataSet) -> Future:
+        """Store ``dataset`` under ``key``, whole, in one message (large tensors as
+        shared-memory files on the same node, as in ``put_tensor``)."""
+        layout, buffers = dataset.to_wire()
+        fields = {"key": key, "dataset": layout}
+        shard = self._requests.shard_of(key)
+        return self._shm.put(shard, "put_dataset", fields, buffers, None, ("put_dataset", key))
+
+    def list_push_async(self, key: str, items: list[str]) -> Future:
+        """Append ``items`` to the list ``key``; its new length."""
+        return self._requests.to_key(
+            "list_push", key, {"items": list(items)}, decode=lambda h, p: h["length"]
+        )
+
+    def list_range_async(self, key: str, start: int, end: int) -> Future:
+        """Items ``start..end`` of list ``key``, inclusive; negative indices count from the
+        end (Redis LRANGE). A missing list is empty."""
+        if not isinstance(start, int) or not isinstance(end, int):
+            raise TypeError(f"list {key!r}: start and end indices must be ints")
+        return self._requests.to_key(
+            "list_range", key, {"start": start, "end": end}, decode=lambda h, p: h["items"]
+        )
+
+    def list_length_async(self, key: str) -> Future:
+        """Number of items in list ``key`` (0 if it does not exist)."""
+        return self._requests.to_key("list_len", key, decode=lambda h, p: h["length"])
+
+    exists = blocking(exists_async)
+    delete = blocking(delete_async)
+    copy = blocking(copy_async)
+    rename = blocking(rename_async)
+    get_dataset = blocking(get_dataset_async)
+    put_dataset = blocking(put_dataset_async)
+    list_push = blocking(list_push_async)
+    list_range = blocking(list_range_async)
+    list_length = blocking(list_length_async)

@@ -1,0 +1,152 @@
+"""How one client's requests reach its shards: deadline, size limit, and which may go inline.
+
+:class:`Requests` is the client's request plumbing, apart from what the requests are about:
+the client, its shared-memory path and its raw-key calls all send through one, and it holds
+the transport, so that it (not the client) is what an unanswered request keeps alive.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import zmq
+
+from memstore.client.transport import UNAVAILABLE, Transport, describe, ignore_reply
+from memstore.config import client_max_inflight, client_sockets
+from memstore.errors import ProtocolError
+from memstore.futures import Future, Gathered, InlineResult, chain
+from memstore.placement import key_shard
+
+
+class InlineTurn(threading.local):
+    """Per thread: whether the next request may go inline, on the transport's fast path.
+
+    A blocking call grants the turn while it runs (:meth:`run`); the first request it sends
+    takes it (:meth:`take`), so only that one goes inline and the call's later steps
+    (chained requests, a retry) go through the pump, which keeps requests to a shard in
+    order. Requests that must be in flight together (a fan-out), and a put the pump must
+    send while this thread seals its files, take the turn without using it. A blocking call
+    made inside another (the ``hello`` that opens a shared-memory link) has its own turn and
+    hands the caller's back when it ends.
+
+    A per-thread flag rather than an argument: the async methods a blocking call runs are
+    the very ones users call, and none of their signatures should carry it.
+    """
+
+    granted = False
+
+    def run(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs).result()``, its first request allowed inline."""
+        before, self.granted = self.granted, True
+        try:
+            return method(*args, **kwargs).result()
+        finally:
+            self.granted = before
+
+    def take(self) -> bool:
+        """Whether the turn was there to take; either way it is used up."""
+        granted, self.granted = self.granted, False
+        return granted
+
+
+class Requests:
+    """A client's requests to its shards, and the transport they travel by.
+
+    Args:
+        context: the ZeroMQ context the sockets are made in.
+        addresses: one per shard.
+        timeout: seconds to wait for an answer (plus what a request may wait on the shard).
+        curve: ``memstore.auth.ClientKeys`` for CURVE shards, or None.
+
+    An unanswered request keeps this object alive, and the transport closes when it goes:
+    a dropped client stays connected until what it sent is answered.
+    """
+
+    def __init__(self, context: zmq.Context, addresses: list[str], timeout: float, curve: Any):
+        self.timeout = timeout
+        self.inline = InlineTurn()
+        #: The cluster's ``--max-message`` once ``hello`` told it (0: not known, no check).
+        self.max_message = 0
+        self.transport = Transport(
+            context, addresses, client_sockets(), client_max_inflight(), curve
+        )
+        self._finalizer = weakref.finalize(self, self.transport.close)
+
+    @property
+    def shards(self) -> int:
+        return len(self.transport.addresses)
+
+    def close(self) -> None:
+        """Close the transport; pending futures fail with ``ConnectionLost``. Idempotent."""
+        self._finalizer()
+
+    def sync(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``method`` (an ``*_async`` method) and wait for its result; its first request
+        may take the transport's fast path (no future, no other thread)."""
+        return self.inline.run(method, *args, **kwargs)
+
+    def to_shard(
+        self,
+        shard: int,
+        op: str,
+        fields: dict,
+        payload: Iterable = (),
+        decode: Callable = ignore_reply,
+        wait: float = 0.0,
+        what: Any = "",
+    ) -> Future | InlineResult:
+        """Request ``op`` of ``shard``: inline if this thread holds the turn and the fast path
+        is free, else a future. ``wait``: seconds the shard may hold the request on top of
+        the timeout (a parked wait, a model load)."""
+        timeout = self.timeout + (wait if wait > 0 else 0.0)  # NaN: the shard refuses it
+        payload = list(payload)
+        what = what or op
+        if self.max_message and payload:
+            self.check_size(payload, what)
+        transport = self.transport
+        if self.inline.take():
+            value = transport.try_fast(shard, op, fields, payload, decode, timeout, what)
+            if value is not UNAVAILABLE:
+                return InlineResult(value)
+        reply = transport.submit(shard, op, fields, payload, decode, timeout, what)
+        reply.keepalive = self  # a dropped client stays open until its replies are in
+        return reply
+
+    def shard_of(self, key: str) -> int:
+        """The shard that owns ``key``."""
+        return key_shard(key, len(self.transport.addresses))
+
+    def to_key(
+        self,
+        op: str,
+        key: str,
+        fields: dict | None = None,
+        payload: Iterable = (),
+        decode: Callable = ignore_reply,
+        wait: float = 0.0,
+    ) -> Future | InlineResult:
+        """One request about ``key``, sent to the shard that owns it."""
+        return self.to_shard(
+            self.shard_of(key), op, {"key": key, **(fields or {})}, payload, decode, wait, (op, key)
+        )
+
+    def check_size(self, payload: list, what: Any) -> None:
+        """Refuse here what the shard's ``--max-message`` would cut off (it drops the
+        connection of a peer sending an oversized frame, failing everything in flight)."""
+        size = sum(memoryview(frame).nbytes for frame in payload)
+        if size > self.max_message:
+            raise ProtocolError(
+                f"{describe(what)}: {size} bytes exceed the shard's --max-message "
+                f"{self.max_message}: split the data or raise the limit (nothing was sent)"
+            )
+
+    def fan_out(self, calls: list[Callable[[], Any]], combine: Callable[[list], Any]) -> Any:
+        """Each of ``calls`` (each sends one request), all in flight at once; the results
+        combined. A single call may still take the fast path."""
+        if len(calls) == 1:
+            return chain(calls[0](), lambda result: combine([result]))
+        self.inline.take()  # in flight together, not one fast call after another
+        return Gathered([call() for call in calls], combine)

@@ -1,0 +1,712 @@
+"""Client-side transport: a synchronous fast path, and a pump thread for everything async.
+
+Two ways a request travels, chosen per call (docs/design.md has the measurements):
+
+* **Fast path** (:meth:`Transport.try_fast`: a blocking call's first request, with nothing
+  of its client's in flight to that shard): the calling thread borrows one of a small, fixed
+  pool of DEALER sockets for the shard, sends, and blocks in one receive with a deadline. No
+  future, no lock, no other thread involved.
+* **Pump path** (:meth:`Transport.submit`: every ``*_async`` call, and blocking calls that
+  must queue behind one): the request goes on a queue; one pump thread per client owns one
+  DEALER per shard, sends what is queued (several requests to one shard travel as one
+  ``batch`` message), receives the replies and completes the futures. Futures therefore
+  progress on their own: ``concurrent.futures.wait``, ``as_completed`` and
+  ``asyncio.wrap_future`` all work.
+
+Requests to a shard that a blocking call sends after its async ones are answered stay in
+order because the fast path is only taken when the pump has nothing in flight to that shard.
+
+Sockets are bounded (``pool_size + 1`` per shard, whatever the thread count), set
+``ZMQ_IMMEDIATE`` so nothing is queued for a peer that is not connected (a write that raised
+``ConnectionLost`` can never land later), and are closed by ``close()``, by a finalizer when
+the client is garbage-collected, and at exit. Callbacks run on the pump thread with no lock
+held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from memstore import wire
+from memstore.errors import AuthError, ConnectionLost, MemstoreError, NoAnswer, Timeout, from_wire
+from memstore.futures import Future, mark_pump_thread, pump_of_this_thread
+
+log = logging.getLogger(__name__)
+
+#: Longest single blocking receive, so a dropped connection is noticed while waiting.
+_SLICE_S = 0.1
+#: Most requests, and most payload bytes, coalesced into one ``batch`` message.
+_BATCH_MAX = 256
+_BATCH_BYTES = 1 << 20
+_POLLIN = zmq.POLLIN
+_EVENTS, _RCVTIMEO = int(zmq.EVENTS), int(zmq.RCVTIMEO)  # plain ints: no enum on hot paths
+_SLICE_MS = int(_SLICE_S * 1000)
+_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
+#: How soon the pump looks at the queue again after sending (it is not woken meanwhile).
+_BURST_MS = 1
+
+#: Turns ``(reply header, payload frames)`` into a future's result.
+Decoder = Callable[[dict, list], Any]
+#: What a request is about, for error messages: a string, or ``(op, key)`` formatted lazily.
+What = Any
+
+_monitor_ids = itertools.count()
+#: What a failed CURVE/ZMTP handshake means, by monitor event, for the ``AuthError``.
+_HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its ZAP handler did not admit this client's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "one side uses CURVE and the other does not",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the handshake failed: no key, or the wrong server key?",
+}
+_MONITORED = (
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def ignore_reply(header: dict, payload: list) -> None:
+    """The decoder of a request whose answer carries nothing but success."""
+    return None
+
+
+def describe(what: What) -> str:
+    """``what`` a request is about, for an error message."""
+    return f"{what[0]} {what[1]!r}" if isinstance(what, tuple) else str(what)
+
+
+# -- requests in flight ----------------------------------------------------------------------
+
+
+class Reply(Future):
+    """The transport's record of one request in flight to one shard, and its future.
+
+    It lives here, not in :mod:`memstore.futures`, because it is the pump's bookkeeping
+    (shard, request id, decoder, what it is about) as much as a future."""
+
+    def __init__(self, shard: int, req_id: int, decode: Decoder, what: What):
+        super().__init__()
+        self.shard, self.req_id = shard, req_id
+        self.decode, self.what = decode, what
+        self.keepalive: Any = None  # what must live until the answer is in (the client)
+
+    def cancel(self) -> bool:
+        """Cancel if not yet answered: the answer is dropped when it comes. A write that was
+        already sent may still be applied by the shard."""
+        with self._condition:  # re-entrant: the calls below take it too
+            if self.cancelled():
+                return True
+            if not super(Future, self).cancel():
+                return False
+            self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait and its kin
+            return True
+
+    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        super().settle(value, error)
+        # Only now may the client go: dropping the last reference closes it (no lock held).
+        self.keepalive = None
+
+    def resolve(self, header: dict, payload: list) -> None:
+        """Settle from the shard's reply: its decoded value, or the error it reports."""
+        if header.get("ok"):
+            try:
+                value = self.decode(header, payload)
+            except Exception as exc:  # a reply we cannot decode is this request's error
+                self.settle(error=exc)
+            else:
+                self.settle(value)
+        else:
+            self.settle(error=from_wire(header.get("code", ""), header.get("msg", "")))
+
+
+# -- sockets ---------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One DEALER to one shard, with the monitor that reports its disconnects and failed
+    handshakes (``refused``: why the shard refused this client's credentials, if it did)."""
+
+    __slots__ = ("fresh", "monitor", "rcvtimeo", "refused", "shard", "socket")
+
+    def __init__(self, context: zmq.Context, address: str, shard: int, curve: Any = None):
+        socket = context.socket(zmq.DEALER)
+        if curve is not None:  # memstore.auth.ClientKeys: before connect, or it is ignored
+            curve.apply(socket)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not there
+        # Reconnect soon after a shard comes back (20 ms, backing off to 1 s while it stays
+        # away): requests to it fail fast meanwhile, so recovery time is what users wait.
+        socket.setsockopt(zmq.RECONNECT_IVL, 20)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self.monitor = socket.get_monitor_socket(
+            _MONITORED,
+            addr=f"inproc://memstore.monitor.{os.getpid()}.{next(_monitor_ids)}",
+        )
+        socket.setsockopt(_RCVTIMEO, _SLICE_MS)
+        socket.connect(address)
+        self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
+        self.refused: str | None = None
+
+    def dropped(self) -> bool:
+        """Whether the connection dropped since the last look (drains the monitor)."""
+        dropped = False
+        while self.monitor.get(_EVENTS) & _POLLIN:
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                dropped = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.refused = None
+            else:
+                self.refused = _HANDSHAKE_FAILURES.get(event, "the handshake failed")
+        return dropped
+
+    def close(self) -> None:
+        self.socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
+        self.monitor.close(linger=0)
+        self.socket.close(linger=0)
+
+
+class _Unavailable:
+    """Marker: the fast path cannot take this call; send it through the pump."""
+
+
+UNAVAILABLE = _Unavailable()
+
+
+class Transport:
+    """The sockets of one client, its requests in flight, and the pump thread.
+
+    Args:
+        context: the ZeroMQ context sockets are made in.
+        addresses: one per shard; ``inproc://`` shards get copies both ways, so that a put
+            snapshots the caller's data and a got array is the caller's own, as over sockets.
+        pool_size: fast-path sockets per shard (threads beyond it use the pump).
+        max_inflight: most requests queued or unanswered on the pump at once (0: no cap). A
+            submit beyond it waits for room until its own timeout, then raises ``Timeout``;
+            callbacks on the pump thread are exempt (they are what makes room).
+        curve: ``memstore.auth.ClientKeys`` for CURVE shards (None: plain sockets). A shard
+            that refuses them raises ``AuthError`` instead of ``ConnectionLost``.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        addresses: list[str],
+        pool_size: int = 4,
+        max_inflight: int = 0,
+        curve: Any = None,
+    ):
+        self.addresses = list(addresses)
+        self._curve = curve
+        self._context = context
+        self._pool_size = max(1, pool_size)
+        n = len(self.addresses)
+        self._copy = [a.startswith("inproc://") for a in self.addresses]
+        self._free: list[list[_Connection]] = [[] for _ in range(n)]
+        self._made = [0] * n
+        self._busy = [0] * n  # requests queued or in flight on the pump, per shard
+        self._down = [False] * n  # a send found the shard disconnected
+        self._pump_conns: list[_Connection | None] = [None] * n
+        self._open_locks = [threading.Lock() for _ in range(n)]
+        self._lock = threading.Lock()  # counters, the pump's start and close; never held long
+        self._max_inflight = max(0, max_inflight)
+        self._room = threading.Condition(self._lock)  # a submit waiting under the cap
+        self._room_waiters = 0
+        self._ids = itertools.count(1)
+        self._queue: deque = deque()
+        self._pending: dict[int, Reply] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._sleeping = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        #: Whether the shards take ``batch`` messages (their ``hello`` says so).
+        self.batching = False
+
+    # -- the fast path -----------------------------------------------------------------------
+
+    def try_fast(
+        self,
+        shard: int,
+        op: str,
+        fields: dict,
+        payload: list,
+        decode: Decoder,
+        timeout: float,
+        what: What,
+    ) -> Any:
+        """The fast path: send and wait on the calling thread, and return the decoded answer;
+        ``UNAVAILABLE`` (nothing sent) if the pump must take the request instead."""
+        if self._busy[shard] or self._closed:
+            return UNAVAILABLE
+        conn = self._checkout(shard)
+        if conn is None:
+            return UNAVAILABLE
+        try:
+            req_id = next(self._ids)
+            frames = wire.request(req_id, op, fields, payload)  # may raise: nothing sent yet
+            return self._exchange(conn, req_id, frames, decode, time.monotonic() + timeout, what)
+        finally:
+            self._free[shard].append(conn)
+            if self._closed:  # close() may have emptied the pool while we held this one
+                self._close_free()
+
+    def _checkout(self, shard: int) -> _Connection | None:
+        try:
+            return self._free[shard].pop()
+        except IndexError:
+            pass
+        with self._lock:
+            if self._made[shard] >= self._pool_size:
+                return None
+            self._made[shard] += 1
+        return _Connection(self._context, self.addresses[shard], shard, self._curve)
+
+    def _exchange(
+        self,
+        conn: _Connection,
+        req_id: int,
+        frames: list,
+        decode: Decoder,
+        deadline: float,
+        what: What,
+    ) -> Any:
+        conn.dropped()  # forget disconnects from before this request
+        self._send(conn, frames, deadline, what)
+        socket = conn.socket
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._overdue(conn.shard, what)
+            timeout_ms = _SLICE_MS if left > _SLICE_S else int(left * 1000) + 1
+            if timeout_ms != conn.rcvtimeo:  # only for the last slice before the deadline
+                socket.setsockopt(_RCVTIMEO, timeout_ms)
+                conn.rcvtimeo = timeout_ms
+            try:
+                reply = socket.recv_multipart(copy=False)
+            except zmq.Again:
+                if conn.dropped():
+                    raise self._lost(conn.shard, what) from None
+                if self._closed:
+                    raise ConnectionLost(f"client closed before {describe(what)} was answered")
+                continue
+            header = _header(reply[0], self.addresses[conn.shard])
+            if header is None or header["id"] != req_id:
+                continue  # the late answer to an earlier request that timed out here
+            payload = self._own(conn.shard, reply[1:])
+            if header.get("ok"):
+                return decode(header, payload)
+            raise from_wire(header.get("code", ""), header.get("msg", ""))
+
+    def _send(self, conn: _Connection, frames: list, deadline: float, what: What) -> None:
+        """Send now or raise ``ConnectionLost``: nothing waits in a queue for a dead peer."""
+        copy = self._copy[conn.shard]
+        try:
+            _send_frames(conn.socket, frames, copy)
+        except zmq.Again:
+            # A new socket may still be connecting; an established one that cannot send is
+            # disconnected, and so is a shard another socket already found down.
+            if (
+                not conn.fresh
+                or self._down[conn.shard]
+                or not self._await_connection(conn, deadline, what)
+            ):
+                self._down[conn.shard] = True
+                raise self._not_connected(conn, what) from None
+            _send_frames(conn.socket, frames, copy)
+        conn.fresh = False
+        self._down[conn.shard] = False
+
+    def _await_connection(self, conn: _Connection, deadline: float, what: What) -> bool:
+        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf).
+
+        Raises:
+            AuthError: the shard refused this client's credentials (a failed handshake).
+        """
+        poller = zmq.Poller()
+        poller.register(conn.socket, zmq.POLLOUT)
+        poller.register(conn.monitor, _POLLIN)
+        if conn.refused is not None:  # the refusal may already have been read off the monitor
+            raise self._not_connected(conn, what)
+        while (left := deadline - time.monotonic()) > 0:
+            for socket, _ in poller.poll(int(min(left, 1.0) * 1000) + 1):
+                if socket is conn.socket:
+                    return True
+                conn.dropped()
+                if conn.refused is not None:
+                    raise self._not_connected(conn, what)
+        return False
+
+    def _not_connected(self, conn: _Connection, what: What) -> MemstoreError:
+        """The error for a request that could not be sent: refused credentials or no shard."""
+        address = self.addresses[conn.shard]
+        if conn.refused is not None:
+            return AuthError(
+                f"shard {address} refused this client's credentials ({conn.refused}): "
+                f"{describe(what)} was not sent. Give the cluster's keys (MEMSTORE_CURVE_DIR, "
+                "or MEMSTORE_CURVE_SERVER_KEY and MEMSTORE_CURVE_CLIENT_KEY; docs/security.md)"
+            )
+        return ConnectionLost(
+            f"shard {address} is not connected: {describe(what)} was not sent (is it "
+            "running? the client reconnects by itself)"
+        )
+
+    def _own(self, shard: int, payload: list) -> list:
+        """Payload frames as the caller's own memory (``inproc://`` frames are the store's)."""
+        return [bytearray(f.buffer) for f in payload] if self._copy[shard] else payload
+
+    # -- the pump path -----------------------------------------------------------------------
+
+    def submit(
+        self,
+        shard: int,
+        op: str,
+        fields: dict,
+        payload: list,
+        decode: Decoder,
+        timeout: float,
+        what: What,
+    ) -> Reply:
+        """Queue one request for the pump; its reply completes the returned future."""
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        req_id = next(self._ids)
+        frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
+        if self._pump_conns[shard] is None:
+            self._open_pump_connection(shard, time.monotonic() + timeout, what)
+        reply = Reply(shard, req_id, decode, what)
+        with self._lock:
+            if self._max_inflight and len(self._pending) >= self._max_inflight:
+                self._wait_for_room(time.monotonic() + timeout, what)
+            self._busy[shard] += 1
+            self._pending[reply.req_id] = reply
+        self._queue.append((reply, frames, time.monotonic() + timeout))
+        if self._closed and self._forget(reply.req_id) is not None:  # close() raced us
+            reply.settle(error=ConnectionLost("the client is closed"))
+        if self._thread is None:
+            self._start_pump()
+        elif self._sleeping:
+            self._sleeping = False  # one wake-up per sleep is enough
+            self._wake_pump()
+        return reply
+
+    def _wait_for_room(self, deadline: float, what: What) -> None:
+        """Under ``_lock``: wait until fewer than ``max_inflight`` requests are pending.
+
+        The pump thread never waits here: only it makes room, so a callback submitting more
+        work goes over the cap instead of deadlocking.
+        """
+        if pump_of_this_thread() is self:
+            return
+        while len(self._pending) >= self._max_inflight:
+            if self._closed:
+                raise ConnectionLost("the client is closed")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(
+                    f"{describe(what)} was not sent: this client already has "
+                    f"{len(self._pending)} requests in flight (MEMSTORE_CLIENT_MAX_INFLIGHT="
+                    f"{self._max_inflight}) and none was answered in time; collect results "
+                    "before submitting more, or raise the cap"
+                )
+            self._room_waiters += 1
+            try:
+                self._room.wait(min(left, _SLICE_S * 10))
+            finally:
+                self._room_waiters -= 1
+
+    def _wake_pump(self) -> None:
+        with self._lock:  # the descriptor is closed under this lock, never written after
+            if self._wake is not None:
+                os.eventfd_write(self._wake, 1)
+
+    def _open_pump_connection(self, shard: int, deadline: float, what: What) -> None:
+        """Connect the pump's socket for ``shard`` on the caller's thread (the pump never
+        waits for a connection), then hand it over."""
+        with self._open_locks[shard]:
+            if self._pump_conns[shard] is not None:
+                return
+            conn = _Connection(self._context, self.addresses[shard], shard, self._curve)
+            try:
+                connected = not self._down[shard] and self._await_connection(conn, deadline, what)
+            except AuthError:
+                conn.close()  # a refused key is not retried: the next submit tries anew
+                raise
+            conn.fresh = False
+            self._pump_conns[shard] = conn  # kept either way: it reconnects by itself
+        if not connected:
+            self._down[shard] = True
+            raise self._not_connected(conn, what)
+
+    def _start_pump(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._pump, name="memstore-pump", daemon=True
+                )
+                self._thread.start()
+
+    def _pump(self) -> None:
+        mark_pump_thread(self)
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake, _POLLIN)
+        self._polled: dict[Any, _Connection] = {}
+        try:
+            while not self._closed:
+                self._turn(_SLICE_S * 10)
+        except Exception:  # a bug here must not leave futures waiting forever
+            log.exception("memstore client pump failed")
+        finally:
+            self._shut_pump()
+
+    def pump_until(self, future: Future, timeout: float | None) -> None:
+        """Run the pump on its own thread until ``future`` is done (a callback blocking)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not future.done() and not self._closed:
+            left = _SLICE_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._turn(min(left, _SLICE_S))
+
+    def _turn(self, max_wait: float) -> None:
+        """One round: send what is queued, wait for replies, dispatch them, expire."""
+        self._register_new()
+        wait_ms = self._wait_ms(max_wait)
+        if self._send_queued():
+            # A burst may be under way: look again within a millisecond rather than make
+            # each following submit wake us (a syscall that hands over the GIL per request,
+            # which would send the burst one request at a time).
+            wait_ms = min(wait_ms, _BURST_MS)
+        else:
+            self._sleeping = True  # from here on, a submit wakes us
+            if self._queue:
+                wait_ms = 0
+        events = self._poller.poll(wait_ms)
+        self._sleeping = False
+        for socket, _ in events:
+            if socket == self._wake:
+                try:
+                    os.eventfd_read(socket)
+                except BlockingIOError:
+                    pass
+                continue
+            conn = self._polled[socket]
+            if socket is conn.monitor:
+                if conn.dropped():
+                    self._fail_shard(conn.shard)
+            else:
+                self._receive(conn)
+        self._expire(time.monotonic())
+
+    def _register_new(self) -> None:
+        for conn in self._pump_conns:
+            if conn is not None and conn.socket not in self._polled:
+                self._polled[conn.socket] = self._polled[conn.monitor] = conn
+                self._poller.register(conn.socket, _POLLIN)
+                self._poller.register(conn.monitor, _POLLIN)
+
+    def _wait_ms(self, max_wait: float) -> int:
+        wait = max_wait
+        if self._deadlines:
+            wait = min(wait, self._deadlines[0][0] - time.monotonic())
+        return max(0, int(wait * 1000) + 1)
+
+    def _send_queued(self) -> int:
+        """Send everything queued; back-to-back requests to one shard go as one message.
+        Returns how many requests were taken off the queue."""
+        groups: dict[int, list] = {}
+        queue = self._queue
+        taken = 0
+        while queue:
+            item = queue.popleft()
+            taken += 1
+            reply = item[0]
+            if reply.cancelled():  # cancelled before it was sent: nothing will answer it
+                self._forget(reply.req_id)
+                continue
+            heapq.heappush(self._deadlines, (item[2], reply.req_id))
+            groups.setdefault(reply.shard, []).append(item)
+        for shard, items in groups.items():
+            for chunk in _chunks(items) if self.batching else ([item] for item in items):
+                self._send_group(shard, chunk)
+        return taken
+
+    def _send_group(self, shard: int, items: list) -> None:
+        if len(items) == 1:
+            frames = items[0][1]
+        else:
+            counts = [len(frames) for _, frames, _ in items]
+            frames = [wire.pack({"v": wire.VERSION, "id": 0, "op": "batch", "n": counts})]
+            for _, part, _ in items:
+                frames.extend(part)
+        conn = self._pump_conns[shard]
+        try:
+            self._send(conn, frames, items[0][2], items[0][0].what)
+        except ConnectionLost as exc:
+            for reply, _, _ in items:
+                if self._forget(reply.req_id) is not None:
+                    reply.settle(error=ConnectionLost(str(exc)))
+
+    def _receive(self, conn: _Connection) -> None:
+        socket = conn.socket
+        while socket.get(_EVENTS) & _POLLIN:
+            frames = socket.recv_multipart(copy=False)
+            header = _header(frames[0], self.addresses[conn.shard])
+            if header is None:
+                continue
+            counts = header.get("n") if header["id"] == 0 else None
+            if counts is None:
+                self._dispatch(conn.shard, header, frames[1:])
+                continue
+            at = 1
+            for count in counts:  # a batch reply: each part is one ordinary reply
+                part = _header(frames[at], self.addresses[conn.shard])
+                if part is not None:
+                    self._dispatch(conn.shard, part, frames[at + 1 : at + count])
+                at += count
+
+    def _dispatch(self, shard: int, header: dict, payload: list) -> None:
+        reply = self._forget(header["id"])
+        if reply is None:
+            log.debug("late reply %s from %s dropped", header["id"], self.addresses[shard])
+            return
+        reply.resolve(header, self._own(shard, payload))
+
+    def _forget(self, req_id: int) -> Reply | None:
+        """Take a request out of the books; whoever gets it answers it (no lock while
+        answering)."""
+        with self._lock:
+            reply = self._pending.pop(req_id, None)
+            if reply is not None:
+                self._busy[reply.shard] -= 1
+                if self._room_waiters:
+                    self._room.notify()
+        return reply
+
+    def _fail_shard(self, shard: int) -> None:
+        """Fail every request in flight to a shard whose connection dropped."""
+        for req_id in [i for i, r in list(self._pending.items()) if r.shard == shard]:
+            reply = self._forget(req_id)
+            if reply is not None:
+                reply.settle(error=self._lost(shard, reply.what))
+
+    def _expire(self, now: float) -> None:
+        if len(self._deadlines) > 2 * len(self._pending) + 1024:
+            # Answered requests leave their deadlines behind until they pass: drop those,
+            # so a fast pipeline with a long timeout does not grow the heap without bound.
+            self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
+            heapq.heapify(self._deadlines)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, req_id = heapq.heappop(deadlines)
+            reply = self._forget(req_id)
+            if reply is not None:
+                reply.settle(error=self._overdue(reply.shard, reply.what))
+
+    def _lost(self, shard: int, what: What) -> ConnectionLost:
+        return ConnectionLost(
+            f"shard {self.addresses[shard]} closed the connection before answering "
+            f"{describe(what)}: did it stop or crash? (a write may or may not have happened)"
+        )
+
+    def _overdue(self, shard: int, what: What) -> NoAnswer:
+        return NoAnswer(
+            f"shard {self.addresses[shard]} did not answer {describe(what)} in time: is it "
+            "running and reachable? (raise Client(timeout=...) for slow networks)"
+        )
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Fail what is pending, stop the pump, close every socket. Idempotent, any thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            self._room.notify_all()  # submits waiting for room raise ConnectionLost
+        if thread is None:
+            self._shut_pump()
+        else:
+            self._wake_pump()
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        self._close_free()
+
+    def _close_free(self) -> None:
+        for free in self._free:
+            while True:
+                try:
+                    conn = free.pop()  # atomic: several threads may drain at once
+                except IndexError:
+                    break
+                conn.close()
+
+    def _shut_pump(self) -> None:
+        """On the pump thread (or at close when it never ran): fail pending, close its
+        sockets."""
+        self._closed = True
+        for req_id in list(self._pending):
+            reply = self._forget(req_id)
+            if reply is not None:
+                reply.settle(
+                    error=ConnectionLost(
+                        f"client closed before {describe(reply.what)} was answered"
+                    )
+                )
+        self._queue.clear()
+        for i, conn in enumerate(self._pump_conns):
+            if conn is not None:
+                conn.close()
+                self._pump_conns[i] = None
+        with self._lock:
+            os.close(self._wake)
+            self._wake = None
+
+
+def _send_frames(socket: zmq.Socket, frames: list, copy: bool) -> None:
+    """One message, without waiting: ``zmq.Again`` (nothing queued) if no peer is connected.
+
+    The header is small bytes (copied); payload frames go without a copy unless ``copy``
+    (pyzmq still copies small ones). Once the first part is queued the rest cannot fail:
+    the high-water mark is unlimited."""
+    last = len(frames) - 1
+    socket.send(frames[0], _NOBLOCK_MORE if last else zmq.NOBLOCK, copy=True)
+    for i in range(1, last + 1):
+        socket.send(frames[i], _NOBLOCK_MORE if i < last else zmq.NOBLOCK, copy=copy)
+
+
+def _header(frame: Any, source: str) -> dict | None:
+    try:
+        return wire.unpack_header(frame)
+    except MemstoreError as exc:
+        log.warning("dropped a malformed reply from %s: %s", source, exc)
+        return None
+
+
+def _chunks(items: list):
+    """Split a shard's queued requests into batches of bounded count and size."""
+    chunk, size = [], 0
+    for item in items:
+        nbytes = sum(len(f) for f in item[1][1:])
+        if chunk and (len(chunk) >= _BATCH_MAX or size + nbytes > _BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += nbytes
+    if chunk:
+        yield chunk
