@@ -33,10 +33,10 @@ def _median_s(fn, reps: int) -> float:
 def measure(reps: int) -> dict:
     out: dict = {}
     with memstore.LocalCluster(shards=1) as cluster, cluster.client(timeout=60) as client:
-        big = client._shm_threshold
+        big = client._shm.threshold
         for size in SIZES:
             out[size] = _one_size(client, size, big, reps)
-        client._shm_threshold = big
+        client._shm.threshold = big
     return out
 
 
@@ -45,14 +45,14 @@ def _one_size(client, size: int, shm_threshold: int, reps: int) -> dict:
     dst = np.empty_like(src)
     row = {"copyto": size / _median_s(lambda: np.copyto(dst, src), reps)}
     for path, threshold in (("shm", shm_threshold), ("socket", 1 << 62)):
-        client._shm_threshold = threshold
+        client._shm.threshold = threshold
         client.put_tensor("x", src)
         row[f"{path}_put"] = size / _median_s(lambda: client.put_tensor("x", src), reps)
         row[f"{path}_get"] = size / _median_s(lambda: client.get_tensor("x"), reps)
         # a got array's first full read (what a caller pays before using it)
         row[f"{path}_get_read"] = size / _median_s(lambda: client.get_tensor("x").sum(), reps)
     row["sum_plain"] = size / _median_s(lambda: src.sum(), reps)
-    client._shm_threshold = shm_threshold
+    client._shm.threshold = shm_threshold
     row["shm_empty_put"] = size / _median_empty_put(client, src, reps)
     return row
 
@@ -95,7 +95,7 @@ def crossover(reps: int, sizes=(128, 256, 512, 1024, 2048, 4096)) -> list[dict]:
             times: dict = {}
             for _ in range(2):
                 for path, threshold in (("shm", 1), ("socket", 1 << 62)):
-                    client._shm_threshold = threshold
+                    client._shm.threshold = threshold
                     client.put_tensor("x", src)
                     for op, fn in (("put", lambda s=src: client.put_tensor("x", s)),
                                    ("get", lambda: client.get_tensor("x"))):  # fmt: skip

@@ -22,7 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import memstore
 from memstore.config import client_sockets
-from memstore.launcher import start_shards, stop_processes
+from memstore.deploy.local import start_shards
+from memstore.deploy.processes import stop_processes
 
 
 def open_fds() -> int:

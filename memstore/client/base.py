@@ -74,22 +74,3 @@ class ClientBase:
             decode=_found,
             wait=seconds,
         )
-
-    # -- kept for memstore.smartredis.Client and benchmarks/shm.py, which still use them ---
-
-    def _call(self, op: str, key: str, *args: Any, **kwargs: Any) -> Future | InlineResult:
-        """``self._requests.to_key``: use that (or ``self.keys``) in new code."""
-        return self._requests.to_key(op, key, *args, **kwargs)
-
-    def _exists(self, key: str, kind: str | None) -> Future | InlineResult:
-        """``self.keys.exists_async``: use that in new code."""
-        return self.keys.exists_async(key, kind)
-
-    @property
-    def _shm_threshold(self) -> int:
-        """``self._shm.threshold``: use that in new code."""
-        return self._shm.threshold
-
-    @_shm_threshold.setter
-    def _shm_threshold(self, nbytes: int) -> None:
-        self._shm.threshold = nbytes

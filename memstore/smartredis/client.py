@@ -178,7 +178,7 @@ class Client(ModelCalls, MemstoreClient, LogContext):
         """Append a reference to ``dataset`` (put it with ``put_dataset``) to the list."""
         list_key = self._key(list_name, LIST, read=False)
         dataset_key = self._key(dataset.name, DATASET, read=False)
-        self._sync(self._call, "list_push", list_key, {"items": [dataset_key]})
+        self.keys.list_push(list_key, [dataset_key])
 
     @checked
     def delete_list(self, list_name: str) -> None:
@@ -237,7 +237,7 @@ class Client(ModelCalls, MemstoreClient, LogContext):
         names the dataset ``[prefix.]name``."""
         match = _DATASET_META_KEY.match(key)
         if match:
-            return self._sync(self._exists, match["prefix"] + match["name"], DATASET)
+            return self.keys.exists(match["prefix"] + match["name"], DATASET)
         return super().key_exists(key)
 
     @checked
