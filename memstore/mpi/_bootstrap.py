@@ -6,7 +6,7 @@ Collective over the communicator, the same sequence on every rank, so ranks that
 1. rendezvous: a non-blocking barrier with a deadline, so a rank that never arrives aborts
    the job instead of hanging it;
 2. ``Split_type(COMM_TYPE_SHARED)`` names each node; one ``allgather`` of every rank's
-   :class:`Greeting` lets every rank compute the same roles (:func:`_plan.assign_roles`);
+   :class:`Greeting` lets every rank compute the same roles (:func:`~memstore.mpi.assign_roles`);
 3. serving ranks bind their shards (TCP, plus ``ipc://`` for node-local clients); a second
    ``allgather`` carries the addresses, or the error a rank hit, so that every rank raises
    the same error together instead of leaving the others in a collective;
@@ -31,8 +31,9 @@ from memstore import address as addresses
 from memstore import auth
 from memstore.config import mpi_abort_grace, mpi_timeout
 from memstore.errors import MemstoreError
-from memstore.mpi import _gateway, _plan
 from memstore.mpi._comm import abort_job, load_mpi, wait_for
+from memstore.mpi._gateway import start_gateways
+from memstore.mpi._plan import Member, Role, assign_roles, bind_host, ipc_path
 from memstore.mpi._store import MPIStore, ShardThread
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 class Greeting:
     """What one rank tells every other in the bootstrap's first exchange."""
 
-    member: _plan.Member  # what the roles are decided on
+    member: Member  # what the roles are decided on
     token: str  # names this job's ipc:// sockets: rank 0's is used, the others send ""
     address_file: str  # where this rank asks for the shard list to be written ("": nowhere)
     secure: bool  # this rank asks for CURVE
@@ -55,8 +56,8 @@ class Greeting:
 class Meeting:
     """What the first exchange told every rank (the same on all of them)."""
 
-    members: list[_plan.Member]
-    roles: list[_plan.Role]
+    members: list[Member]
+    roles: list[Role]
     local_rank: int
     appnum: int
     token: str  # names this job's ipc:// sockets
@@ -86,7 +87,7 @@ def bootstrap(
 ) -> MPIStore:
     """Collective over ``comm``: decide roles, start shards, hand out addresses.
 
-    ``mode`` is what this rank asks for (:data:`_plan.SERVER`, ``INIT`` or ``CONNECT``).
+    ``mode`` is what this rank asks for (:mod:`._plan`: ``SERVER``, ``INIT`` or ``CONNECT``).
     ``secure`` on any rank makes the store CURVE (:func:`_secure`); ``curve`` are keys
     given to this rank (``memstore-server --mpi --curve-secret-key ...``). ``resp_port``
     (0: a free port) starts one RESP gateway per node, on its first rank with shards, each
@@ -103,7 +104,7 @@ def bootstrap(
     meeting = _meet(comm, mode, shards_per_node, address_file, secure, curve is not None, resp_port)
     keys, make_shard = _secure(comm, meeting, curve, make_shard)
     threads, shard_list, aliases = _start(comm, meeting, make_shard, host, port, ipc)
-    gateway, gateways = _start_gateways(comm, meeting, resp_port, threads, shard_list, aliases)
+    gateway, gateways = _gateways(comm, meeting, resp_port, threads, shard_list, aliases)
     app_comm, ctl = _split(comm, meeting)
     wrote = _serve(comm, meeting, threads, shard_list)
     return MPIStore(
@@ -174,7 +175,7 @@ def _meet(
     node_comm.Free()
     appnum = MPI.COMM_WORLD.Get_attr(MPI.APPNUM) or 0
     mine = Greeting(
-        member=_plan.Member(rank, node, mode, shards_per_node, appnum),
+        member=Member(rank, node, mode, shards_per_node, appnum),
         token=uuid.uuid4().hex[:8] if rank == 0 else "",
         address_file=str(address_file) if address_file else "",
         secure=secure,
@@ -184,7 +185,7 @@ def _meet(
     greetings: list[Greeting] = comm.allgather(mine)
     members = [g.member for g in greetings]
     try:
-        roles = _plan.assign_roles(members)
+        roles = assign_roles(members)
     except ValueError as exc:  # every rank sees the same list, so every rank raises
         raise MemstoreError(str(exc)) from None
     writers = [(r, g.address_file) for r, g in enumerate(greetings) if g.address_file]
@@ -261,7 +262,7 @@ def _start(
     try:
         if role.shards:
             nodes = len({m.node for m in members})
-            ip = _plan.bind_host(host, nodes, external=meeting.writer is not None)
+            ip = bind_host(host, nodes, external=meeting.writer is not None)
             threads = _bind(role, make_shard, ip, port, ipc, meeting.token, rank)
         elif not any(r.shards for r in meeting.roles):
             addresses.resolve(None)  # no shards in this job: the configured store, if any
@@ -286,7 +287,7 @@ def _start(
     return threads, shard_list, aliases
 
 
-def _bind(role: _plan.Role, make_shard: Callable[[str], Shard] | None, ip: str, port: int,
+def _bind(role: Role, make_shard: Callable[[str], Shard] | None, ip: str, port: int,
           ipc: bool, token: str, rank: int) -> list[ShardThread]:  # fmt: skip
     """This rank's shards, bound to TCP and to a node-local alias, not yet serving."""
     if make_shard is None:
@@ -299,7 +300,7 @@ def _bind(role: _plan.Role, make_shard: Callable[[str], Shard] | None, ip: str, 
             if not role.is_server:  # shards in an app rank: its client reaches them in-process
                 threads[-1].local = f"inproc://memstore-{token}-{rank}-{i}"
             elif ipc:
-                threads[-1].local = "ipc://" + _plan.ipc_path(token, rank, i)
+                threads[-1].local = "ipc://" + ipc_path(token, rank, i)
             if threads[-1].local:
                 shard.bind(threads[-1].local)
     except BaseException:
@@ -309,7 +310,7 @@ def _bind(role: _plan.Role, make_shard: Callable[[str], Shard] | None, ip: str, 
     return threads
 
 
-def _start_gateways(
+def _gateways(
     comm: Any,
     meeting: Meeting,
     resp_port: int | None,
@@ -323,7 +324,7 @@ def _start_gateways(
         return None, []
     try:
         own = threads[0].shard.address if threads else None
-        return _gateway.start(
+        return start_gateways(
             comm, meeting.members, meeting.roles, resp_port, own, shard_list, aliases,
             meeting.secure,
         )  # fmt: skip

@@ -4,6 +4,10 @@ The loop receives a request, runs its handler against the :class:`Store` and sen
 reply. Nothing in a handler blocks: polls park a waiter in the store and are answered when
 the key changes or their deadline passes. Every request gets an answer — a bad one gets a
 ``ProtocolError`` — and nothing a client sends can stop the loop except ``shutdown``.
+
+This module holds the loop, the sockets, the connections, the request checks and the op
+table (:meth:`Shard._handler_table`); the operations themselves live in one mixin per
+family: :mod:`.admin_ops`, :mod:`.data_ops`, :mod:`.model_ops`, :mod:`.persist_ops`.
 """
 
 from __future__ import annotations
@@ -428,12 +432,15 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         return kind
 
     def _owns(self, key: str) -> bool:
+        """Whether ``key`` lives on this shard (always, outside a cluster)."""
         n = len(self.cluster)
         return n <= 1 or key_shard(key, n) == self.index
 
     def _owner(self, key: str) -> str | None:
         """The address of the shard that owns ``key``; None when it is this one."""
         return None if self._owns(key) else self.cluster[key_shard(key, len(self.cluster))]
+
+    # -- batch: requests inside a request ---------------------------------------------------
 
     def _op_batch(self, request, identity):
         """Several requests in one message (a client's pipeline): each is handled as if it
