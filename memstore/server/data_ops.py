@@ -35,6 +35,8 @@ class DataOps(ShardHost):
     # -- tensors ---------------------------------------------------------------------------
 
     def _tensor_entries(self, request) -> list[tuple[str, Entry]]:
+        """A put's (or a stage's) tensors as entries: keys checked, each frame's size
+        matched to its meta, shared-memory uploads adopted (and unlinked again on error)."""
         keys = wire.field(request.header, "keys", list)
         metas = wire.field(request.header, "metas", list)
         if not (len(keys) == len(metas) == len(request.payload)):
