@@ -38,12 +38,17 @@ except ImportError as _exc:
     ) from _exc
 
 import os
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memstore.config import parse_size
-from memstore.mpi._core import MPIStore, bootstrap
+from memstore.mpi._bootstrap import bootstrap
 from memstore.mpi._plan import CONNECT, INIT
+from memstore.mpi._store import MPIStore
+
+if TYPE_CHECKING:
+    from memstore.server.shard import Shard
 
 __all__ = ["MPIStore", "connect", "init"]
 
@@ -88,22 +93,16 @@ def init(
         resp_port: also start a RESP gateway (for SmartRedis's compiled clients) on this
             port of each node's first rank with shards (0: a free port); every gateway
             answers ``CLUSTER SLOTS`` with them all (``store.gateways``).
-        shard_options: more :class:`memstore.server.shard.Shard` options
-            (``max_message``, ``allow_pickle``, ...).
+        shard_options: more :class:`~memstore.server.shard.Shard` options (``max_message``, ...).
 
     Raises:
         MemstoreError: on every rank alike, when any rank could not start its shard.
     """
-    if not isinstance(shards_per_node, int) or shards_per_node < 1:
-        raise ValueError(f"shards_per_node must be a positive integer, got {shards_per_node!r}")
-    from memstore.server.shard import Shard
-
-    make = partial(Shard, max_memory=parse_size(max_memory), **shard_options)
     return bootstrap(
         comm,
         INIT,
         shards_per_node=shards_per_node,
-        make_shard=make,
+        make_shard=_shard_factory(shards_per_node, max_memory, shard_options),
         host=host,
         port=_check_port(port),
         ipc=ipc,
@@ -144,6 +143,17 @@ def connect(
         client_timeout=client_timeout,
         secure=secure,
     )
+
+
+def _shard_factory(
+    shards_per_node: int, max_memory: str | int, options: dict[str, Any]
+) -> Callable[[str], Shard]:
+    """``Shard(address)`` with :func:`init`'s options, checked before any rank starts one."""
+    if not isinstance(shards_per_node, int) or shards_per_node < 1:
+        raise ValueError(f"shards_per_node must be a positive integer, got {shards_per_node!r}")
+    from memstore.server.shard import Shard
+
+    return partial(Shard, max_memory=parse_size(max_memory), **options)
 
 
 def _check_port(port: int) -> int:

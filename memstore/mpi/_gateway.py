@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from memstore.errors import MemstoreError
-from memstore.mpi import _plan
+from memstore.mpi._plan import Member, Role
 
 
-def runs_gateway(members: list[_plan.Member], roles: list[_plan.Role], rank: int) -> bool:
+def runs_gateway(members: list[Member], roles: list[Role], rank: int) -> bool:
     """Whether ``rank`` is the first rank of its node that runs shards."""
     node = members[rank].node
     first = next((m.rank for m, r in zip(members, roles, strict=True)
@@ -23,10 +23,10 @@ def runs_gateway(members: list[_plan.Member], roles: list[_plan.Role], rank: int
     return first == rank
 
 
-def start(
+def start_gateways(
     comm: Any,
-    members: list[_plan.Member],
-    roles: list[_plan.Role],
+    members: list[Member],
+    roles: list[Role],
     port: int | None,
     own_shard: str | None,
     shard_list: list[str],

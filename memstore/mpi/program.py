@@ -13,7 +13,6 @@ Called by :mod:`memstore.server_cli` with its parsed options.
 from __future__ import annotations
 
 import argparse
-import inspect
 import signal
 import sys
 from functools import partial
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from memstore.config import GATEWAY_READY_LINE, READY_LINE
 from memstore.errors import MemstoreError
-from memstore.mpi._core import bootstrap
+from memstore.mpi._bootstrap import bootstrap
 from memstore.mpi._plan import SERVER
 
 if TYPE_CHECKING:
@@ -41,19 +40,15 @@ def main(args: argparse.Namespace, curve: ServerKeys | None = None) -> int:
     ``--admin-key`` (:func:`memstore.auth.load_server`): every shard of the job speaks CURVE
     with them, and the job's application ranks get the cluster key over MPI.
     """
-    from memstore.server.shard import Shard
+    from memstore.server.shard import Shard, shard_options
 
-    # Every Shard option that has a same-named command-line option (max_memory,
-    # max_message, model options, ...), so the two stay in step without a list here.
-    names = set(inspect.signature(Shard).parameters) - {"address"}
-    options = {name: getattr(args, name) for name in names if hasattr(args, name)}
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
         store = bootstrap(
             None,
             SERVER,
-            make_shard=partial(Shard, **options),
+            make_shard=partial(Shard, **shard_options(args)),
             host=args.host,  # None: auto (see memstore.mpi.init)
             port=args.port or 0,  # None: free ports
             address_file=args.address_file,

@@ -19,7 +19,8 @@ from memstore import wire
 from memstore.config import MODELS_NONE, MODELS_TORCHSCRIPT
 from memstore.errors import KeyNotFound, MemstoreError, ModelError, ProtocolError
 from memstore.kinds import MODEL, SCRIPT, TENSOR
-from memstore.server.executor import Deadlines, Executor, Job
+from memstore.server.executor import Deadlines, Job
+from memstore.server.host import ShardHost
 from memstore.server.models import PICKLE, Loaded, parse_device
 from memstore.server.store import Entry
 
@@ -40,14 +41,9 @@ class Staged:
     deadline: float
 
 
-class ModelOps:
-    """run_model, set_model & co. Expects the Shard's ``store``, ``_key``, ``_send``,
-    ``_tensor_entries``, and :meth:`_init_models` called from its ``__init__``."""
-
-    executor: Executor
-    model_timeout: float
-    models: str
-    address: str
+class ModelOps(ShardHost):
+    """run_model, set_model & co, and the staged outputs of runs on other shards;
+    :meth:`_init_models` is called from the shard's ``__init__``."""
 
     def _init_models(self) -> None:
         self._staged: dict[str, Staged] = {}

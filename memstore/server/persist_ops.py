@@ -20,6 +20,7 @@ from memstore.errors import MemstoreError, ModelError, SnapshotError, StoreFull
 from memstore.kinds import REPLICATED
 from memstore.server import snapshot
 from memstore.server.executor import Executor
+from memstore.server.host import ShardHost
 from memstore.server.store import Entry, Store
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ BEFORE_RESTORE = frozenset({"hello", "cluster", "info", "shutdown"})
 CLOSE_SAVE_WAIT = 30.0
 
 
-class PersistOps:
+class PersistOps(ShardHost):
     """save and restore. Expects the Shard's ``store``, ``executor``, ``cluster``,
     ``index``, ``address``, ``_send``, ``_owns``, ``_check_allowed`` and
     :meth:`_init_persist` called from its ``__init__``."""

@@ -4,22 +4,25 @@ The loop receives a request, runs its handler against the :class:`Store` and sen
 reply. Nothing in a handler blocks: polls park a waiter in the store and are answered when
 the key changes or their deadline passes. Every request gets an answer — a bad one gets a
 ``ProtocolError`` — and nothing a client sends can stop the loop except ``shutdown``.
+
+This module holds the loop, the sockets, the connections, the request checks and the op
+table (:meth:`Shard._handler_table`); the operations themselves live in one mixin per
+family: :mod:`.admin_ops`, :mod:`.data_ops`, :mod:`.model_ops`, :mod:`.persist_ops`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-import resource
-import sys
 import time
 import traceback
-from collections.abc import Callable
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from memstore import auth, config, shm, tensors, wire
+from memstore import auth, shm, wire
 from memstore.config import (
     DEFAULT_CLIENT_OUTPUT_LIMIT,
     DEFAULT_MAX_CLIENT_WAITERS,
@@ -27,37 +30,35 @@ from memstore.config import (
     DEFAULT_MODELS,
     MAX_FRAMES,
     MAX_KEY_BYTES,
-    MAX_SHARDS,
-    MAX_WAIT_TIMEOUT,
     MODEL_POLICIES,
     MODELS_ALL,
 )
 from memstore.errors import AuthError, MemstoreError, ProtocolError, RemoteError
 from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
 from memstore.placement import key_shard
+from memstore.server.admin_ops import AdminOps
+from memstore.server.data_ops import DataOps
 from memstore.server.executor import Executor
+from memstore.server.host import Handler
 from memstore.server.model_ops import ModelOps
 from memstore.server.output import OutputLimits, source_fd
 from memstore.server.peers import Peers
 from memstore.server.persist_ops import BEFORE_RESTORE, PersistOps
-from memstore.server.store import Entry, Store
+from memstore.server.store import Store
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[wire.Request, bytes], "list | None"]
 #: Longest the loop sleeps in poll, so ``stop()`` from another thread takes effect.
 _IDLE_POLL_MS = 500
 _KINDS = (TENSOR, DATASET, LIST, *REPLICATED, None)
-_CONDITIONS = {
-    "exists": lambda n, length: True,
-    "len_eq": lambda n, length: length == n,
-    "len_ge": lambda n, length: length >= n,
-    "len_le": lambda n, length: length <= n,
-}
 
 
-class Shard(ModelOps, PersistOps):
+class Shard(AdminOps, DataOps, ModelOps, PersistOps):
     """A shard server bound to one address (``tcp://host:port`` or ``ipc://path``).
+
+    Its operations come from the mixins (:mod:`.admin_ops`, :mod:`.data_ops`,
+    :mod:`.model_ops`, :mod:`.persist_ops`), each typed against
+    :class:`~memstore.server.host.ShardHost`; :meth:`_handler_table` names them all.
 
     Args:
         address: where to bind; ``tcp://127.0.0.1:0`` picks a free port.
@@ -103,16 +104,28 @@ class Shard(ModelOps, PersistOps):
         save_every: float = 0.0,
         save_dir: str | None = None,
     ):
-        models = models or (MODELS_ALL if allow_pickle else DEFAULT_MODELS)
-        if models not in MODEL_POLICIES:
-            raise ValueError(f"models must be one of {MODEL_POLICIES}, got {models!r}")
-        self.models = models
+        self.models = _model_policy(models, allow_pickle)
         self.store = Store(max_memory, max_waiters, max_client_waiters)
         self.max_message = max_message
         self.model_timeout = model_timeout
-        self.executor = Executor(
+        self.executor = self._make_executor(curve, model_threads, intra_op_threads)
+        self._init_models()
+        self._init_persist(restore, save_every, save_dir)
+        self._init_counters()
+        self._open_socket(curve, max_message)
+        self._init_connections()
+        self.address = self._bind_first(address)
+        self.output = OutputLimits(client_output_limit, self.address)
+        self.shm = _shm_area(shm, self._room)
+        self._handlers = self._handler_table()
+
+    def _make_executor(
+        self, curve: auth.ServerKeys | None, model_threads: int, intra_op_threads: int
+    ) -> Executor:
+        """The model workers, reaching other shards as this cluster's CURVE client."""
+        return Executor(
             Peers(
-                timeout=max(30.0, model_timeout),
+                timeout=max(30.0, self.model_timeout),
                 curve=curve.cluster_client() if curve is not None else None,
             ),
             self._owner,
@@ -120,10 +133,11 @@ class Shard(ModelOps, PersistOps):
             spill=self._output_file,
             model_threads=model_threads,
             intra_op_threads=intra_op_threads,
-            allow_pickle=models == MODELS_ALL,
+            allow_pickle=self.models == MODELS_ALL,
         )
-        self._init_models()
-        self._init_persist(restore, save_every, save_dir)
+
+    def _init_counters(self) -> None:
+        """The cluster this shard is part of (none yet) and what ``info`` counts."""
         self.cluster: list[str] = []
         self.index = 0
         self.ops = 0
@@ -132,6 +146,9 @@ class Shard(ModelOps, PersistOps):
         self.started = time.time()
         self._running = False
         self._in_batch = False
+
+    def _open_socket(self, curve: auth.ServerKeys | None, max_message: int) -> None:
+        """The ROUTER socket every request comes in on, and its connection monitor."""
         self._context = zmq.Context.instance()
         self._guard = auth.Guard.acquire(self._context, curve) if curve is not None else None
         self._socket = self._context.socket(zmq.ROUTER)
@@ -142,26 +159,60 @@ class Shard(ModelOps, PersistOps):
         self._socket.setsockopt(zmq.RCVHWM, 0)
         if max_message:  # refused while it arrives, not after it is all in memory
             self._socket.setsockopt(zmq.MAXMSGSIZE, max_message)
-        # Which connection (file descriptor) each waiting client came on, so that its
-        # waiters go when the monitor reports that connection closed.
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+
+    def _init_connections(self) -> None:
+        """Which connection (file descriptor) each waiting client came on, so that its
+        waiters go when the monitor reports that connection closed."""
         self._live_fds: set[int] = set()
         self._peer_fd: dict[bytes, int] = {}
         self._fd_peers: dict[int, set[bytes]] = {}
         self._source = None
         self._source_identity = b""
-        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+
+    def _bind_first(self, address: str) -> str:
+        """Bind the shard's own address; the address bound (a free port filled in)."""
         if address.startswith("tcp://") and address.rsplit(":", 1)[1] in ("0", "*"):
-            port = self._socket.bind_to_random_port(address.rsplit(":", 1)[0])
-            address = f"{address.rsplit(':', 1)[0]}:{port}"
-        else:
-            _private_ipc_dir(address)
-            self._socket.bind(address)
-            _private_ipc_socket(address)
-        self.address = address
-        self.output = OutputLimits(client_output_limit, address)
-        self.shm = _shm_area(shm, self._room)
-        self._handlers: dict[str, Handler] = {
-            name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_op_")
+            host = address.rsplit(":", 1)[0]
+            return f"{host}:{self._socket.bind_to_random_port(host)}"
+        self.bind(address)
+        return address
+
+    def _handler_table(self) -> dict[str, Handler]:
+        """Every operation this shard answers (docs/protocol.md), and its handler."""
+        return {
+            "batch": self._op_batch,
+            # admin_ops.py: the shard and its cluster
+            "hello": self._op_hello,
+            "cluster": self._op_cluster,
+            "info": self._op_info,
+            "flush": self._op_flush,
+            "keys": self._op_keys,
+            "shutdown": self._op_shutdown,
+            # data_ops.py: tensors, datasets, lists
+            "put": self._op_put,
+            "get": self._op_get,
+            "delete": self._op_delete,
+            "exists": self._op_exists,
+            "copy": self._op_copy,
+            "rename": self._op_rename,
+            "put_dataset": self._op_put_dataset,
+            "get_dataset": self._op_get_dataset,
+            "list_push": self._op_list_push,
+            "list_set": self._op_list_set,
+            "list_range": self._op_list_range,
+            "list_len": self._op_list_len,
+            "wait": self._op_wait,
+            # model_ops.py: models and scripts, and outputs staged by runs on other shards
+            "set_model": self._op_set_model,
+            "get_model": self._op_get_model,
+            "run": self._op_run,
+            "ai_info": self._op_ai_info,
+            "stage": self._op_stage,
+            "commit": self._op_commit,
+            "abort": self._op_abort,
+            # persist_ops.py: snapshots
+            "save": self._op_save,
         }
 
     # -- the loop --------------------------------------------------------------------------
@@ -175,8 +226,6 @@ class Shard(ModelOps, PersistOps):
         poller.register(self.executor.wake_fd, zmq.POLLIN)
         log.info("shard %s serving (pid %d)", self.address, os.getpid())
         try:
-            if self.cluster:  # told before serving (MPI): restore before the first request
-                self._restore_if_pending()
             while self._running:
                 # No request ends the loop: _handle answers any error in a handler, the
                 # store logs any error in a waiter's answer, and every deadline is bounded.
@@ -383,100 +432,15 @@ class Shard(ModelOps, PersistOps):
         return kind
 
     def _owns(self, key: str) -> bool:
+        """Whether ``key`` lives on this shard (always, outside a cluster)."""
         n = len(self.cluster)
         return n <= 1 or key_shard(key, n) == self.index
-
-    def _store_outputs(self, items: list) -> None:
-        """Store model outputs this shard owns, all or none (loop thread); the files of
-        outputs refused (``StoreFull``) are unlinked."""
-        entries = []
-        for key, (meta, buffer, file) in items:
-            entry = Entry.of(TENSOR, meta, [buffer], key)
-            entry.shm = file  # written by the worker (_output_file)
-            entries.append((key, entry))
-        try:
-            self.store.check_room([(key, entry.nbytes) for key, entry in entries])
-        except BaseException:
-            _discard_files(entries)
-            raise
-        for key, entry in entries:
-            self.store.put(key, entry)
-
-    def _output_file(self, key: str, buffer: memoryview) -> tuple | None:
-        """A model worker's thread: a run's output this shard stores, of at least
-        ``config.shm_threshold()`` bytes, as a file of its shared-memory directory, which
-        gets of it name
-        (``(mapping, file)``); None keeps it in memory (no such directory, a small output,
-        or the file could not be written: a full ``/dev/shm`` never fails the run)."""
-        area = self.shm
-        if area is None or buffer.nbytes < config.shm_threshold():
-            return None
-        try:
-            return area.write(buffer, key)
-        except OSError as exc:
-            log.debug("shard %s: output %r stays in memory: %s", self.address, key, exc)
-            return None
 
     def _owner(self, key: str) -> str | None:
         """The address of the shard that owns ``key``; None when it is this one."""
         return None if self._owns(key) else self.cluster[key_shard(key, len(self.cluster))]
 
-    # -- admin -----------------------------------------------------------------------------
-
-    def _op_hello(self, request, identity):
-        return wire.reply(
-            request.id,
-            {
-                "shards": self.cluster,
-                "index": self.index,
-                "address": self.address,
-                "pid": os.getpid(),
-                "max_message": self.max_message,
-                # what a client may use beyond the version's basics
-                "features": ["batch", "shm"] if self.shm is not None else ["batch"],
-                "shm": self.shm.offer() if self.shm is not None else None,
-            },
-        )
-
-    def _op_cluster(self, request, identity):
-        """Learn the shard list once, at startup; no client can rewrite it later."""
-        header = request.header
-        self.join(wire.field(header, "shards", list), wire.field(header, "index", int))
-        return wire.reply(request.id)
-
-    def join(self, shards: list, index: int) -> None:
-        """Take ``shards`` as this shard's cluster, with this shard at ``index``: set once.
-
-        Called by the ``cluster`` op (launchers, after every shard answers) and by
-        ``memstore-server --cluster`` (a shard restarted in place knows its cluster before it
-        serves). A repeat of the same list changes nothing.
-
-        Raises:
-            ProtocolError: a malformed list, an index that does not name this shard, a
-                different list than the one already set, or keys stored already.
-        """
-        if not shards or len(shards) > MAX_SHARDS:
-            raise ProtocolError(f"cluster: field 'shards' must list 1 to {MAX_SHARDS} addresses")
-        if not all(isinstance(s, str) and s for s in shards) or len(set(shards)) != len(shards):
-            raise ProtocolError("cluster: field 'shards' must be distinct address strings")
-        if not 0 <= index < len(shards) or shards[index] != self.address:
-            raise ProtocolError(
-                f"cluster: field 'index' {index} must name this shard ({self.address}) in 'shards'"
-            )
-        if self.cluster:
-            if (shards, index) == (self.cluster, self.index):
-                return  # a repeated startup call changes nothing
-            raise ProtocolError(
-                f"cluster: shard {self.address} already serves a cluster of "
-                f"{len(self.cluster)}; its topology is fixed after start"
-            )
-        if len(self.store):
-            raise ProtocolError(
-                f"cluster: shard {self.address} already holds {len(self.store)} keys placed "
-                "for a single shard; the shard list must be set before any data is stored"
-            )
-        self.cluster, self.index = list(shards), index
-        self._restore_if_pending()
+    # -- batch: requests inside a request ---------------------------------------------------
 
     def _op_batch(self, request, identity):
         """Several requests in one message (a client's pipeline): each is handled as if it
@@ -508,239 +472,21 @@ class Shard(ModelOps, PersistOps):
         store = self.store
         return store.max_memory - store.used - store.held if store.max_memory else float("inf")
 
-    def _op_info(self, request, identity):
-        store = self.store
-        return wire.reply(request.id, {
-            "address": self.address, "keys": len(store), "bytes": store.used,
-            "max_memory": store.max_memory, "max_message": self.max_message,
-            "rss": _rss(), "rss_peak": _rss_peak(), "ops": self.ops, "messages": self.messages,
-            "clients": self.clients,
-            "parked": store.parked, "parked_clients": store.parked_clients,
-            "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
-            "client_output_limit": self.output.limit, "clients_evicted": self.output.evicted,
-            "models": self.models, "uptime": time.time() - self.started,
-            "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
-            "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
-            "shm_spare_bytes": self.shm.spare_bytes() if self.shm else 0,
-            "saves": self.saves, "last_save": self.last_save, "saving": self._saver is not None,
-        })  # fmt: skip
 
-    def _op_flush(self, request, identity):
-        self.store.flush()
-        for name in list(self.executor.models):
-            self.executor.discard(name)
-        return wire.reply(request.id)
+def shard_options(args: object) -> dict[str, Any]:
+    """The :class:`Shard` keyword arguments among ``args``' attributes (an argparse
+    namespace): every option but the address that has a same-named attribute, so that a
+    program's options and the shard's stay in step without a list of names to keep."""
+    names = set(inspect.signature(Shard).parameters) - {"address"}
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
-    def _op_keys(self, request, identity):
-        return wire.reply(request.id, {"keys": self.store.keys()})
 
-    def _op_shutdown(self, request, identity):
-        log.info("shard %s: shutdown requested", self.address)
-        self._running = False
-        return wire.reply(request.id)
-
-    # -- tensors ---------------------------------------------------------------------------
-
-    def _tensor_entries(self, request) -> list[tuple[str, Entry]]:
-        keys = wire.field(request.header, "keys", list)
-        metas = wire.field(request.header, "metas", list)
-        if not (len(keys) == len(metas) == len(request.payload)):
-            raise ProtocolError(
-                f"put: {len(keys)} keys, {len(metas)} metas and {len(request.payload)} "
-                "payload frames must match"
-            )
-        files = self._upload_names(request, len(keys), "put")
-        area = request.header.get("area")
-        entries = []
-        try:
-            for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
-                key = self._check_key(keys[i], request.op)
-                file = files[i] if files else None
-                if file is None:
-                    tensors.parse_meta(meta, len(frame), key)
-                    entries.append((key, Entry.of(TENSOR, meta, [frame], key)))
-                    continue
-                view, adopted = self.shm.adopt(area, file, tensors.meta_nbytes(meta, key), key)
-                entry = Entry.of(TENSOR, meta, [view], key)
-                entry.shm = adopted
-                entries.append((key, entry))
-        except BaseException:
-            _discard_files(entries)
-            raise
-        return entries
-
-    def _upload_names(self, request, count: int, what: str) -> list | None:
-        """A put's shared-memory uploads, one name (or None: a frame) per tensor."""
-        files = request.header.get("files")
-        if files is not None and (
-            self.shm is None or not isinstance(files, list) or len(files) != count
-        ):
-            raise ProtocolError(
-                f"{what}: field 'files' needs shared memory and one name per tensor"
-            )
-        return files
-
-    def _op_put(self, request, identity):
-        entries = self._tensor_entries(request)
-        try:
-            self.store.check_room([(key, e.nbytes) for key, e in entries])
-        except BaseException:
-            _discard_files(entries)
-            raise
-        for key, entry in entries:
-            self.store.put(key, entry)
-        return wire.reply(request.id)
-
-    def _op_get(self, request, identity):
-        keys = wire.field(request.header, "keys", list)
-        entries = [self.store.get(self._check_key(k, request.op), TENSOR) for k in keys]
-        fields = {"metas": [e.meta for e in entries]}
-        frames = [e.frames[0] for e in entries]
-        if request.header.get("shm") is True and any(e.shm is not None for e in entries):
-            names = [None if e.shm is None else e.shm.name for e in entries]
-            frames = self._name_files(fields, names, frames)
-        return wire.reply(request.id, fields, frames)
-
-    def _name_files(self, fields: dict, names: list, frames: list) -> list:
-        """A get's reply names the files a client maps (and this shard's offer) instead of
-        sending their bytes: the frames, those of files empty."""
-        fields["files"], fields["shm"] = names, self.shm.offer()
-        return [f if n is None else b"" for n, f in zip(names, frames, strict=True)]
-
-    def _op_delete(self, request, identity):
-        key, kind = self._key(request), self._kind(request)
-        self.store.delete(key, kind)
-        if kind in REPLICATED:
-            self.executor.discard(key)
-        return wire.reply(request.id)
-
-    def _op_exists(self, request, identity):
-        return wire.reply(
-            request.id, {"exists": self.store.exists(self._key(request), self._kind(request))}
-        )
-
-    def _op_copy(self, request, identity):
-        self.store.copy(self._key(request, "src"), self._key(request, "dst"), self._kind(request))
-        return wire.reply(request.id)
-
-    def _op_rename(self, request, identity):
-        self.store.rename(self._key(request, "src"), self._key(request, "dst"), self._kind(request))
-        return wire.reply(request.id)
-
-    # -- datasets and lists ----------------------------------------------------------------
-
-    def _op_put_dataset(self, request, identity):
-        key = self._key(request)
-        layout = wire.field(request.header, "dataset", dict)
-        specs = layout.get("tensors", [])
-        if not isinstance(specs, list) or len(specs) != len(request.payload):
-            raise ProtocolError(f"dataset {key!r}: tensor list and payload frames differ")
-        files = self._upload_names(request, len(specs), f"dataset {key!r}")
-        frames, adopted = list(request.payload), []
-        try:
-            for i, spec in enumerate(specs):
-                if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-                    raise ProtocolError(f"dataset {key!r}: each tensor needs a name")
-                name = f"{key}.{spec['name']}"
-                if files and files[i] is not None:
-                    nbytes = tensors.meta_nbytes(spec.get("meta"), name)
-                    frames[i], file = self.shm.adopt(request.header.get("area"), files[i],
-                                                     nbytes, name)  # fmt: skip
-                    adopted.append((i, file))
-                else:
-                    tensors.parse_meta(spec.get("meta"), len(frames[i]), name)
-            entry = Entry.of(DATASET, layout, frames, key)
-            entry.shm = shm.ShmFiles(adopted) if adopted else None
-            self.store.put(key, entry)
-        except BaseException:
-            for _, file in adopted:
-                file.unlink()
-            raise
-        return wire.reply(request.id)
-
-    def _op_get_dataset(self, request, identity):
-        entry = self.store.get(self._key(request), DATASET)
-        fields, frames = {"dataset": entry.meta}, entry.frames
-        if request.header.get("shm") is True and entry.shm is not None:
-            frames = self._name_files(fields, entry.shm.names(len(frames)), frames)
-        return wire.reply(request.id, fields, frames)
-
-    @staticmethod
-    def _list_items(request) -> list[str]:
-        items = wire.field(request.header, "items", list)
-        if not all(isinstance(i, str) for i in items):
-            raise ProtocolError(f"{request.op}: items must be strings")
-        return items
-
-    def _op_list_push(self, request, identity):
-        items = self._list_items(request)
-        return wire.reply(request.id, {"length": self.store.list_push(self._key(request), items)})
-
-    def _op_list_set(self, request, identity):
-        key = self._key(request)
-        items = self._list_items(request)
-        self.store.put(key, Entry.of(LIST, list(items), [], key))
-        return wire.reply(request.id)
-
-    def _op_list_range(self, request, identity):
-        key = self._key(request)
-        start = wire.field(request.header, "start", int)
-        end = wire.field(request.header, "end", int)
-        items = self.store.get(key, LIST).meta if self.store.exists(key) else []
-        # Redis LRANGE: inclusive end, negative indices count from the back; no list is empty.
-        n = len(items)
-        start = max(start + n if start < 0 else start, 0)
-        end = end + n if end < 0 else min(end, n - 1)
-        return wire.reply(request.id, {"items": items[start : end + 1] if start <= end else []})
-
-    def _op_list_len(self, request, identity):
-        key = self._key(request)
-        length = len(self.store.get(key, LIST).meta) if self.store.exists(key) else 0
-        return wire.reply(request.id, {"length": length})
-
-    # -- waiting ---------------------------------------------------------------------------
-
-    def _op_wait(self, request, identity):
-        """Answer when the key exists (with the right kind) or a list length condition holds,
-        or at the deadline with ``found: False``. With ``fetch`` the tensor comes along."""
-        key = self._key(request)
-        kind = self._kind(request)
-        condition = _CONDITIONS.get(wire.field(request.header, "cond", str, "exists"))
-        if condition is None:
-            raise ProtocolError(f"wait {key!r}: unknown condition {request.header.get('cond')!r}")
-        n = wire.field(request.header, "n", int, 0)
-        timeout = float(wire.field(request.header, "timeout", (int, float)))
-        fetch = bool(request.header.get("fetch")) and kind == TENSOR
-        if not 0 <= timeout <= MAX_WAIT_TIMEOUT:  # NaN and inf fail too
-            raise ProtocolError(
-                f"wait {key!r}: field 'timeout' must be 0 to {MAX_WAIT_TIMEOUT:g} seconds, "
-                f"got {timeout!r}"
-            )
-        if not self._waiting_client_is_connected(identity):
-            return None  # it left: nobody to answer, nothing to park
-        req_id = request.id  # not the request: a parked closure must not pin its frames
-
-        def ready(entry: Entry | None) -> bool:
-            if entry is None:
-                return kind == LIST and condition(n, 0)
-            if kind is not None and entry.kind != kind:
-                return False
-            return condition(n, len(entry.meta) if entry.kind == LIST else 0)
-
-        def answer(entry: Entry | None) -> None:
-            if entry is None and self.store.exists(key):  # the deadline: judge what is there
-                entry = self.store.get(key)
-            if not ready(entry):
-                self._send(identity, wire.reply(req_id, {"found": False}))
-            elif fetch:
-                self._send(
-                    identity, wire.reply(req_id, {"found": True, "meta": entry.meta}, entry.frames)
-                )
-            else:
-                self._send(identity, wire.reply(req_id, {"found": True}))
-
-        self.store.wait(key, ready, timeout, answer, owner=identity)
-        return None  # answered by `answer`, now or later
+def _model_policy(models: str | None, allow_pickle: bool) -> str:
+    """The ``--models`` policy asked for (``allow_pickle``: its older spelling of "all")."""
+    models = models or (MODELS_ALL if allow_pickle else DEFAULT_MODELS)
+    if models not in MODEL_POLICIES:
+        raise ValueError(f"models must be one of {MODEL_POLICIES}, got {models!r}")
+    return models
 
 
 def _private_ipc_dir(address: str) -> None:
@@ -771,42 +517,9 @@ def _shm_area(wanted: bool | None, room) -> shm.ShardArea | None:
         return None
 
 
-def _discard_files(entries: list) -> None:
-    """Unlink the adopted files of entries that will not be stored."""
-    for _, entry in entries:
-        if entry.shm is not None:
-            entry.shm.unlink(entry.frames)  # its mapping goes in the reaper, too
-
-
 def _request_id(frame: object) -> int:
     """The id of a request refused before it is parsed (-1 if it has none)."""
     try:
         return wire.unpack_header(frame)["id"]
     except ProtocolError:
         return -1
-
-
-def _rss() -> int:
-    """This process's resident memory in bytes (0 where /proc is missing)."""
-    return _proc_status("VmRSS:")
-
-
-def _rss_peak() -> int:
-    """The most resident memory this process has used, in bytes: VmHWM, since getrusage's
-    maxrss on Linux carries over the parent's peak across fork and exec."""
-    peak = _proc_status("VmHWM:")
-    if peak:
-        return peak
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux and BSDs count KiB
-
-
-def _proc_status(field: str) -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field):
-                    return int(line.split()[1]) * 1024  # the kernel writes kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0

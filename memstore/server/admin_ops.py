@@ -1,0 +1,112 @@
+"""The shard's admin operations (mixed into :class:`~memstore.server.shard.Shard`).
+
+``hello`` and ``cluster`` (and :meth:`AdminOps.join`, which ``cluster`` and the programs
+that start shards use) set up and describe a shard's place in its cluster; ``info``,
+``flush``, ``keys`` and ``shutdown`` are about the whole shard rather than one key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from memstore import wire
+from memstore.config import MAX_SHARDS
+from memstore.errors import ProtocolError
+from memstore.server.host import ShardHost
+from memstore.server.rss import rss, rss_peak
+
+log = logging.getLogger(__name__)
+
+
+class AdminOps(ShardHost):
+    """hello, cluster (:meth:`join`), info, flush, keys and shutdown."""
+
+    def _op_hello(self, request, identity):
+        return wire.reply(
+            request.id,
+            {
+                "shards": self.cluster,
+                "index": self.index,
+                "address": self.address,
+                "pid": os.getpid(),
+                "max_message": self.max_message,
+                # what a client may use beyond the version's basics
+                "features": ["batch", "shm"] if self.shm is not None else ["batch"],
+                "shm": self.shm.offer() if self.shm is not None else None,
+            },
+        )
+
+    def _op_cluster(self, request, identity):
+        """Learn the shard list once, at startup; no client can rewrite it later."""
+        header = request.header
+        self.join(wire.field(header, "shards", list), wire.field(header, "index", int))
+        return wire.reply(request.id)
+
+    def join(self, shards: list, index: int) -> None:
+        """Take ``shards`` as this shard's cluster, with this shard at ``index``: set once.
+
+        Called by the ``cluster`` op (launchers, after every shard answers), by
+        ``memstore-server --cluster`` (a shard restarted in place knows its cluster before it
+        serves) and by :mod:`memstore.mpi` (on the shard's thread, before it serves). A
+        repeat of the same list changes nothing. A snapshot given at start (``restore``) is
+        loaded now, under this cluster's placement.
+
+        Raises:
+            ProtocolError: a malformed list, an index that does not name this shard, a
+                different list than the one already set, or keys stored already.
+        """
+        if not shards or len(shards) > MAX_SHARDS:
+            raise ProtocolError(f"cluster: field 'shards' must list 1 to {MAX_SHARDS} addresses")
+        if not all(isinstance(s, str) and s for s in shards) or len(set(shards)) != len(shards):
+            raise ProtocolError("cluster: field 'shards' must be distinct address strings")
+        if not 0 <= index < len(shards) or shards[index] != self.address:
+            raise ProtocolError(
+                f"cluster: field 'index' {index} must name this shard ({self.address}) in 'shards'"
+            )
+        if self.cluster:
+            if (shards, index) == (self.cluster, self.index):
+                return  # a repeated startup call changes nothing
+            raise ProtocolError(
+                f"cluster: shard {self.address} already serves a cluster of "
+                f"{len(self.cluster)}; its topology is fixed after start"
+            )
+        if len(self.store):
+            raise ProtocolError(
+                f"cluster: shard {self.address} already holds {len(self.store)} keys placed "
+                "for a single shard; the shard list must be set before any data is stored"
+            )
+        self.cluster, self.index = list(shards), index
+        self._restore_if_pending()
+
+    def _op_info(self, request, identity):
+        store = self.store
+        return wire.reply(request.id, {
+            "address": self.address, "keys": len(store), "bytes": store.used,
+            "max_memory": store.max_memory, "max_message": self.max_message,
+            "rss": rss(), "rss_peak": rss_peak(), "ops": self.ops, "messages": self.messages,
+            "clients": self.clients,
+            "parked": store.parked, "parked_clients": store.parked_clients,
+            "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
+            "client_output_limit": self.output.limit, "clients_evicted": self.output.evicted,
+            "models": self.models, "uptime": time.time() - self.started,
+            "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
+            "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
+            "shm_spare_bytes": self.shm.spare_bytes() if self.shm else 0,
+            "saves": self.saves, "last_save": self.last_save, "saving": self._saver is not None,
+        })  # fmt: skip
+
+    def _op_flush(self, request, identity):
+        self.store.flush()
+        for name in list(self.executor.models):
+            self.executor.discard(name)
+        return wire.reply(request.id)
+
+    def _op_keys(self, request, identity):
+        return wire.reply(request.id, {"keys": self.store.keys()})
+
+    def _op_shutdown(self, request, identity):
+        log.info("shard %s: shutdown requested", self.address)
+        self._running = False
+        return wire.reply(request.id)
