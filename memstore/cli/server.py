@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
 from memstore import address as addresses
@@ -33,6 +32,7 @@ from memstore.errors import MemstoreError
 from memstore.gateway.server import connect, serve_in_thread
 from memstore.server.options import shard_options
 from memstore.server.shard import Shard
+from memstore.server.signals import stop_on_signals
 from memstore.server.snapshot import plan_restore
 
 
@@ -246,13 +246,6 @@ def _add_mpi(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM ends the loop like Ctrl-C does; later signals are ignored while closing."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def _models(args: argparse.Namespace) -> str:
     """The --models policy; --allow-pickle means ``all`` and cannot contradict --models."""
     if args.allow_pickle:
@@ -384,8 +377,7 @@ def _prepare(
 
 def _serve(shard: Shard) -> None:
     """Print the ready line and serve until a signal or a ``shutdown`` request."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    stop_on_signals()
     try:
         print(READY_LINE + shard.address, flush=True)
         shard.serve()

@@ -7,13 +7,12 @@ prints the ready line with the whole shard list, which launchers read. With
 ``--resp-port P`` the node's first server rank also runs a RESP gateway on port P (0: a free
 one); the gateway list comes in a line of its own just before the ready line.
 
-Called by :mod:`memstore.server_cli` with its parsed options.
+Called by :mod:`memstore.cli.server` with its parsed options.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from functools import partial
 from typing import TYPE_CHECKING
@@ -27,12 +26,6 @@ if TYPE_CHECKING:
     from memstore.auth import ServerKeys
 
 
-def _interrupt(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def main(args: argparse.Namespace, curve: ServerKeys | None = None) -> int:
     """Bootstrap with the application ranks, serve, take part in the shutdown.
 
@@ -40,10 +33,11 @@ def main(args: argparse.Namespace, curve: ServerKeys | None = None) -> int:
     ``--admin-key`` (:func:`memstore.auth.load_server`): every shard of the job speaks CURVE
     with them, and the job's application ranks get the cluster key over MPI.
     """
-    from memstore.server.shard import Shard, shard_options
+    from memstore.server.options import shard_options
+    from memstore.server.shard import Shard
+    from memstore.server.signals import stop_on_signals
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    stop_on_signals()
     try:
         store = bootstrap(
             None,

@@ -12,12 +12,10 @@ family: :mod:`.admin_ops`, :mod:`.data_ops`, :mod:`.model_ops`, :mod:`.persist_o
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
 import traceback
-from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -471,14 +469,6 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         (read by the reaper thread) stay within it."""
         store = self.store
         return store.max_memory - store.used - store.held if store.max_memory else float("inf")
-
-
-def shard_options(args: object) -> dict[str, Any]:
-    """The :class:`Shard` keyword arguments among ``args``' attributes (an argparse
-    namespace): every option but the address that has a same-named attribute, so that a
-    program's options and the shard's stay in step without a list of names to keep."""
-    names = set(inspect.signature(Shard).parameters) - {"address"}
-    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def _model_policy(models: str | None, allow_pickle: bool) -> str:
