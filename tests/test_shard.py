@@ -20,19 +20,24 @@ from memstore import wire
 ROOT = Path(__file__).resolve().parent.parent
 #: Calls whose string arguments name an operation: the client's request helpers, the
 #: launchers' one-shot admin request, the executor's requests to peer shards.
-SENDERS = {"_call", "_submit", "_broadcast", "_request", "request", "request_all",
-           "_put_files", "_end_stages", "submit", "call"}  # fmt: skip
+SENDERS = {"to_key", "to_shard", "broadcast", "_broadcast", "request_once", "request_all",
+           "_put_files", "_end_stages", "submit", "try_fast"}  # fmt: skip
 #: Operations sent without a literal name at the call (the transport's envelope; the
 #: executor's staged outputs, built in a list first).
 UNNAMED = {"batch", "stage"}
 
 
 def documented_ops() -> set[str]:
-    """The op names in the first column of docs/protocol.md's request table."""
-    ops = set()
+    """The op names in the first column of docs/protocol.md's op tables (those whose
+    header's first cell is ``op``; the error-code table is not one)."""
+    ops, in_op_table = set(), False
     for line in (ROOT / "docs" / "protocol.md").read_text().splitlines():
-        cells = line.split("|")
-        if len(cells) > 2 and "`" in cells[1]:
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) < 3:
+            in_op_table = False
+        elif cells[1] == "op":
+            in_op_table = True
+        elif in_op_table:
             ops.update(re.findall(r"`([a-z_]+)`", cells[1]))
     return ops
 
