@@ -400,3 +400,25 @@ def test_local_cluster_gateways_of_a_curve_store_take_its_password():
         with redis.Redis(port=port, password=password, socket_timeout=TIMEOUT) as friend:
             friend.hset("x", "f", b"1")
             assert friend.hget("x", "f") == b"1"
+
+
+def test_requirepass_on_the_command_line_works_and_is_warned_about(store):
+    with gateway(store.address, "--requirepass", "typed") as (process, port):
+        with redis.Redis(port=port, password="typed", socket_timeout=TIMEOUT) as r:
+            assert r.ping()
+        process.terminate()
+        process.wait(10)
+        assert "(ps)" in process.stderr.read()
+
+
+def test_memstore_server_resp_port_is_refused_with_curve(tmp_path):
+    """Before: refused only with --mpi; one shard started a gateway without a password in
+    front of itself."""
+    made = memstore.auth.keygen(tmp_path / "keys")
+    run = subprocess.run(
+        [sys.executable, "-m", "memstore.server", "--port", "0", "--resp-port", "0",
+         "--curve-secret-key", str(made["server"])],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "no authentication" in run.stderr and "--requirepass-file" in run.stderr
