@@ -20,13 +20,24 @@ from memstore.config import (
     ENV_ADDRESS_FILE,
     ENV_CURVE_DIR,
     GATEWAY_READY_LINE,
+    parse_size,
 )
 from memstore.deploy.admin import request_once, stop_addresses
 from memstore.deploy.curve import secure_args, secure_keys
 from memstore.deploy.jobs import Launcher
 from memstore.deploy.local import restart_shard, start_shards
 from memstore.errors import MemstoreError
+from memstore.gateway.access import (
+    ENV_ADMIN_PASSWORD,
+    ENV_PASSWORD,
+    Access,
+    exposure_warnings,
+    password_from,
+    require_password,
+)
 from memstore.gateway.commands import parse_peer
+from memstore.gateway.limits import QueryLimits, default_total
+from memstore.gateway.resp import DEFAULT_QUERY_LIMIT
 from memstore.gateway.server import connect, serve
 
 
@@ -237,24 +248,48 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     """``memstore gateway``: serve RESP in front of the store until interrupted."""
-    client = connect(_cluster(args), timeout=args.timeout)
+    try:
+        access, limits, peers = _gateway_options(args)
+        keys = auth.client_keys()  # MEMSTORE_CURVE_*: the store speaks CURVE
+        require_password(keys is not None, access, "memstore gateway")
+    except (MemstoreError, ValueError) as exc:
+        print(f"memstore gateway: {exc}", file=sys.stderr)
+        return 2
+    for warning in exposure_warnings(args.host, args.port, access):
+        print(f"memstore gateway: {warning}", file=sys.stderr, flush=True)
+    client = connect(_cluster(args), timeout=args.timeout, curve=keys)
 
     def ready(port: int) -> None:
         print(f"{GATEWAY_READY_LINE}{args.host}:{port}", flush=True)
 
     try:
-        peers = [parse_peer(a) for a in args.peers.split(",")] if args.peers else None
-    except ValueError as exc:
-        client.close()
-        print(f"memstore gateway: --peers: {exc}", file=sys.stderr)
-        return 2
-    try:
-        serve(client, args.host, args.port, ready=ready, peers=peers)
+        serve(client, args.host, args.port, ready=ready, peers=peers, access=access, limits=limits)
     except KeyboardInterrupt:
         pass
     finally:
         client.close()
     return 0
+
+
+def _gateway_options(args: argparse.Namespace) -> tuple[Access, QueryLimits, list | None]:
+    """``memstore gateway``'s passwords, query buffer limits and peers, checked."""
+    if args.requirepass is not None:
+        print(
+            "memstore gateway: --requirepass shows the password to every user of this "
+            f"machine (ps): prefer --requirepass-file or {ENV_PASSWORD}",
+            file=sys.stderr,
+        )
+    access = Access(
+        password_from(args.requirepass, args.requirepass_file, ENV_PASSWORD),
+        password_from(None, args.admin_password_file, ENV_ADMIN_PASSWORD),
+    )
+    total = args.query_buffer_total or default_total()
+    limits = QueryLimits(args.query_buffer_limit, total)
+    try:
+        peers = [parse_peer(a) for a in args.peers.split(",")] if args.peers else None
+    except ValueError as exc:
+        raise ValueError(f"--peers: {exc}") from None
+    return access, limits, peers
 
 
 def _duration(seconds: float) -> str:
@@ -291,7 +326,47 @@ def parser() -> argparse.ArgumentParser:
         "CLUSTER SLOTS splits the slots over them (SmartRedis's cluster mode); default: "
         "this gateway alone",
     )
+    _add_gateway_security(gateway)
     return p
+
+
+def _add_gateway_security(gateway: argparse.ArgumentParser) -> None:
+    """``memstore gateway``'s passwords and memory caps (docs/security.md)."""
+    gateway.add_argument(
+        "--requirepass-file",
+        metavar="FILE",
+        help="clients must AUTH with the password on this file's first line (mode 0600; "
+        f"or set {ENV_PASSWORD}); required in front of a CURVE store",
+    )
+    gateway.add_argument(
+        "--requirepass",
+        metavar="PASSWORD",
+        help="the password itself (Redis's requirepass): visible in ps, prefer the file",
+    )
+    gateway.add_argument(
+        "--admin-password-file",
+        metavar="FILE",
+        help="the password of the admin user (AUTH admin PASSWORD), who alone may rewrite "
+        f"the gateway list (MEMSTORE.GATEWAYS); or set {ENV_ADMIN_PASSWORD}",
+    )
+    gateway.add_argument(
+        "--query-buffer-limit",
+        type=parse_size,
+        default=str(DEFAULT_QUERY_LIMIT),
+        metavar="SIZE",
+        help="most bytes of unfinished commands one connection may hold, e.g. 256MiB "
+        "(Redis's client-query-buffer-limit); past it the connection gets an error and is "
+        "closed (default 1GiB)",
+    )
+    gateway.add_argument(
+        "--query-buffer-total",
+        type=parse_size,
+        default="0",
+        metavar="SIZE",
+        help="most bytes every connection together may hold; the connection that would pass "
+        "it gets an error and is closed (default: 4GiB or a quarter of this machine's "
+        "memory, whichever is less)",
+    )
 
 
 def _add_common(q: argparse.ArgumentParser) -> None:

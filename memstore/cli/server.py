@@ -29,6 +29,7 @@ from memstore.config import (
     parse_size,
 )
 from memstore.errors import MemstoreError
+from memstore.gateway.access import Access, exposure_warnings
 from memstore.gateway.server import connect, serve_in_thread
 from memstore.server.options import shard_options
 from memstore.server.shard import Shard
@@ -304,6 +305,17 @@ def _check_snapshot_options(args: argparse.Namespace) -> None:
         plan_restore(args.restore)
 
 
+def _check_resp_port(args: argparse.Namespace, curve: object) -> None:
+    """Refuse ``--resp-port`` in front of a CURVE shard: that gateway takes no password, so
+    it would serve anyone who reaches its port with this process's keys."""
+    if curve is not None and args.resp_port is not None:
+        raise MemstoreError(
+            "--resp-port with --curve-secret-key: the in-process gateway has no "
+            "authentication, so it cannot front a CURVE store; run `memstore gateway "
+            "--requirepass-file FILE` beside the shards instead (docs/security.md)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``memstore-server`` with ``argv`` (default: the command line); its exit code."""
     args = parser().parse_args(argv)
@@ -320,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster = _cluster(args)
         curve = _curve(args)
         _check_snapshot_options(args)
+        _check_resp_port(args, curve)
     except (MemstoreError, ValueError) as exc:
         print(f"memstore-server: {exc}", file=sys.stderr)
         return 2
@@ -341,11 +354,7 @@ def _run_mpi(args: argparse.Namespace) -> int:
     try:
         curve = _curve(args)
         _check_snapshot_options(args)
-        if curve is not None and args.resp_port is not None:
-            raise MemstoreError(
-                "--resp-port with --curve-secret-key: a RESP gateway has no "
-                "authentication, so it cannot front a CURVE store"
-            )
+        _check_resp_port(args, curve)
     except (MemstoreError, ValueError) as exc:
         print(f"memstore-server --mpi: {exc}", file=sys.stderr)
         return 2
@@ -389,6 +398,8 @@ def _start_gateway(address: str, host: str, port: int) -> None:
     """A gateway thread whose client reaches the cluster through this shard, made on the
     first command: by then a launcher has told the shard its cluster."""
     bound = serve_in_thread(lambda: connect(address), host, port)
+    for warning in exposure_warnings(host, bound, Access()):
+        print(f"memstore-server: {warning}", file=sys.stderr, flush=True)
     print(f"{GATEWAY_READY_LINE}{host}:{bound}", flush=True)
 
 

@@ -38,6 +38,11 @@ def _dtype(value: bytes) -> np.dtype:
         raise CommandError(f"ERR invalid data type {value[:32].decode('latin-1')!r}") from None
 
 
+def joined(chunks: list) -> bytes | bytearray:
+    """A blob sent in ``chunks``; one chunk (what clients send) as it is, not copied."""
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 @command("AI.TENSORSET")
 def _tensorset(ctx: Context, args: list) -> Any:
     arity(args, 2, None, "ai.tensorset")
@@ -52,7 +57,7 @@ def _tensorset(ctx: Context, args: list) -> Any:
     if cut == len(rest):
         array = np.zeros(count, dtype)
     elif upper[cut] == b"BLOB":
-        blob = b"".join(rest[cut + 1 :])
+        blob = joined(rest[cut + 1 :])
         if len(blob) != count * dtype.itemsize:
             raise CommandError("ERR data length does not match tensor shape and type")
         array = np.frombuffer(blob, dtype)
@@ -121,7 +126,7 @@ def _modelstore(ctx: Context, args: list) -> Any:
     while i < len(args):
         word = args[i].upper()
         if word == b"BLOB":
-            blob = b"".join(args[i + 1 :])
+            blob = joined(args[i + 1 :])
             break
         if word in (b"INPUTS", b"OUTPUTS"):
             options[word.decode().lower()], i = _names(args, i + 1)

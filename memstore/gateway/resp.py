@@ -14,6 +14,11 @@ from typing import Any
 MAX_BULK = 512 * 1024 * 1024
 MAX_ARGS = 1024 * 1024
 MAX_INLINE = 64 * 1024
+#: Redis's ``client-query-buffer-limit`` default: most bytes one connection's unfinished
+#: commands may hold.
+DEFAULT_QUERY_LIMIT = 1024 * 1024 * 1024
+#: A bulk this large is read into a buffer of its own and handed out without a copy.
+BIG_BULK = 1024 * 1024
 
 
 class RespError(ValueError):
@@ -43,20 +48,62 @@ class Map(dict):
 OK = Status("OK")
 
 
-class Parser:
-    """Feed bytes in, take complete commands (lists of ``bytes``) out."""
+class LimitExceeded(RespError):
+    """A connection's unfinished commands would hold more than its query buffer limit."""
 
-    def __init__(self) -> None:
+
+class Parser:
+    """Feed bytes in, take complete commands (lists of ``bytes``) out.
+
+    ``limit`` caps the bytes one connection's unfinished commands may hold, with ``extra``
+    held elsewhere (Redis's ``client-query-buffer-limit``): :class:`LimitExceeded` is raised
+    as soon as a bulk header announces more, or more arrives. ``max_args``/``max_bulk``
+    may be lowered (the server does before ``AUTH``). A bulk of :data:`BIG_BULK` bytes or
+    more is read into its own buffer and handed out as that ``bytearray``: never copied,
+    so the parser holds about what it received, once.
+    """
+
+    def __init__(self, limit: int = DEFAULT_QUERY_LIMIT) -> None:
+        self.limit = limit
+        self.extra = 0  # bytes the connection holds elsewhere (a MULTI queue), counted too
+        self.max_args, self.max_bulk = MAX_ARGS, MAX_BULK
         self._buf = bytearray()
         self._pos = 0
         self._args: list[bytes] | None = None  # the array being read
         self._count = 0
+        self._args_bytes = 0  # held by self._args
+        self._bulk: bytearray | None = None  # a big bulk being read, with its CRLF
+        self._bulk_size = 0
 
     def feed(self, data: bytes) -> None:
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]  # consumed bytes: drop them now and then, not per read
+        """Take ``data``; raises :class:`LimitExceeded` when the command grows past limit."""
+        view = memoryview(data)
+        if self._bulk is not None:
+            take = self._bulk_size + 2 - len(self._bulk)
+            self._bulk += view[:take]
+            view = view[take:]
+        if self._pos:
+            del self._buf[: self._pos]  # consumed bytes: free them before taking more
             self._pos = 0
-        self._buf += data
+        self._buf += view
+        self._check(self.held())
+
+    def held(self) -> int:
+        """Bytes this parser holds: received, not yet handed out as a command."""
+        big = 0 if self._bulk is None else len(self._bulk)
+        return len(self._buf) - self._pos + self._args_bytes + big
+
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete command."""
+        return self.held()
+
+    def _check(self, size: int) -> None:
+        if size + self.extra > self.limit:
+            raise LimitExceeded(
+                f"query buffer limit: this connection's unfinished commands would hold "
+                f"{size + self.extra} bytes, over the gateway's --query-buffer-limit of "
+                f"{self.limit}; closing it"
+            )
 
     def commands(self) -> Iterator[list[bytes]]:
         """Every command complete so far; raises :class:`RespError` on malformed input."""
@@ -84,43 +131,90 @@ class Parser:
             if self._buf[self._pos] != ord("*"):
                 line = self._line(MAX_INLINE)
                 return None if line is None else line.split()
-            mark = self._pos
-            line = self._line(32)
-            if line is None:
+            count = self._array_header()
+            if count is None:
                 return None
-            count = _int(line[1:], "multibulk length")
-            if count > MAX_ARGS:
-                self._pos = mark
-                raise RespError("invalid multibulk length")
             if count <= 0:
                 return []
-            self._args, self._count = [], count
         while len(self._args) < self._count:
-            mark = self._pos
-            if self._pos >= len(self._buf):
+            arg = self._bulk_arg()
+            if arg is None:
                 return None
-            if self._buf[self._pos] != ord("$"):
-                raise RespError(f"expected '$', got '{chr(self._buf[self._pos])}'")
-            line = self._line(32)
-            if line is None:
-                return None
-            size = _int(line[1:], "bulk length")
-            if not 0 <= size <= MAX_BULK:
-                raise RespError("invalid bulk length")
-            if len(self._buf) - self._pos < size + 2:
-                self._pos = mark  # read the header again once the whole bulk is here
-                return None
+            self._args.append(arg)
+            self._args_bytes += len(arg)
+        args, self._args, self._args_bytes = self._args, None, 0
+        return args
+
+    def _array_header(self) -> int | None:
+        """Read ``*N``: N (an array of N > 0 items begins), or None until the line is here."""
+        mark = self._pos
+        line = self._line(32)
+        if line is None:
+            return None
+        count = _int(line[1:], "multibulk length")
+        if count > self.max_args:
+            self._pos = mark
+            unauthenticated = self.max_args < MAX_ARGS
+            raise RespError(
+                f"{'unauthenticated' if unauthenticated else 'invalid'} multibulk length"
+            )
+        if count > 0:
+            self._args, self._count = [], count
+        return count
+
+    def _bulk_arg(self) -> bytes | bytearray | None:
+        """The next bulk string of the array, or None until it has all arrived."""
+        if self._bulk is not None:
+            return self._big_done()
+        mark = self._pos
+        if self._pos >= len(self._buf):
+            return None
+        if self._buf[self._pos] != ord("$"):
+            raise RespError(f"expected '$', got '{chr(self._buf[self._pos])}'")
+        line = self._line(32)
+        if line is None:
+            return None
+        size = _int(line[1:], "bulk length")
+        if not 0 <= size <= self.max_bulk:
+            unauthenticated = self.max_bulk < MAX_BULK
+            raise RespError(f"{'unauthenticated' if unauthenticated else 'invalid'} bulk length")
+        self._check(self._args_bytes + size + 2)
+        if len(self._buf) - self._pos >= size + 2:
             end = self._pos + size
             if self._buf[end : end + 2] != b"\r\n":
                 raise RespError("bulk string not followed by CRLF")
-            self._args.append(bytes(self._buf[self._pos : end]))
+            arg = _copy(self._buf, self._pos, end)
             self._pos = end + 2
-        args, self._args = self._args, None
-        return args
+            return arg
+        if size < BIG_BULK:
+            self._pos = mark  # read the header again once the whole bulk is here
+            return None
+        self._bulk, self._bulk_size = _copy_out(self._buf, self._pos), size
+        self._pos = len(self._buf)
+        return None
 
-    def pending(self) -> int:
-        """Bytes received but not yet part of a complete command."""
-        return len(self._buf) - self._pos
+    def _big_done(self) -> bytearray | None:
+        """The big bulk being read, once it and its CRLF are all here."""
+        big, size = self._bulk, self._bulk_size
+        if len(big) < size + 2:
+            return None
+        if big[size:] != b"\r\n":
+            raise RespError("bulk string not followed by CRLF")
+        del big[size:]
+        self._bulk = None
+        return big
+
+
+def _copy(buf: bytearray, start: int, end: int) -> bytes:
+    """``buf[start:end]`` as bytes, copied once (slicing a bytearray would copy twice)."""
+    with memoryview(buf) as view, view[start:end] as part:
+        return bytes(part)
+
+
+def _copy_out(buf: bytearray, start: int) -> bytearray:
+    """``buf[start:]`` as a new bytearray (the start of a big bulk)."""
+    with memoryview(buf) as view, view[start:] as part:
+        return bytearray(part)
 
 
 def _int(text: bytes, what: str) -> int:

@@ -2,7 +2,10 @@
 
 Each connection's commands run one after another, in order (pipelining works); ``MULTI``
 queues them until ``EXEC``. Bytes that are not RESP get one ``-ERR Protocol error`` and the
-connection is closed, as Redis does; the shards never see them.
+connection is closed, as Redis does; the shards never see them. A connection must ``AUTH``
+first when the gateway has a password (:mod:`memstore.gateway.access`), and one that would
+hold more than its query buffer limit, or take every connection together past theirs, gets
+an error and is closed (:mod:`memstore.gateway.limits`).
 """
 
 from __future__ import annotations
@@ -14,30 +17,64 @@ import threading
 from typing import Any
 
 from memstore.gateway import ai, keys  # noqa: F401  (they fill the command table)
+from memstore.gateway.access import (
+    HELLO_NOAUTH,
+    UNAUTHENTICATED_ARGS,
+    UNAUTHENTICATED_BULK,
+    Access,
+    command_name,
+)
 from memstore.gateway.commands import Context, execute
-from memstore.gateway.resp import OK, Error, Parser, RespError, Status, encode
+from memstore.gateway.limits import Budget, QueryLimits
+from memstore.gateway.resp import (
+    BIG_BULK,
+    MAX_ARGS,
+    MAX_BULK,
+    OK,
+    Error,
+    LimitExceeded,
+    Parser,
+    RespError,
+    Status,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 #: Bytes read per ``read`` call and the most commands run at once (over all connections).
 READ_SIZE = 1024 * 1024
 WORKERS = 16
-#: bytes a connection buffers before asyncio stops reading it (default 64 KiB: a large
-#: tensor then arrives in thousands of small reads)
-STREAM_LIMIT = 16 * 1024 * 1024
+#: Seconds a connection closed for an error still reads (and drops) what its client sends.
+LINGER = 2.0
+#: asyncio stops reading a connection whose unread bytes pass twice this (its default,
+#: 64 KiB, makes a large tensor arrive in thousands of small reads; 16 MiB made each idle
+#: connection able to buffer 32 MiB outside the query buffer caps). With READ_SIZE it sets
+#: the most a connection holds beyond the caps: 2 * 1 + 1 MiB, and one socket read.
+STREAM_LIMIT = 1024 * 1024
 
 
 class Gateway:
     """A RESP server on ``host:port`` in front of ``client``'s shards.
 
     ``client`` is a :class:`memstore.Client` or a function making one on first use;
-    ``peers`` lists every gateway of the store (``CLUSTER SLOTS``), see :class:`Context`.
+    ``peers`` lists every gateway of the store (``CLUSTER SLOTS``), see :class:`Context`;
+    ``access`` holds its passwords and ``limits`` its query buffer caps.
     """
 
     def __init__(
-        self, client: Any, host: str = "127.0.0.1", port: int = 6379, peers: list | None = None
+        self,
+        client: Any,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        peers: list | None = None,
+        *,
+        access: Access | None = None,
+        limits: QueryLimits | None = None,
     ):
         self.host, self.port = host, port
+        self.access = access or Access()
+        self.limits = limits or QueryLimits()
+        self.budget = Budget(self.limits.total)
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "memstore-gateway")
         self._server: asyncio.base_events.Server | None = None
         self.ctx = Context(client, host, port, peers)
@@ -61,60 +98,174 @@ class Gateway:
         self.ctx.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        parser, queued = Parser(), None  # queued: the MULTI block's commands
-        loop = asyncio.get_running_loop()
+        connection = Connection(self)
         try:
             while True:
                 data = await reader.read(READ_SIZE)
                 if not data:
                     return
-                parser.feed(data)
-                try:
-                    for args in parser.commands():
-                        reply, queued, close = await self._one(loop, args, queued)
-                        writer.writelines(reply_chunks(reply))
-                        if close:
-                            return
-                        await writer.drain()
-                except RespError as exc:
-                    writer.writelines(encode(Error(f"ERR Protocol error: {exc}")))
+                if await connection.received(data, writer):
+                    if connection.refused:
+                        await _discard_until_eof(reader, writer)
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         except Exception:  # a bug here must cost one connection, never the gateway
             log.exception("gateway connection failed")
         finally:
+            connection.close()
             try:
                 await asyncio.wait_for(writer.drain(), 5.0)
                 writer.close()
             except (TimeoutError, ConnectionError):
                 writer.transport.abort()
 
-    async def _one(self, loop, args: list, queued: list | None) -> tuple[Any, list | None, bool]:
-        """Reply to one command: (reply, the MULTI queue afterwards, close the connection)."""
-        name = args[0].upper()
-        if name == b"QUIT":
-            return OK, queued, True
-        if name == b"MULTI":
-            if queued is not None:
-                return Error("ERR MULTI calls can not be nested"), queued, False
-            return OK, [], False
-        if name == b"DISCARD":
-            if queued is None:
-                return Error("ERR DISCARD without MULTI"), None, False
-            return OK, None, False
-        if name == b"EXEC":
-            if queued is None:
-                return Error("ERR EXEC without MULTI"), None, False
-            replies = [await self._run(loop, a) for a in queued]
-            return replies, None, False
-        if queued is not None:
-            queued.append(args)
-            return Status("QUEUED"), queued, False
-        return await self._run(loop, args), None, False
-
-    async def _run(self, loop, args: list) -> Any:
+    async def run(self, args: list) -> Any:
+        """One command on the thread pool: its reply."""
+        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, execute, self.ctx, args)
+
+
+class Connection:
+    """One client connection's state: its parser, ``MULTI`` queue, user and held bytes.
+
+    Commands run one after another, in order. Every byte the connection holds (its
+    unfinished command, the command running, its ``MULTI`` queue) is counted against the
+    gateway's :class:`QueryLimits`; past them it gets an error and is closed.
+    """
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.parser = Parser(gateway.limits.per_connection)
+        self.holding = gateway.budget.holding()
+        self.queued: list | None = None  # the MULTI block's commands
+        self.queued_bytes = 0
+        self.user: str | None = None
+        self.refused = False  # closed for an error: the client's later bytes are unread
+        self._login(gateway.access.first_user())
+
+    def _login(self, user: str | None) -> None:
+        self.user = user
+        authenticated = user is not None
+        self.parser.max_args = MAX_ARGS if authenticated else UNAUTHENTICATED_ARGS
+        self.parser.max_bulk = MAX_BULK if authenticated else UNAUTHENTICATED_BULK
+
+    def close(self) -> None:
+        self.queued = None
+        self.holding.release()
+
+    async def received(self, data: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Parse ``data`` and answer every command it completes; True: close now."""
+        try:
+            self.parser.feed(data)
+            self.holding.set(self.parser.held() + self.queued_bytes)
+            for args in self.parser.commands():
+                reply, close = await self._one(args)
+                self.holding.set(self.parser.held() + self.queued_bytes)
+                self.parser.extra = self.queued_bytes
+                write_reply(writer, reply_chunks(reply))
+                if close:
+                    return True
+                await writer.drain()
+        except LimitExceeded as exc:
+            log.warning("gateway: %s", exc)
+            self._refuse(writer, Error(f"ERR {exc}"))
+            return True
+        except RespError as exc:
+            self._refuse(writer, Error(f"ERR Protocol error: {exc}"))
+            return True
+        return False
+
+    def _refuse(self, writer: asyncio.StreamWriter, error: Error) -> None:
+        """Answer ``error`` and free what this connection holds: it is closing."""
+        self.refused = True
+        self.parser = Parser(0)
+        self.close()
+        writer.writelines(encode(error))
+
+    async def _one(self, args: list) -> tuple[Any, bool]:
+        """Reply to one command: (reply, close the connection)."""
+        name = command_name(args)
+        refusal = self.gateway.access.refusal(self.user, args)
+        if refusal is not None:
+            return refusal, False
+        if name == b"QUIT":
+            return OK, True
+        if name == b"AUTH":
+            return self._auth(args[1:]), False
+        if name == b"HELLO":
+            return await self._hello(args), False
+        if name in (b"MULTI", b"DISCARD", b"EXEC"):
+            return await self._transaction(name), False
+        if self.queued is not None:
+            self.queued.append(args)
+            self.queued_bytes += command_size(args)
+            return Status("QUEUED"), False
+        return await self.gateway.run(args), False
+
+    def _auth(self, args: list) -> Any:
+        user, reply = self.gateway.access.login(args)
+        if user is not None:
+            self._login(user)
+        return reply
+
+    async def _hello(self, args: list) -> Any:
+        """``HELLO [protover [AUTH user password] [SETNAME name]]``."""
+        upper = [bytes(a).upper() for a in args[:6]]
+        if b"AUTH" in upper[2:3]:
+            reply = self._auth(args[3:5])
+            if isinstance(reply, Error):
+                return reply
+        if self.user is None:
+            return HELLO_NOAUTH
+        return await self.gateway.run(args[:2])
+
+    async def _transaction(self, name: bytes) -> Any:
+        if name == b"MULTI":
+            if self.queued is not None:
+                return Error("ERR MULTI calls can not be nested")
+            self.queued = []
+            return OK
+        if self.queued is None:
+            return Error(f"ERR {name.decode()} without MULTI")
+        queued, self.queued, self.queued_bytes = self.queued, None, 0
+        if name == b"DISCARD":
+            return OK
+        return [await self.gateway.run(a) for a in queued]
+
+
+async def _discard_until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an error reply that closes the connection: end our side, then read and drop
+    what the client still sends, for at most :data:`LINGER` seconds. Closing with unread
+    bytes would send a reset, which can destroy the error reply before the client reads it."""
+    try:
+        writer.write_eof()
+        async with asyncio.timeout(LINGER):
+            while await reader.read(READ_SIZE):
+                pass
+    except (TimeoutError, OSError):
+        pass
+
+
+def command_size(args: list) -> int:
+    """The bytes a parsed command holds (its arguments)."""
+    return sum(len(a) for a in args)
+
+
+def write_reply(writer: asyncio.StreamWriter, chunks: list) -> None:
+    """Write a reply's chunks: small ones joined, a large one (a tensor's buffer) on its
+    own, so it is not copied into a joined reply first (``writelines`` joins them all)."""
+    small: list = []
+    for chunk in chunks:
+        if memoryview(chunk).nbytes < BIG_BULK:
+            small.append(chunk)
+            continue
+        if small:
+            writer.write(b"".join(small))
+            small = []
+        writer.write(chunk)
+    if small:
+        writer.write(b"".join(small))
 
 
 def reply_chunks(reply: Any) -> list:
@@ -127,11 +278,19 @@ def reply_chunks(reply: Any) -> list:
         return encode(Error(f"ERR the reply could not be encoded: {exc}"))
 
 
-def serve(client: Any, host: str = "127.0.0.1", port: int = 6379, ready=None, peers=None) -> None:
-    """Run a gateway until interrupted; ``ready(port)`` is called once it listens."""
+def serve(
+    client: Any,
+    host: str = "127.0.0.1",
+    port: int = 6379,
+    ready=None,
+    peers=None,
+    **options: Any,
+) -> None:
+    """Run a gateway until interrupted; ``ready(port)`` is called once it listens.
+    ``options``: :class:`Gateway`'s ``access`` and ``limits``."""
 
     async def main() -> None:
-        gateway = Gateway(client, host, port, peers)
+        gateway = Gateway(client, host, port, peers, **options)
         await gateway.start()
         if ready is not None:
             ready(gateway.port)
@@ -147,11 +306,14 @@ class GatewayThread(threading.Thread):
     """A gateway served on a daemon thread of this process, stopped by :meth:`stop`
     (``memstore-server --resp-port``, the MPI bootstrap). ``client`` may be a function
     making the client on first use; ``peers`` as :class:`Gateway`'s, settable later on
-    ``ctx.peers`` (the MPI bootstrap learns them once every gateway listens)."""
+    ``ctx.peers`` (the MPI bootstrap learns them once every gateway listens); ``options``:
+    :class:`Gateway`'s ``access`` and ``limits``."""
 
-    def __init__(self, client: Any, host: str, port: int, peers: list | None = None):
+    def __init__(
+        self, client: Any, host: str, port: int, peers: list | None = None, **options: Any
+    ):
         super().__init__(name=f"memstore-gateway {host}:{port}", daemon=True)
-        self.gateway = Gateway(client, host, port, peers)
+        self.gateway = Gateway(client, host, port, peers, **options)
         self.ctx = self.gateway.ctx
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -202,14 +364,17 @@ class GatewayThread(threading.Thread):
         return not self.is_alive()
 
 
-def serve_in_thread(client: Any, host: str, port: int, timeout: float = 30.0) -> int:
+def serve_in_thread(
+    client: Any, host: str, port: int, timeout: float = 30.0, **options: Any
+) -> int:
     """Start a gateway on a daemon thread (``memstore-server --resp-port``); its port once
-    it listens. ``client`` may be a function making the client on first use.
+    it listens. ``client`` may be a function making the client on first use; ``options``:
+    :class:`Gateway`'s ``access`` and ``limits``.
 
     Raises:
         OSError: the port could not be bound (or the gateway did not listen in ``timeout``).
     """
-    return GatewayThread(client, host, port).listen(timeout)
+    return GatewayThread(client, host, port, **options).listen(timeout)
 
 
 def connect(address: Any, timeout: float = 5.0, **options: Any) -> Any:
