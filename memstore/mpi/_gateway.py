@@ -49,8 +49,9 @@ def start_gateways(
         try:
             if secure:
                 raise MemstoreError(
-                    "a RESP gateway has no authentication, so it cannot front a CURVE "
-                    "store: leave out --resp-port / resp_port, or the CURVE options"
+                    "the RESP gateways of an MPI job take no password, so they cannot "
+                    "front a CURVE store: leave out --resp-port / resp_port, or the CURVE "
+                    "options (a standalone `memstore gateway --requirepass-file` can)"
                 )
             ip = own_shard.removeprefix("tcp://").rpartition(":")[0]
             thread = GatewayThread(lambda: connect(shard_list, aliases=aliases), ip, port)
