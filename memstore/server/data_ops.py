@@ -270,5 +270,4 @@ class DataOps(ShardHost):
 def _discard_files(entries: list) -> None:
     """Unlink the adopted files of entries that will not be stored."""
     for _, entry in entries:
-        if entry.shm is not None:
-            entry.shm.unlink(entry.frames)  # its mapping goes in the reaper, too
+        entry.discard()  # its mapping goes in the reaper, too

@@ -267,6 +267,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
             self._monitor.close(linger=0)
             self._socket.close(linger=0)
             if self.shm is not None:
+                self._drop_all_staged()
                 self.store.flush()  # its files go with the directory
                 self.shm.close()
             if self._guard is not None:
@@ -468,7 +469,9 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         """Bytes the store may still take under --max-memory: spare shared-memory files
         (read by the reaper thread) stay within it."""
         store = self.store
-        return store.max_memory - store.used - store.held if store.max_memory else float("inf")
+        if not store.max_memory:
+            return float("inf")
+        return store.max_memory - store.used - store.held - store.staged
 
 
 def _model_policy(models: str | None, allow_pickle: bool) -> str:

@@ -68,6 +68,12 @@ class Entry:
             size += DIM_OVERHEAD * len(meta["shape"])
         return cls(kind, meta, frames, size)
 
+    def discard(self) -> None:
+        """Unlink the file of an entry that will not be stored (its mapping goes too)."""
+        if self.shm is not None:
+            self.shm.unlink(self.frames)
+            self.shm = None
+
 
 def _compact(frame: Any) -> Any:
     """A small received frame as compact ``bytes``; a copy that must happen, so that a

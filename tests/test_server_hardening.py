@@ -1,0 +1,165 @@
+"""Shard-side hardening of issue 25: staged outputs, refused batches, memory-cap bypasses
+and shared-memory adoption, each against real shard processes and raw sockets."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import memstore
+from memstore import wire
+from memstore.client import shm as shm_client
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def shm_root(tmp_path_factory):
+    """A private shared-memory root for this module's shards and clients; freed files are
+    unlinked at once (no spares), so a file left behind is a leak."""
+    root = tmp_path_factory.mktemp("shm")
+    root.chmod(0o700)
+    saved = {k: os.environ.get(k) for k in ("MEMSTORE_SHM_DIR", "MEMSTORE_SHM_SPARE")}
+    os.environ["MEMSTORE_SHM_DIR"] = str(root)
+    os.environ["MEMSTORE_SHM_SPARE"] = "0"
+    yield root
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def until(condition, timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s")
+        time.sleep(0.02)
+
+
+def dealer(address: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    return sock
+
+
+def ask(sock: zmq.Socket, op: str, fields: dict, payload=(), req_id: int = 1) -> dict:
+    sock.send_multipart(wire.request(req_id, op, fields, list(payload)))
+    assert sock.poll(10_000), f"the shard did not answer {op}"
+    return wire.unpack_header(sock.recv_multipart()[0])
+
+
+def shard_files(directory: str) -> list[str]:
+    """Every file under a shard's shared-memory directory but its probe."""
+    found = []
+    for top, _, names in os.walk(directory):
+        found += [os.path.join(top, n) for n in names if n != "probe"]
+    return found
+
+
+def upload(root, nbytes: int) -> tuple[dict, str]:
+    """A file of this process's upload area holding ``nbytes``: the put fields naming it."""
+    area = shm_client._uploads_in(str(root))
+    name = area.write(memoryview(np.ones(nbytes, np.uint8)))
+    fields = {"area": area.name, "files": [name]}
+    key = getattr(area, "key", None)  # the area's secret, where the client has one
+    if key is not None:
+        fields["area_key"] = key
+    return fields, os.path.join(area.path, name)
+
+
+def stage(sock, txn: str, key: str, fields: dict, nbytes: int, ttl: float = 60.0) -> dict:
+    meta = {"dtype": "|u1", "shape": [nbytes], "order": "C"}
+    return ask(sock, "stage", {"txn": txn, "ttl": ttl, "keys": [key], "metas": [meta], **fields},
+               [b""])  # fmt: skip
+
+
+# -- item 7: staged shared-memory outputs are unlinked on every path ---------------------------
+
+
+@pytest.fixture
+def capped_shm(shm_root):
+    """A 4 MiB shard with shared memory, its shm directory and a raw socket to it."""
+    with (
+        memstore.LocalCluster(shards=1, max_memory=4 * MiB) as running,
+        running.client(timeout=10) as client,
+    ):
+        sock = dealer(running.addresses[0])
+        try:
+            yield running.addresses[0], client.get_db_node_info()[0]["shm_dir"], sock, client
+        finally:
+            sock.close()
+
+
+def test_staged_files_are_unlinked_on_abort_replace_expiry_refusal_and_flush(capped_shm, shm_root):
+    """Before: every staged file stayed in /dev/shm for good, outside --max-memory."""
+    _, directory, sock, client = capped_shm
+    gone = lambda: shard_files(directory) == []  # noqa: E731
+
+    fields, _ = upload(shm_root, MiB)
+    assert stage(sock, "t1", "a", fields, MiB)["ok"]
+    assert len(shard_files(directory)) == 1
+    assert ask(sock, "abort", {"txn": "t1"})["ok"]
+    until(gone, what="the aborted stage's file unlinked")
+
+    fields, _ = upload(shm_root, MiB)
+    assert stage(sock, "t2", "a", fields, MiB)["ok"]
+    fields, _ = upload(shm_root, MiB)
+    assert stage(sock, "t2", "a", fields, MiB, ttl=0.3)["ok"]  # replaces the first
+    until(lambda: len(shard_files(directory)) == 1, what="the replaced stage's file unlinked")
+    until(gone, what="the expired stage's file unlinked")
+    assert ask(sock, "commit", {"txn": "t2"})["code"] == "model"  # expired
+
+    fields, path = upload(shm_root, 8 * MiB)
+    refused = stage(sock, "t3", "a", fields, 8 * MiB)
+    assert refused["code"] == "store_full"
+    assert "\x00" not in refused["msg"] and "'a'" in refused["msg"], refused["msg"]
+    until(gone, what="the refused stage's file unlinked")
+    assert not os.path.exists(path)
+
+    fields, _ = upload(shm_root, MiB)
+    assert stage(sock, "t4", "a", fields, MiB)["ok"]
+    client.flush_db()
+    until(gone, what="the flushed stage's file unlinked")
+    assert ask(sock, "commit", {"txn": "t4"})["code"] == "model"
+    assert not client.key_exists("a")
+
+
+def test_staged_bytes_count_against_max_memory_until_commit(capped_shm, shm_root):
+    """Before: a stage was checked once but not counted: 3 MiB staged and 3 MiB put fit a
+    4 MiB shard. Now the put is refused while the stage holds its bytes, fits after."""
+    _, _, sock, client = capped_shm
+    meta = {"dtype": "|u1", "shape": [3 * MiB], "order": "C"}
+    staged = ask(sock, "stage", {"txn": "t", "ttl": 60, "keys": ["s"], "metas": [meta]},
+                 [bytes(3 * MiB)])  # fmt: skip
+    assert staged["ok"], staged
+    with pytest.raises(memstore.StoreFull, match="staged by model runs"):
+        client.put_tensor("p", np.zeros(3 * MiB, np.uint8))
+    assert ask(sock, "commit", {"txn": "t"})["ok"]
+    assert client.get_tensor("s").nbytes == 3 * MiB
+    client.delete_tensor("s")
+    assert ask(sock, "stage", {"txn": "u", "ttl": 60, "keys": ["s"], "metas": [meta]},
+               [bytes(3 * MiB)])["ok"]  # fmt: skip
+    assert ask(sock, "abort", {"txn": "u"})["ok"]
+    client.put_tensor("p", np.zeros(3 * MiB, np.uint8))  # the aborted bytes were let go
+
+
+def test_a_stage_ttl_is_bounded_by_the_model_timeout(shm_root):
+    """Before: any finite ttl (1e300) held staged bytes for good; now at most
+    --model-timeout + 30 s, and the reply says what was granted."""
+    with memstore.LocalCluster(shards=1, extra_args=["--model-timeout", "2"]) as running:
+        sock = dealer(running.addresses[0])
+        try:
+            meta = {"dtype": "|u1", "shape": [16], "order": "C"}
+            fields = {"txn": "t", "ttl": 1e300, "keys": ["s"], "metas": [meta]}
+            reply = ask(sock, "stage", fields, [bytes(16)])
+            assert reply["ok"] and reply["ttl"] == 32.0, reply
+            assert ask(sock, "stage", {**fields, "ttl": 0.5}, [bytes(16)])["ttl"] == 0.5
+        finally:
+            sock.close()
