@@ -45,7 +45,7 @@ class DataOps(ShardHost):
                 "payload frames must match"
             )
         files = self._upload_names(request, len(keys), "put")
-        area = request.header.get("area")
+        area, secret = request.header.get("area"), request.header.get("area_key")
         entries = []
         try:
             for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
@@ -55,7 +55,8 @@ class DataOps(ShardHost):
                     tensors.parse_meta(meta, len(frame), key)
                     entries.append((key, Entry.of(TENSOR, meta, [frame], key)))
                     continue
-                view, adopted = self.shm.adopt(area, file, tensors.meta_nbytes(meta, key), key)
+                nbytes = tensors.meta_nbytes(meta, key)
+                view, adopted = self.shm.adopt(area, file, nbytes, key, secret)
                 entry = Entry.of(TENSOR, meta, [view], key)
                 entry.shm = adopted
                 entries.append((key, entry))
@@ -143,7 +144,8 @@ class DataOps(ShardHost):
                 if files and files[i] is not None:
                     nbytes = tensors.meta_nbytes(spec.get("meta"), name)
                     frames[i], file = self.shm.adopt(request.header.get("area"), files[i],
-                                                     nbytes, name)  # fmt: skip
+                                                     nbytes, name,
+                                                     request.header.get("area_key"))  # fmt: skip
                     adopted.append((i, file))
                 else:
                     tensors.parse_meta(spec.get("meta"), len(frames[i]), name)
