@@ -252,3 +252,67 @@ def test_another_user_cannot_adopt_a_clients_upload_files(shm_root, other_user):
         victim.put_tensor("mine", array)  # the victim's file is still its own
         assert (victim.get_tensor("mine") == 7).all()
         assert not victim.key_exists("stolen")
+
+
+# -- item 3: a batch refused as a whole fails each part at once --------------------------------
+
+
+def _batch(parts: list[list]) -> list:
+    frames = [wire.pack({"v": wire.VERSION, "id": 0, "op": "batch", "n": [len(p) for p in parts]})]
+    for part in parts:
+        frames += part
+    return frames
+
+
+def _put(req_id: int, keys: list[str], nbytes: int) -> list:
+    meta = {"dtype": "|u1", "shape": [nbytes], "order": "C"}
+    return wire.request(req_id, "put", {"keys": keys, "metas": [meta] * len(keys)},
+                        [bytes(nbytes)] * len(keys))  # fmt: skip
+
+
+def _part_answers(sock: zmq.Socket) -> dict[int, dict]:
+    """One reply message, as a batch reply: each part's header by its id."""
+    assert sock.poll(10_000), "the shard did not answer at once"
+    frames = sock.recv_multipart()
+    header = wire.unpack_header(frames[0])
+    assert header["id"] == 0 and "n" in header, header
+    at, parts = 1, {}
+    for count in header["n"]:
+        part = wire.unpack_header(frames[at])
+        parts[part["id"]] = part
+        at += count
+    return parts
+
+
+def test_a_batch_over_max_message_fails_each_part_at_once_with_the_reason():
+    """Before: one id-0 error without ``n``: no part's caller could match it and each
+    waited out its timeout. Now every part gets the refusal under its own id."""
+    with memstore.LocalCluster(shards=1, extra_args=["--max-message", "64KiB"]) as running:
+        sock = dealer(running.addresses[0])
+        try:
+            sock.send_multipart(_batch([_put(i, [f"k{i}"], 30 * 1024) for i in range(1, 21)]))
+            parts = _part_answers(sock)
+            assert sorted(parts) == list(range(1, 21))
+            for part in parts.values():
+                assert part["code"] == "protocol" and "--max-message" in part["msg"], part
+            assert ask(sock, "exists", {"key": "k1"}, req_id=99)["exists"] is False
+        finally:
+            sock.close()
+
+
+def test_a_batch_over_the_frame_cap_fails_each_part_at_once():
+    """Past 100,000 frames the message's frames are dropped; the part headers are kept,
+    so each part is refused by its id (before: one id-0 error, every part timed out)."""
+    with memstore.LocalCluster(shards=1) as running:
+        sock = dealer(running.addresses[0])
+        try:
+            parts = [_put(1, ["a"], 1)] + [_put(i, [f"k{j}" for j in range(40_000)], 0)
+                                            for i in (2, 3, 4)]  # fmt: skip
+            sock.send_multipart(_batch(parts))
+            answers = _part_answers(sock)
+            assert sorted(answers) == [1, 2, 3, 4]
+            assert all("100000 frames" in a["msg"] for a in answers.values()), answers
+            reply = ask(sock, "exists", {"key": "a"}, req_id=9)
+            assert reply["ok"] and reply["exists"] is False  # no part was handled
+        finally:
+            sock.close()
