@@ -316,3 +316,72 @@ def test_a_batch_over_the_frame_cap_fails_each_part_at_once():
             assert reply["ok"] and reply["exists"] is False  # no part was handled
         finally:
             sock.close()
+
+
+# -- item 8: no bypass of --max-memory (RSS <= idle + cap + 16 MiB, read from /proc) -----------
+
+
+def vm_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@pytest.fixture
+def capped16():
+    """A 16 MiB shard without shared memory (every byte in its RSS): (client, raw socket,
+    pid, idle RSS after a warm-up of each op)."""
+    with (
+        memstore.LocalCluster(shards=1, max_memory=16 * MiB, shm=False) as running,
+        running.client(timeout=30) as client,
+    ):
+        sock = dealer(running.addresses[0])
+        try:
+            client.put_tensor("w", np.zeros(1024, np.uint8))
+            client.flush_db()
+            pid = client.get_db_node_info()[0]["pid"]
+            yield client, sock, pid, vm_rss(pid)
+        finally:
+            sock.close()
+
+
+BOUND = 16 * MiB + 16 * MiB  # the cap and the documented constant
+
+
+def test_tensor_meta_with_extra_fields_is_refused(capped16):
+    """Before: 120 puts with a 1 MiB ``pad`` meta field under a 16 MiB cap were all
+    accepted, each charged ~1 KiB (RSS +126 MiB). Now refused, naming key and field."""
+    _, sock, pid, idle = capped16
+    meta = {"dtype": "|u1", "shape": [1], "order": "C", "pad": "x" * MiB}
+    for i in range(120):
+        reply = ask(sock, "put", {"keys": [f"p{i}"], "metas": [meta]}, [b"x"], req_id=i + 1)
+        assert reply["code"] == "protocol" and "'pad'" in reply["msg"] and f"'p{i}'" in reply["msg"]
+    assert vm_rss(pid) - idle <= BOUND
+
+
+def test_list_items_are_charged_what_they_cost(capped16):
+    """Before: items were charged len + 8 bytes, ~4x below what 10-character strings cost
+    (RSS +64 MiB under a 16 MiB cap). Now the cap holds."""
+    _, sock, pid, idle = capped16
+    items = [f"item{i:06d}" for i in range(10_000)]
+    for push in range(400):
+        reply = ask(sock, "list_push", {"key": "l", "items": items}, req_id=push + 1)
+        if not reply["ok"]:
+            assert reply["code"] == "store_full", reply
+            break
+    else:
+        raise AssertionError("the cap never refused a push")
+    assert vm_rss(pid) - idle <= BOUND, (vm_rss(pid) - idle) / MiB
+
+
+def test_staged_and_stored_bytes_stay_within_the_cap(capped16):
+    """A stage counts: 15 MiB staged, then a 15 MiB put is refused; RSS within the bound."""
+    client, sock, pid, idle = capped16
+    meta = {"dtype": "|u1", "shape": [15 * MiB], "order": "C"}
+    fields = {"txn": "t", "ttl": 60, "keys": ["s"], "metas": [meta]}
+    assert ask(sock, "stage", fields, [bytes(15 * MiB)])["ok"]
+    with pytest.raises(memstore.StoreFull):
+        client.put_tensor("p", np.ones(15 * MiB, np.uint8))
+    assert vm_rss(pid) - idle <= BOUND

@@ -50,6 +50,7 @@ class DataOps(ShardHost):
         try:
             for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
                 key = self._check_key(keys[i], request.op)
+                _check_meta_fields(meta, key)
                 file = files[i] if files else None
                 if file is None:
                     tensors.parse_meta(meta, len(frame), key)
@@ -267,6 +268,21 @@ class DataOps(ShardHost):
         except OSError as exc:
             log.debug("shard %s: output %r stays in memory: %s", self.address, key, exc)
             return None
+
+
+#: The fields of a tensor's meta (docs/protocol.md); a shard stores no others.
+META_FIELDS = frozenset({"dtype", "shape", "order"})
+
+
+def _check_meta_fields(meta: object, key: str) -> None:
+    """Refuse a tensor meta with fields beyond :data:`META_FIELDS`: stored whole, they
+    would cost the shard memory its --max-memory does not count."""
+    if isinstance(meta, dict) and not META_FIELDS.issuperset(meta):
+        extra = sorted(str(f) for f in set(meta) - META_FIELDS)[:3]
+        raise ProtocolError(
+            f"tensor {key!r}: unknown meta field(s) {', '.join(map(repr, extra))}; a meta "
+            "holds only dtype, shape and order"
+        )
 
 
 def _discard_files(entries: list) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,8 +84,16 @@ def _compact(frame: Any) -> Any:
     return bytes(frame)
 
 
+#: Bytes charged per list item on top of ``sys.getsizeof`` of its string: the list's slot,
+#: its over-allocation and the allocator's rounding. Measured as RSS growth per item over
+#: 400,000 items unpacked by msgpack and appended: getsizeof + 13 (10-character items),
+#: + 15 (100), + 43 (1,000).
+ITEM_OVERHEAD = 48
+
+
 def _item_size(item: str) -> int:
-    return len(item) + 8
+    """What one list item costs the shard: its Python string object, not its length."""
+    return sys.getsizeof(item) + ITEM_OVERHEAD
 
 
 @dataclass(order=True, slots=True)
