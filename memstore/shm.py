@@ -25,6 +25,7 @@ a killed shard's directory and a killed client's half-written uploads.
 from __future__ import annotations
 
 import fcntl
+import hmac
 import itertools
 import logging
 import mmap
@@ -58,6 +59,12 @@ _DIR = re.compile(r"memstore-(shard|client)-(\d+)-(\d+)-([0-9a-f]{32})\Z")
 #: Names of files inside an area: short hexadecimal counters, never a path.
 FILE_NAME = re.compile(r"[0-9a-f]{1,32}\Z")
 PROBE = "probe"
+#: In a client's upload area: a secret only the area's owner can read (0600 in a 0700
+#: directory). A put naming the area's files carries it (``area_key``), which proves the
+#: request comes from the process that made the area: area names are listable in /dev/shm
+#: and file names are counters, so without it anyone who can reach the shard could have it
+#: adopt another client's files.
+AREA_KEY = "key"
 #: Subdirectories of a shard's: freed files nobody has open, named ``<size>-<counter>`` (hex),
 #: which clients move into their upload areas to write puts into; and freed files being
 #: checked, which nobody can find by their old names any more.
@@ -143,6 +150,36 @@ def make_dir(where: str, kind: str) -> tuple[str, int]:
         os.fchmod(fd, 0o700)  # mkdir's mode passed through the umask
         return path, fd
     raise OSError(f"cannot create a directory in {where}")
+
+
+def write_area_key(dir_fd: int) -> str:
+    """Write a new secret into the upload area ``dir_fd`` (:data:`AREA_KEY`): it."""
+    key = secrets.token_hex(16)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(AREA_KEY, flags, 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, key.encode())
+    finally:
+        os.close(fd)
+    return key
+
+
+def _proves_owner(area_fd: int, claimed: Any) -> bool:
+    """Whether ``claimed`` is the secret the upload area ``area_fd`` holds."""
+    if not isinstance(claimed, str) or not claimed:
+        return False
+    try:
+        fd = os.open(AREA_KEY, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=area_fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return False
+        held = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    return bool(held) and hmac.compare_digest(held, claimed.encode(errors="replace"))
 
 
 def take_spare(
@@ -273,10 +310,13 @@ class ShardArea:
         """What a client needs to check that it shares this directory (``hello``, gets)."""
         return self._offer
 
-    def adopt(self, area: Any, name: Any, nbytes: int, key: str) -> tuple[memoryview, ShmFile]:
+    def adopt(
+        self, area: Any, name: Any, nbytes: int, key: str, secret: Any = None
+    ) -> tuple[memoryview, ShmFile]:
         """Move upload ``name`` of client area ``area`` into this directory: its bytes
-        (mapped read-only) and its file. ``ProtocolError`` unless it is a plain file of
-        this user, with one link and ``nbytes`` bytes, directly in a client area."""
+        (mapped read-only) and its file. ``ProtocolError`` unless ``secret`` is the area's
+        own (:data:`AREA_KEY`) and the upload is a plain file of this user, with one link
+        and ``nbytes`` bytes, directly in the area."""
         where = f"put {key!r}: shared-memory file {area!r}/{name!r}"
         if not (isinstance(area, str) and isinstance(name, str)):
             raise ProtocolError(f"{where}: area and file must be names")
@@ -292,6 +332,11 @@ class ShardArea:
             st = os.fstat(area_fd)
             if st.st_uid != os.geteuid() or st.st_mode & 0o077:
                 raise ProtocolError(f"{where}: the upload area is not private to this user")
+            if not _proves_owner(area_fd, secret):
+                raise ProtocolError(
+                    f"{where}: the request's 'area_key' is not the area's secret; only the "
+                    "process that made an upload area may have its files adopted"
+                )
             st = os.stat(name, dir_fd=area_fd, follow_symlinks=False)
             before = self._check(st, nbytes, where)
             os.rename(name, new, src_dir_fd=area_fd, dst_dir_fd=self.dir_fd)

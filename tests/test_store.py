@@ -462,3 +462,52 @@ def test_a_failing_callback_does_not_undo_the_put_or_skip_other_waiters():
     store.put("k", tensor("k", 1))
     assert store.exists("k") and len(first.calls) == len(last.calls) == 1
     assert store.parked == 0
+
+
+# -- rename while a save runs (issue 25 item 4) ------------------------------------------------
+
+
+class FakeFile:
+    """Stands for an entry's shared-memory file: records whether it was unlinked."""
+
+    def __init__(self):
+        self.unlinked = False
+
+    def unlink(self, frames=None):
+        self.unlinked = True
+
+
+def test_rename_during_a_save_keeps_the_value_when_the_room_left_is_smaller():
+    """Before: check_room passed, delete(src) moved its bytes to the save's held set and
+    put(dst) raised StoreFull: src and dst were both gone (and a file left uncounted)."""
+    big = tensor("src", 30_000)
+    big.shm = file = FakeFile()
+    store = Store(max_memory=big.nbytes + 10_000)
+    store.put("src", big)
+    store.snapshot()  # a save is running: it holds the entry
+    store.rename("src", "dst")
+    assert store.exists("dst") and not store.exists("src")
+    assert bytes(store.get("dst").frames[0][:1]) == b"x"
+    assert store.used == charged(store) and store.held == 0  # nothing freed: nothing held
+    assert store.shm_used == store.used and not file.unlinked
+    store.delete("dst")  # the save still holds it: counted as held until the save ends
+    assert store.held == big.nbytes + len("dst") - len("src") and file.unlinked
+    store.end_snapshot()
+    assert store.used == store.held == store.shm_used == 0
+
+
+def test_a_replacement_during_a_save_counts_the_held_bytes():
+    """Replacing a value the save holds frees nothing until the save ends (before: the put
+    was accepted as if it did, and the shard passed its cap by the held value). A rename
+    onto it moves src's bytes, so it fits."""
+    store = Store(max_memory=tensor("a", 30_000).nbytes * 2 + 500)
+    store.put("a", tensor("a", 30_000))
+    store.put("b", tensor("b", 30_000))
+    store.snapshot()
+    with pytest.raises(StoreFull, match="'b' needs"):
+        store.put("b", tensor("b", 30_000))
+    store.rename("a", "b")
+    assert store.exists("b") and not store.exists("a")
+    assert store.used + store.held <= store.max_memory
+    store.end_snapshot()
+    assert store.used == charged(store) and store.held == 0

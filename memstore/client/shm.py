@@ -36,6 +36,7 @@ from memstore.shm import (
     pid_ns,
     take_spare,
     write_all,
+    write_area_key,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class _Uploads:
 
     def __init__(self, where: str):
         self.path, self.fd = make_dir(where, "client")
+        self.key = write_area_key(self.fd)  # puts send it: proof that they own this area
         self.name = os.path.basename(self.path)
         self.pid = os.getpid()
         self._names = itertools.count(1)
@@ -311,6 +313,12 @@ def _uploads_in(where: str) -> _Uploads:
         return area
 
 
+def _area_key(area: str | None) -> str | None:
+    """The secret of this process's upload area ``area`` (``memstore.shm.AREA_KEY``)."""
+    with _uploads_lock:
+        return next((u.key for u in _uploads.values() if u.name == area), None)
+
+
 class Link:
     """A client's shared-memory path to one shard of its node."""
 
@@ -477,7 +485,11 @@ class SharedMemoryPath:
         payload = [b"" if name is not None else b for b, name in zip(buffers, files, strict=True)]
         try:
             reply = requests.to_shard(
-                shard, op, {**fields, "area": area, "files": files}, payload, what=what
+                shard,
+                op,
+                {**fields, "area": area, "area_key": _area_key(area), "files": files},
+                payload,
+                what=what,
             )
         except BaseException:
             link.discard_all(area, files)

@@ -98,6 +98,7 @@ class AdminOps(ShardHost):
         })  # fmt: skip
 
     def _op_flush(self, request, identity):
+        self._drop_all_staged()
         self.store.flush()
         for name in list(self.executor.models):
             self.executor.discard(name)

@@ -45,17 +45,19 @@ class DataOps(ShardHost):
                 "payload frames must match"
             )
         files = self._upload_names(request, len(keys), "put")
-        area = request.header.get("area")
+        area, secret = request.header.get("area"), request.header.get("area_key")
         entries = []
         try:
             for i, (meta, frame) in enumerate(zip(metas, request.payload, strict=False)):
                 key = self._check_key(keys[i], request.op)
+                _check_meta_fields(meta, key)
                 file = files[i] if files else None
                 if file is None:
                     tensors.parse_meta(meta, len(frame), key)
                     entries.append((key, Entry.of(TENSOR, meta, [frame], key)))
                     continue
-                view, adopted = self.shm.adopt(area, file, tensors.meta_nbytes(meta, key), key)
+                nbytes = tensors.meta_nbytes(meta, key)
+                view, adopted = self.shm.adopt(area, file, nbytes, key, secret)
                 entry = Entry.of(TENSOR, meta, [view], key)
                 entry.shm = adopted
                 entries.append((key, entry))
@@ -143,7 +145,8 @@ class DataOps(ShardHost):
                 if files and files[i] is not None:
                     nbytes = tensors.meta_nbytes(spec.get("meta"), name)
                     frames[i], file = self.shm.adopt(request.header.get("area"), files[i],
-                                                     nbytes, name)  # fmt: skip
+                                                     nbytes, name,
+                                                     request.header.get("area_key"))  # fmt: skip
                     adopted.append((i, file))
                 else:
                     tensors.parse_meta(spec.get("meta"), len(frames[i]), name)
@@ -267,8 +270,22 @@ class DataOps(ShardHost):
             return None
 
 
+#: The fields of a tensor's meta (docs/protocol.md); a shard stores no others.
+META_FIELDS = frozenset({"dtype", "shape", "order"})
+
+
+def _check_meta_fields(meta: object, key: str) -> None:
+    """Refuse a tensor meta with fields beyond :data:`META_FIELDS`: stored whole, they
+    would cost the shard memory its --max-memory does not count."""
+    if isinstance(meta, dict) and not META_FIELDS.issuperset(meta):
+        extra = sorted(str(f) for f in set(meta) - META_FIELDS)[:3]
+        raise ProtocolError(
+            f"tensor {key!r}: unknown meta field(s) {', '.join(map(repr, extra))}; a meta "
+            "holds only dtype, shape and order"
+        )
+
+
 def _discard_files(entries: list) -> None:
     """Unlink the adopted files of entries that will not be stored."""
     for _, entry in entries:
-        if entry.shm is not None:
-            entry.shm.unlink(entry.frames)  # its mapping goes in the reaper, too
+        entry.discard()  # its mapping goes in the reaper, too

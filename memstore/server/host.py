@@ -92,6 +92,10 @@ class ShardHost:
         """ModelOps: refuse code the ``--models`` policy does not run."""
         raise NotImplementedError
 
+    def _drop_all_staged(self) -> None:
+        """ModelOps: forget every staged output and unlink its files."""
+        raise NotImplementedError
+
     def _restore_if_pending(self) -> None:
         """PersistOps: restore the snapshot given at start, once."""
         raise NotImplementedError

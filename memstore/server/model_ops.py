@@ -17,18 +17,18 @@ from dataclasses import dataclass
 
 from memstore import wire
 from memstore.config import MODELS_NONE, MODELS_TORCHSCRIPT
-from memstore.errors import KeyNotFound, MemstoreError, ModelError, ProtocolError
+from memstore.errors import KeyNotFound, MemstoreError, ModelError, ProtocolError, StoreFull
 from memstore.kinds import MODEL, SCRIPT, TENSOR
 from memstore.server.executor import Deadlines, Job
 from memstore.server.host import ShardHost
 from memstore.server.models import PICKLE, Loaded, parse_device
 from memstore.server.store import Entry
 
+#: Seconds a stage outlives --model-timeout at most: its run decides within the timeout,
+#: then its commit has this long to arrive.
+STAGE_SLACK = 30.0
+
 _FORMATS = {MODEL: ("torchscript", "pickle"), SCRIPT: ("source", "pickle")}
-
-
-#: Key that stands for the bytes of all staged outputs in a ``Store.check_room`` call.
-_STAGED = "\0staged outputs"
 
 
 @dataclass(eq=False)
@@ -47,14 +47,14 @@ class ModelOps(ShardHost):
 
     def _init_models(self) -> None:
         self._staged: dict[str, Staged] = {}
-        self._staged_bytes = 0
         self._staged_deadlines = Deadlines()
 
     def _expire_models(self, now: float) -> float | None:
         """Time out overdue runs and forgotten stages; the next such deadline, if any."""
         nearest = self.executor.expire(now)
         for staged in self._staged_deadlines.due(now):
-            self._drop_staged(staged.txn)
+            if self._staged.get(staged.txn) is staged:  # not a later stage of the same txn
+                self._drop_staged(staged.txn)
         later = self._staged_deadlines.next()
         if later is not None and (nearest is None or later < nearest):
             nearest = later
@@ -169,28 +169,41 @@ class ModelOps(ShardHost):
     # -- outputs written by runs on other shards ---------------------------------------------
 
     def _op_stage(self, request, identity):
+        """Hold a run's outputs aside, counted against --max-memory until they are
+        committed, aborted or expire: after ``ttl`` seconds, at most --model-timeout plus
+        :data:`STAGE_SLACK` (the reply says which)."""
         txn = wire.field(request.header, "txn", str)
         ttl = wire.field(request.header, "ttl", (int, float))
         if not 0 <= ttl < float("inf"):
             raise ProtocolError(f"stage {txn!r}: ttl must be a finite number >= 0")
         entries = self._tensor_entries(request)
         nbytes = sum(entry.nbytes for _, entry in entries)
-        # Room for these and for everything staged before them, which may commit as well.
-        self.store.check_room([(k, e.nbytes) for k, e in entries] + [(_STAGED, self._staged_bytes)])
+        replaced = self._staged.get(txn)
+        try:  # room for these beside everything staged already, which may commit as well
+            self.store.check_room([], staged=nbytes - (replaced.nbytes if replaced else 0))
+        except StoreFull as exc:
+            _discard(entries)
+            keys = ", ".join(repr(k) for k, _ in entries[:3])
+            raise StoreFull(f"stage {txn!r} of {keys}: {exc}") from None
         self._drop_staged(txn)
+        ttl = min(ttl, self.model_timeout + STAGE_SLACK)
         staged = Staged(txn, entries, nbytes, time.monotonic() + ttl)
         self._staged[txn] = staged
-        self._staged_bytes += nbytes
+        self.store.staged += nbytes
         self._staged_deadlines.add(staged.deadline, staged)
-        return wire.reply(request.id)
+        return wire.reply(request.id, {"ttl": ttl})
 
     def _op_commit(self, request, identity):
         txn = wire.field(request.header, "txn", str)
         staged = self._staged.get(txn)
         if staged is None:
             raise ModelError(f"staged outputs {txn!r} on {self.address} expired before commit")
-        self._drop_staged(txn)
-        self.store.check_room([(key, entry.nbytes) for key, entry in staged.entries])
+        self._drop_staged(txn, discard=False)
+        try:
+            self.store.check_room([(key, entry.nbytes) for key, entry in staged.entries])
+        except StoreFull:
+            _discard(staged.entries)
+            raise
         for key, entry in staged.entries:
             self.store.put(key, entry)
         return wire.reply(request.id)
@@ -199,7 +212,21 @@ class ModelOps(ShardHost):
         self._drop_staged(wire.field(request.header, "txn", str))
         return wire.reply(request.id)
 
-    def _drop_staged(self, txn: str) -> None:
+    def _drop_staged(self, txn: str, discard: bool = True) -> None:
+        """Forget the outputs staged as ``txn``; ``discard``: unlink their files too."""
         staged = self._staged.pop(txn, None)
         if staged is not None:
-            self._staged_bytes -= staged.nbytes
+            self.store.staged -= staged.nbytes
+            if discard:
+                _discard(staged.entries)
+
+    def _drop_all_staged(self) -> None:
+        """``flush`` and ``close``: every staged output goes, with its file."""
+        for txn in list(self._staged):
+            self._drop_staged(txn)
+
+
+def _discard(entries: list) -> None:
+    """Unlink the shared-memory files of entries that will not be stored."""
+    for _, entry in entries:
+        entry.discard()

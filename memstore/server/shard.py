@@ -267,6 +267,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
             self._monitor.close(linger=0)
             self._socket.close(linger=0)
             if self.shm is not None:
+                self._drop_all_staged()
                 self.store.flush()  # its files go with the directory
                 self.shm.close()
             if self._guard is not None:
@@ -287,34 +288,41 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         for _ in range(budget):
             if not socket.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
                 return
-            frames = self._recv()
+            frames, part_headers = self._recv()
             self.messages += 1
             identity = frames[0].bytes
             self._source_identity = identity
             if len(frames) > MAX_FRAMES + 1:
-                reply = wire.error_reply(
-                    _request_id(frames[1]),
-                    ProtocolError(
-                        f"a message of more than {MAX_FRAMES} frames was refused by shard "
-                        f"{self.address}: send fewer tensors per request"
-                    ),
+                error = ProtocolError(
+                    f"a message of more than {MAX_FRAMES} frames was refused by shard "
+                    f"{self.address}: send fewer tensors per request"
                 )
+                reply = _refusal(frames[1], part_headers, error)
             else:
                 reply = self._handle(identity, frames[1:])
             if reply is not None:
                 self._send(identity, reply)
 
-    def _recv(self) -> list:
+    def _recv(self) -> tuple[list, list]:
         """One message's frames; past :data:`MAX_FRAMES` the rest are read and dropped, so a
-        message of millions of empty frames never becomes millions of Python objects."""
+        message of millions of empty frames never becomes millions of Python objects. Of a
+        batch that long, the header of each part (at most MAX_FRAMES) is kept, to refuse
+        each part by its id: (frames, those part headers, in order)."""
         recv = self._socket.recv
         frame = recv(copy=False)
-        frames = [frame]
+        frames, headers, starts, at = [frame], [], None, 0
         while frame.more:
             frame = recv(copy=False)
+            at += 1
             if len(frames) <= MAX_FRAMES + 1:
                 frames.append(frame)
-        return frames
+                continue
+            if starts is None:
+                starts = _part_starts(frames[1])
+                headers = [frames[i] for i in sorted(starts) if i < len(frames)]
+            if at in starts:
+                headers.append(frame)
+        return frames, headers
 
     def _send(self, identity: bytes, frames: list) -> None:
         """One reply: the routing id, then its frames (stored payloads go without a copy);
@@ -345,10 +353,15 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
             req_id = request.id  # first, so that even a refusal reaches the waiting caller
             size = sum(len(f) for f in frames)
             if self.max_message and size > self.max_message:
-                raise ProtocolError(
+                error = ProtocolError(
                     f"request of {size} bytes exceeds this shard's --max-message "
                     f"{self.max_message}: split the data or raise the limit"
                 )
+                if request.op == "batch" and not self._in_batch:
+                    starts = _part_starts(frames[0])
+                    parts = [frames[i - 1] for i in sorted(starts) if i <= len(frames)]
+                    return _refusal(frames[0], parts, error)
+                raise error
             handler = self._handlers.get(request.op)
             if handler is None:
                 raise ProtocolError(f"unknown operation {request.op!r}")
@@ -468,7 +481,9 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         """Bytes the store may still take under --max-memory: spare shared-memory files
         (read by the reaper thread) stay within it."""
         store = self.store
-        return store.max_memory - store.used - store.held if store.max_memory else float("inf")
+        if not store.max_memory:
+            return float("inf")
+        return store.max_memory - store.used - store.held - store.staged
 
 
 def _model_policy(models: str | None, allow_pickle: bool) -> str:
@@ -513,3 +528,33 @@ def _request_id(frame: object) -> int:
         return wire.unpack_header(frame)["id"]
     except ProtocolError:
         return -1
+
+
+def _part_starts(header: object) -> set[int]:
+    """Where each part of a batch starts, counting the message's frames after the routing
+    id (the envelope's header is 1); empty unless ``header`` is a batch's with a valid ``n``.
+    At most :data:`MAX_FRAMES` parts are located."""
+    try:
+        fields = wire.unpack_header(header)
+    except ProtocolError:
+        return set()
+    counts = fields.get("n")
+    if fields.get("op") != "batch" or not isinstance(counts, list):
+        return set()
+    starts, at = set(), 2
+    for count in counts[:MAX_FRAMES]:
+        if type(count) is not int or count < 1:
+            return set()
+        starts.add(at)
+        at += count
+    return starts
+
+
+def _refusal(header: object, part_headers: list, error: MemstoreError) -> list:
+    """The reply to a request refused as a whole: for a batch whose parts could be found,
+    a batch reply failing each part with ``error`` under its own id (its caller fails at
+    once, not after its timeout); else one error with the request's id."""
+    if not part_headers:
+        return wire.error_reply(_request_id(header), error)
+    replies = [wire.error_reply(_request_id(part), error)[0] for part in part_headers]
+    return wire.reply(0, {"n": [1] * len(replies)}, replies)
