@@ -104,14 +104,24 @@ class Reply(Future):
 
     def cancel(self) -> bool:
         """Cancel if not yet answered: the answer is dropped when it comes. A write that was
-        already sent may still be applied by the shard."""
+        already sent may still be applied by the shard. The done-callbacks run on this
+        thread once the lock is released: one may block on this very client."""
         with self._condition:  # re-entrant: the calls below take it too
             if self.cancelled():
                 return True
-            if not super(Future, self).cancel():
+            if self.done():
                 return False
+            # Taken now, run below: the base class would run them under our lock, and the
+            # pump settling this reply (its answer came) would wait for them (issue 25).
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            super(Future, self).cancel()
             self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait and its kin
-            return True
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("a done-callback of %s raised", describe(self.what))
+        return True
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         super().settle(value, error)
