@@ -6,6 +6,10 @@ plays a lying shard), with real threads, forks and signals; every wait has a tim
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -57,3 +61,102 @@ def test_a_callback_of_a_cancelled_future_may_block_on_the_same_client(store, ca
         assert future.cancelled()
         client.put_tensor("after", np.zeros(3))
         assert client.get_tensor("after").tolist() == [0.0, 0.0, 0.0]
+
+
+# -- item 2: a client used after fork() says so at once, and leaves the parent's alone ----
+
+_FORKED = r"""
+import glob, json, os, sys, time
+import numpy as np
+import memstore
+
+client = memstore.Client(sys.argv[1], timeout=5)
+big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: over the shared-memory threshold
+client.put_tensor("big", big)
+kept = client.empty("kept", big.shape)  # an upload file the child must not remove
+kept[...] = 1.0
+areas = sorted(glob.glob("/dev/shm/memstore-client-*-%d-*" % os.getpid()))
+child = os.fork()
+if child == 0:
+    seen = []
+    for call in (
+        lambda: client.get_tensor("big"),
+        lambda: client.put_tensor_async("x", big),
+        lambda: client.tensor_exists("big"),
+        lambda: client.empty("e", big.shape),
+    ):
+        start = time.monotonic()
+        try:
+            call()
+            seen.append("no error")
+        except memstore.MemstoreError as exc:
+            seen.append(f"{type(exc).__name__}: {exc} ({time.monotonic() - start:.1f}s)")
+    print(json.dumps(seen), flush=True)
+    del kept
+    sys.exit(0)  # atexit and finalizers run, as in any child that returns normally
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    pid, status = os.waitpid(child, os.WNOHANG)
+    if pid:
+        break
+    time.sleep(0.05)
+else:
+    os.kill(child, 9)
+    print(json.dumps("child hung"), flush=True)
+    os.waitpid(child, 0)
+client.put_tensor("kept", kept)  # the parent's allocation and area are intact
+assert (client.get_tensor("kept") == 1.0).all()
+assert (client.get_tensor("big") == big).all()
+futures = [client.put_tensor_async(f"after{i}", big[:10]) for i in range(20)]
+memstore.wait(futures, timeout=10)
+assert sorted(glob.glob("/dev/shm/memstore-client-*-%d-*" % os.getpid())) == areas
+print(json.dumps("parent ok"), flush=True)
+"""
+
+
+def test_a_client_used_in_a_forked_child_raises_at_once(store, tmp_path):
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED)
+    done = subprocess.run(
+        [sys.executable, str(script), store.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, (lines, done.stderr[-3000:])
+    seen, parent = lines
+    assert parent == "parent ok"
+    assert len(seen) == 4, seen
+    for outcome in seen:
+        assert "before a fork" in outcome and "make a new Client in the child" in outcome
+        assert outcome.endswith("(0.0s)"), outcome
+
+
+def _use_inherited(client, results):
+    try:
+        client.get_tensor("big")
+        results.put("no error")
+    except memstore.MemstoreError as exc:
+        results.put(str(exc))
+
+
+def test_multiprocessing_fork_workers_are_told_to_make_their_own_client(store):
+    context = multiprocessing.get_context("fork")
+    with store.client(timeout=5) as client:
+        client.put_tensor("big", np.zeros(10))
+        results = context.Queue()
+        workers = [context.Process(target=_use_inherited, args=(client, results)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        try:
+            got = [results.get(timeout=20) for _ in workers]
+        finally:
+            for worker in workers:
+                worker.join(timeout=10)
+                if worker.exitcode is None:
+                    worker.kill()
+                    worker.join(timeout=10)
+        assert [worker.exitcode for worker in workers] == [0] * len(workers)
+        assert all("before a fork" in text for text in got), got
+        assert client.get_tensor("big").tolist() == [0.0] * 10

@@ -125,7 +125,7 @@ class _Uploads:
         return mapping
 
     def discard(self, name: str) -> None:
-        if self.fd >= 0:
+        if self.fd >= 0 and os.getpid() == self.pid:  # never a parent's file from a child
             discard_file(name, self.fd)
 
     def close(self) -> None:
@@ -443,6 +443,7 @@ class SharedMemoryPath:
         """A writable shared mapping of ``nbytes`` for ``Client.empty``, which a put of an
         array filling it adopts without a copy; None below the threshold, without a link,
         or when ``/dev/shm`` fails (an ordinary array works as well)."""
+        self._requests.transport.check_process()
         link = self.link(shard) if nbytes >= self.threshold else None
         if link is None:
             return None

@@ -62,6 +62,19 @@ Decoder = Callable[[dict, list], Any]
 What = Any
 
 _monitor_ids = itertools.count()
+
+
+class _Process:
+    """This process's id, kept by ``os.register_at_fork`` (no system call per request)."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Process.forked)
 #: What a failed CURVE/ZMTP handshake means, by monitor event, for the ``AuthError``.
 _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its ZAP handler did not admit this client's key",
@@ -244,8 +257,18 @@ class Transport:
         self._sleeping = False
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pid = _Process.pid  # sockets and the pump belong to this process only
         #: Whether the shards take ``batch`` messages (their ``hello`` says so).
         self.batching = False
+
+    def check_process(self) -> None:
+        """Raise ``MemstoreError`` in a process forked from the one that made this client:
+        its sockets and pump thread are the parent's (libzmq does not survive a fork)."""
+        if self._pid != _Process.pid:
+            raise MemstoreError(
+                f"this client was made in process {self._pid} before a fork: make a new "
+                f"Client in the child (process {_Process.pid}); the parent's is unusable here"
+            )
 
     # -- the fast path -----------------------------------------------------------------------
 
@@ -261,6 +284,8 @@ class Transport:
     ) -> Any:
         """The fast path: send and wait on the calling thread, and return the decoded answer;
         ``UNAVAILABLE`` (nothing sent) if the pump must take the request instead."""
+        if self._pid != _Process.pid:
+            self.check_process()
         if self._busy[shard] or self._closed:
             return UNAVAILABLE
         conn = self._checkout(shard)
@@ -392,6 +417,7 @@ class Transport:
         what: What,
     ) -> Reply:
         """Queue one request for the pump; its reply completes the returned future."""
+        self.check_process()
         if self._closed:
             raise ConnectionLost("the client is closed")
         req_id = next(self._ids)
@@ -642,7 +668,11 @@ class Transport:
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Fail what is pending, stop the pump, close every socket. Idempotent, any thread."""
+        """Fail what is pending, stop the pump, close every socket. Idempotent, any thread.
+        In a forked child it only marks this client closed: the sockets are the parent's."""
+        if self._pid != _Process.pid:
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
