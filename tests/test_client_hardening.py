@@ -11,6 +11,7 @@ import multiprocessing
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -160,3 +161,58 @@ def test_multiprocessing_fork_workers_are_told_to_make_their_own_client(store):
         assert [worker.exitcode for worker in workers] == [0] * len(workers)
         assert all("before a fork" in text for text in got), got
         assert client.get_tensor("big").tolist() == [0.0] * 10
+
+
+# -- item 3: a coalesced batch stays under the shard's --max-message -------------------------
+
+
+@pytest.fixture(scope="module")
+def small_messages():
+    """A 1-shard store that refuses requests over 64 KiB (no shared memory: all on sockets)."""
+    with memstore.LocalCluster(shards=1, shm=False, extra_args=["--max-message", "64KiB"]) as s:
+        yield s
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_async_puts_under_max_message_are_not_batched_over_it(small_messages, threads):
+    with small_messages.client(timeout=5) as client:
+        data = np.ones(30 * 1024, dtype=np.uint8)  # 30 KiB: two fit in 64 KiB, three do not
+        futures: list = []
+        lock = threading.Lock()
+
+        def submit(t):
+            mine = [client.put_tensor_async(f"p{t}.{i}", data) for i in range(20)]
+            with lock:
+                futures.extend(mine)
+
+        workers = [threading.Thread(target=submit, args=(t,)) for t in range(threads)]
+        start = time.monotonic()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=10)
+        memstore.wait(futures, timeout=10)
+        errors = [f.exception(0) for f in futures if f.exception(0) is not None]
+        assert errors == [] and time.monotonic() - start < 4, errors[:2]
+        names = [f"p{t}.{i}" for t in range(threads) for i in range(20)]
+        assert all(client.get_tensors(names[:5])[0].nbytes == data.nbytes for _ in (0,))
+        assert all(client.tensor_exists(name) for name in names)
+
+
+def test_a_batch_the_shard_refuses_whole_fails_its_parts_at_once(small_messages):
+    with small_messages.client(timeout=5) as client:
+        # As a client that was not told the limit (a shard whose hello had no max_message):
+        # it builds batches over 64 KiB, and the shard refuses each as a whole.
+        client._requests.max_message = 0
+        data = np.ones(30 * 1024, dtype=np.uint8)
+        start = time.monotonic()
+        futures = [client.put_tensor_async(f"r{i}", data) for i in range(20)]
+        memstore.wait(futures, timeout=10)
+        assert time.monotonic() - start < 2.5  # at once, not after the 5 s timeout
+        errors = [f.exception(0) for f in futures if f.exception(0) is not None]
+        assert errors, "no batch was refused: the test no longer covers a refusal"
+        for error in errors:
+            assert isinstance(error, memstore.ProtocolError)
+            assert "max-message" in str(error) and "put 'r" in str(error)
+        client.put_tensor("after", data)  # the connection is still good
+        assert client.get_tensor("after").nbytes == data.nbytes

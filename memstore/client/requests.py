@@ -68,12 +68,20 @@ class Requests:
     def __init__(self, context: zmq.Context, addresses: list[str], timeout: float, curve: Any):
         self.timeout = timeout
         self.inline = InlineTurn()
-        #: The cluster's ``--max-message`` once ``hello`` told it (0: not known, no check).
-        self.max_message = 0
         self.transport = Transport(
             context, addresses, client_sockets(), client_max_inflight(), curve
         )
         self._finalizer = weakref.finalize(self, self.transport.close)
+
+    @property
+    def max_message(self) -> int:
+        """The cluster's ``--max-message`` once ``hello`` told it (0: not known, no check);
+        the transport builds no batch over it."""
+        return self.transport.max_message
+
+    @max_message.setter
+    def max_message(self, value: int) -> None:
+        self.transport.max_message = value
 
     @property
     def shards(self) -> int:

@@ -39,6 +39,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
+from memstore.config import MAX_FRAMES
 from memstore.errors import AuthError, ConnectionLost, MemstoreError, NoAnswer, Timeout, from_wire
 from memstore.futures import Future, mark_pump_thread, pump_of_this_thread
 
@@ -49,6 +50,8 @@ _SLICE_S = 0.1
 #: Most requests, and most payload bytes, coalesced into one ``batch`` message.
 _BATCH_MAX = 256
 _BATCH_BYTES = 1 << 20
+#: Bytes a ``batch`` envelope adds to its parts, at most: its fields, and 5 per part count.
+_ENVELOPE_BYTES, _ENVELOPE_PER_PART = 64, 5
 _POLLIN = zmq.POLLIN
 _EVENTS, _RCVTIMEO = int(zmq.EVENTS), int(zmq.RCVTIMEO)  # plain ints: no enum on hot paths
 _SLICE_MS = int(_SLICE_S * 1000)
@@ -161,7 +164,7 @@ class _Connection:
     """One DEALER to one shard, with the monitor that reports its disconnects and failed
     handshakes (``refused``: why the shard refused this client's credentials, if it did)."""
 
-    __slots__ = ("fresh", "monitor", "rcvtimeo", "refused", "shard", "socket")
+    __slots__ = ("batches", "fresh", "monitor", "rcvtimeo", "refused", "shard", "socket")
 
     def __init__(self, context: zmq.Context, address: str, shard: int, curve: Any = None):
         socket = context.socket(zmq.DEALER)
@@ -183,6 +186,9 @@ class _Connection:
         socket.connect(address)
         self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
         self.refused: str | None = None
+        #: The parts of each ``batch`` sent and not yet answered, oldest first (the shard
+        #: answers a connection's messages in order; a batch's envelope reply has id 0).
+        self.batches: deque[list[Reply]] = deque()
 
     def dropped(self) -> bool:
         """Whether the connection dropped since the last look (drains the monitor)."""
@@ -258,6 +264,8 @@ class Transport:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pid = _Process.pid  # sockets and the pump belong to this process only
+        #: The shards' ``--max-message`` (``hello``; 0: none): no batch is built over it.
+        self.max_message = 0
         #: Whether the shards take ``batch`` messages (their ``hello`` says so).
         self.batching = False
 
@@ -577,7 +585,11 @@ class Transport:
             heapq.heappush(self._deadlines, (item[2], reply.req_id))
             groups.setdefault(reply.shard, []).append(item)
         for shard, items in groups.items():
-            for chunk in _chunks(items) if self.batching else ([item] for item in items):
+            if self.batching:
+                chunks = _chunks(items, self.max_message)
+            else:
+                chunks = ([item] for item in items)
+            for chunk in chunks:
                 self._send_group(shard, chunk)
         return taken
 
@@ -596,6 +608,9 @@ class Transport:
             for reply, _, _ in items:
                 if self._forget(reply.req_id) is not None:
                     reply.settle(error=ConnectionLost(str(exc)))
+            return
+        if len(items) > 1:
+            conn.batches.append([reply for reply, _, _ in items])
 
     def _receive(self, conn: _Connection) -> None:
         socket = conn.socket
@@ -604,16 +619,29 @@ class Transport:
             header = _header(frames[0], self.addresses[conn.shard])
             if header is None:
                 continue
-            counts = header.get("n") if header["id"] == 0 else None
-            if counts is None:
+            if header["id"] == 0:
+                self._receive_batch(conn, header, frames)
+            else:
                 self._dispatch(conn.shard, header, frames[1:])
-                continue
-            at = 1
-            for count in counts:  # a batch reply: each part is one ordinary reply
-                part = _header(frames[at], self.addresses[conn.shard])
-                if part is not None:
-                    self._dispatch(conn.shard, part, frames[at + 1 : at + count])
-                at += count
+
+    def _receive_batch(self, conn: _Connection, header: dict, frames: list) -> None:
+        """The envelope reply to the oldest ``batch`` in flight on ``conn``: the replies of
+        its parts answered now, or the shard's refusal of the whole, which fails every part
+        of that batch at once with the shard's reason."""
+        parts = conn.batches.popleft() if conn.batches else []
+        address = self.addresses[conn.shard]
+        if not header.get("ok"):
+            code, message = header.get("code", ""), header.get("msg", "")
+            for reply in parts:
+                if self._forget(reply.req_id) is not None:
+                    reply.settle(error=from_wire(code, f"{describe(reply.what)}: {message}"))
+            return
+        at = 1
+        for count in header.get("n") or ():  # each part is one ordinary reply
+            part = _header(frames[at], address)
+            if part is not None:
+                self._dispatch(conn.shard, part, frames[at + 1 : at + count])
+            at += count
 
     def _dispatch(self, shard: int, header: dict, payload: list) -> None:
         reply = self._forget(header["id"])
@@ -635,6 +663,9 @@ class Transport:
 
     def _fail_shard(self, shard: int) -> None:
         """Fail every request in flight to a shard whose connection dropped."""
+        conn = self._pump_conns[shard]
+        if conn is not None:
+            conn.batches.clear()  # their envelope replies were lost with the connection
         for req_id in [i for i, r in list(self._pending.items()) if r.shard == shard]:
             reply = self._forget(req_id)
             if reply is not None:
@@ -738,15 +769,27 @@ def _header(frame: Any, source: str) -> dict | None:
         return None
 
 
-def _chunks(items: list):
-    """Split a shard's queued requests into batches of bounded count and size."""
-    chunk, size = [], 0
+def _chunks(items: list, max_message: int = 0):
+    """Split a shard's queued requests into batches of bounded count and size, none over
+    the shard's ``max_message`` (headers and envelope included, as the shard counts) nor
+    its frame cap. A request over them alone goes alone: the shard answers it alone."""
+    limit = min(_BATCH_BYTES, max_message) if max_message else _BATCH_BYTES
+    chunk, size, count = [], _ENVELOPE_BYTES, 1
     for item in items:
-        nbytes = sum(len(f) for f in item[1][1:])
-        if chunk and (len(chunk) >= _BATCH_MAX or size + nbytes > _BATCH_BYTES):
+        nbytes = _ENVELOPE_PER_PART + sum(_nbytes(f) for f in item[1])
+        nframes = len(item[1])
+        if chunk and (
+            len(chunk) >= _BATCH_MAX or size + nbytes > limit or count + nframes > MAX_FRAMES
+        ):
             yield chunk
-            chunk, size = [], 0
+            chunk, size, count = [], _ENVELOPE_BYTES, 1
         chunk.append(item)
         size += nbytes
+        count += nframes
     if chunk:
         yield chunk
+
+
+def _nbytes(frame: Any) -> int:
+    """A frame's size in bytes (``len`` of a many-dimensional memoryview is its first axis)."""
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
