@@ -164,10 +164,30 @@ class _Connection:
     """One DEALER to one shard, with the monitor that reports its disconnects and failed
     handshakes (``refused``: why the shard refused this client's credentials, if it did)."""
 
-    __slots__ = ("batches", "fresh", "monitor", "rcvtimeo", "refused", "shard", "socket")
+    __slots__ = (
+        "batches", "fresh", "midway", "monitor", "rcvtimeo", "refused", "shard", "socket"
+    )  # fmt: skip
 
     def __init__(self, context: zmq.Context, address: str, shard: int, curve: Any = None):
         socket = context.socket(zmq.DEALER)
+        try:
+            self._setup(socket, address, curve)
+        except BaseException:  # a signal while it is made: close what exists, leak nothing
+            if hasattr(self, "monitor"):
+                socket.disable_monitor()
+                self.monitor.close(linger=0)
+            socket.close(linger=0)
+            raise
+        self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
+        self.refused: str | None = None
+        #: An exchange on the fast path is under way: an exception that interrupts it (a
+        #: signal) may leave a half-sent or half-read message, so the socket is closed.
+        self.midway = False
+        #: The parts of each ``batch`` sent and not yet answered, oldest first (the shard
+        #: answers a connection's messages in order; a batch's envelope reply has id 0).
+        self.batches: deque[list[Reply]] = deque()
+
+    def _setup(self, socket: zmq.Socket, address: str, curve: Any) -> None:
         if curve is not None:  # memstore.auth.ClientKeys: before connect, or it is ignored
             curve.apply(socket)
         socket.setsockopt(zmq.LINGER, 0)
@@ -184,11 +204,6 @@ class _Connection:
         )
         socket.setsockopt(_RCVTIMEO, _SLICE_MS)
         socket.connect(address)
-        self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
-        self.refused: str | None = None
-        #: The parts of each ``batch`` sent and not yet answered, oldest first (the shard
-        #: answers a connection's messages in order; a batch's envelope reply has id 0).
-        self.batches: deque[list[Reply]] = deque()
 
     def dropped(self) -> bool:
         """Whether the connection dropped since the last look (drains the monitor)."""
@@ -303,10 +318,11 @@ class Transport:
             req_id = next(self._ids)
             frames = wire.request(req_id, op, fields, payload)  # may raise: nothing sent yet
             return self._exchange(conn, req_id, frames, decode, time.monotonic() + timeout, what)
+        except MemstoreError:
+            conn.midway = False  # ours, raised between whole messages: the socket is sound
+            raise
         finally:
-            self._free[shard].append(conn)
-            if self._closed:  # close() may have emptied the pool while we held this one
-                self._close_free()
+            self._checkin(conn)
 
     def _checkout(self, shard: int) -> _Connection | None:
         try:
@@ -317,7 +333,24 @@ class Transport:
             if self._made[shard] >= self._pool_size:
                 return None
             self._made[shard] += 1
-        return _Connection(self._context, self.addresses[shard], shard, self._curve)
+        try:
+            return _Connection(self._context, self.addresses[shard], shard, self._curve)
+        except BaseException:
+            with self._lock:
+                self._made[shard] -= 1
+            raise
+
+    def _checkin(self, conn: _Connection) -> None:
+        """Back to the pool, or closed if an exception (a signal: ``KeyboardInterrupt``)
+        interrupted its exchange, which may have left half a message on it."""
+        if conn.midway:
+            conn.close()
+            with self._lock:
+                self._made[conn.shard] -= 1
+        else:
+            self._free[conn.shard].append(conn)
+        if self._closed:  # close() may have emptied the pool while we held this one
+            self._close_free()
 
     def _exchange(
         self,
@@ -328,6 +361,7 @@ class Transport:
         deadline: float,
         what: What,
     ) -> Any:
+        conn.midway = True  # until the whole reply is in (see _checkin)
         conn.dropped()  # forget disconnects from before this request
         self._send(conn, frames, deadline, what)
         socket = conn.socket
@@ -350,6 +384,7 @@ class Transport:
             header = _header(reply[0], self.addresses[conn.shard])
             if header is None or header["id"] != req_id:
                 continue  # the late answer to an earlier request that timed out here
+            conn.midway = False
             payload = self._own(conn.shard, reply[1:])
             if header.get("ok"):
                 return decode(header, payload)
@@ -487,8 +522,8 @@ class Transport:
             conn = _Connection(self._context, self.addresses[shard], shard, self._curve)
             try:
                 connected = not self._down[shard] and self._await_connection(conn, deadline, what)
-            except AuthError:
-                conn.close()  # a refused key is not retried: the next submit tries anew
+            except BaseException:
+                conn.close()  # a refused key (or a signal): the next submit tries anew
                 raise
             conn.fresh = False
             self._pump_conns[shard] = conn  # kept either way: it reconnects by itself
