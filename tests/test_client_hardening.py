@@ -71,6 +71,7 @@ import glob, json, os, sys, time
 import numpy as np
 import memstore
 
+
 client = memstore.Client(sys.argv[1], timeout=5)
 big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: over the shared-memory threshold
 client.put_tensor("big", big)
@@ -290,3 +291,25 @@ def test_interrupts_during_blocking_gets_leave_no_half_read_socket(store, caplog
         assert len(os.listdir("/proc/self/fd")) - fds_before < 40
         # the fast path still works: no socket was lost from the pool
         assert client._requests.transport._made[0] <= 4
+
+
+# -- item 7: lists copied across shards; ghost writes; submits racing close() ----------------
+
+
+def test_a_list_is_copied_and_renamed_across_shards_by_raw_keys(cluster):
+    from memstore.placement import key_shard
+
+    with cluster.client(timeout=5) as client:
+        client.flush_db()
+        names = [f"l{i}" for i in range(64)]
+        src = names[0]
+        dst = next(n for n in names if key_shard(n, 3) != key_shard(src, 3))
+        client.keys.list_push(src, ["a", "b"])
+        client.keys.copy(src, dst, "list")
+        assert client.keys.list_range(dst, 0, -1) == ["a", "b"]
+        client.keys.delete(dst)
+        client.keys.rename(src, dst, "list")
+        assert client.keys.list_range(dst, 0, -1) == ["a", "b"]
+        assert not client.keys.exists(src)
+        with pytest.raises(memstore.KeyNotFound, match="l0"):
+            client.keys.copy(src, dst, "list")
