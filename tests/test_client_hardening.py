@@ -313,3 +313,69 @@ def test_a_list_is_copied_and_renamed_across_shards_by_raw_keys(cluster):
         assert not client.keys.exists(src)
         with pytest.raises(memstore.KeyNotFound, match="l0"):
             client.keys.copy(src, dst, "list")
+
+
+def test_submits_racing_close_fail_at_once_and_leak_no_socket(store):
+    import os
+
+    with store.client(timeout=5) as warm:
+        warm.put_tensor("x", np.zeros(4))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):
+        client = store.client(timeout=5)
+        futures: list = []
+        errors: list = []
+        barrier = threading.Barrier(4, timeout=5)
+
+        def submit(client=client, futures=futures, errors=errors, barrier=barrier):
+            barrier.wait()
+            for i in range(20):
+                try:
+                    futures.append(client.put_tensor_async(f"c{i}", np.zeros(4)))
+                except memstore.ConnectionLost as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=submit) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        client.close()
+        for thread in threads:
+            thread.join(timeout=10)
+        start = time.monotonic()
+        memstore.wait(futures, timeout=3)  # all done at once, none waits the 5 s timeout
+        assert time.monotonic() - start < 1
+        for error in errors + [f.exception(0) for f in futures if f.exception(0)]:
+            assert isinstance(error, memstore.ConnectionLost) and "closed" in str(error)
+    assert len(os.listdir("/proc/self/fd")) - fds_before < 8
+
+
+def test_a_request_queued_when_its_shard_dropped_is_never_sent_after(single):
+    import zmq
+
+    with single.client(timeout=5, shm=False) as client:
+        entered, release = threading.Event(), threading.Event()
+
+        def hold_the_pump(_):
+            entered.set()
+            release.wait(timeout=20)
+
+        first = client.tensor_exists_async("x")
+        first.add_done_callback(hold_the_pump)
+        assert entered.wait(timeout=5)
+        try:  # the pump is held: this put stays queued while the shard goes and comes back
+            ghost = client.put_tensor_async("ghost", np.zeros(4))
+            single.restart_shard(0)
+            with single.client(timeout=5) as other:
+                assert not other.tensor_exists("ghost")
+            # the pump's socket reconnected to the new shard (read while the pump is held)
+            pump_socket = client._requests.transport._pump_conns[0].socket
+            assert pump_socket.poll(10_000, zmq.POLLOUT)
+        finally:
+            release.set()
+        with pytest.raises(memstore.ConnectionLost):
+            ghost.result(timeout=5)
+        with single.client(timeout=5) as other:
+            assert not other.tensor_exists("ghost"), "a failed put was written after all"
+        client.put_tensor("after", np.zeros(4))  # and the client works on
+        assert client.tensor_exists("after")

@@ -462,7 +462,7 @@ class Transport:
         """Queue one request for the pump; its reply completes the returned future."""
         self.check_process()
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise _closed(what)
         req_id = next(self._ids)
         frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
         if self._pump_conns[shard] is None:
@@ -475,7 +475,7 @@ class Transport:
             self._pending[reply.req_id] = reply
         self._queue.append((reply, frames, time.monotonic() + timeout))
         if self._closed and self._forget(reply.req_id) is not None:  # close() raced us
-            reply.settle(error=ConnectionLost("the client is closed"))
+            reply.settle(error=_closed(what))
         if self._thread is None:
             self._start_pump()
         elif self._sleeping:
@@ -493,7 +493,7 @@ class Transport:
             return
         while len(self._pending) >= self._max_inflight:
             if self._closed:
-                raise ConnectionLost("the client is closed")
+                raise _closed(what)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Timeout(
@@ -526,7 +526,13 @@ class Transport:
                 conn.close()  # a refused key (or a signal): the next submit tries anew
                 raise
             conn.fresh = False
-            self._pump_conns[shard] = conn  # kept either way: it reconnects by itself
+            with self._lock:  # close() sets _closed under it, then closes _pump_conns
+                closed = self._closed
+                if not closed:
+                    self._pump_conns[shard] = conn  # kept either way: it reconnects itself
+            if closed:  # close() ran meanwhile and would never close this one
+                conn.close()
+                raise _closed(what)
         if not connected:
             self._down[shard] = True
             raise self._not_connected(conn, what)
@@ -613,13 +619,12 @@ class Transport:
         while queue:
             item = queue.popleft()
             taken += 1
-            reply = item[0]
-            if reply.cancelled():  # cancelled before it was sent: nothing will answer it
-                self._forget(reply.req_id)
-                continue
-            heapq.heappush(self._deadlines, (item[2], reply.req_id))
-            groups.setdefault(reply.shard, []).append(item)
+            groups.setdefault(item[0].shard, []).append(item)
         for shard, items in groups.items():
+            conn = self._pump_conns[shard]
+            if conn is not None and conn.dropped():  # a drop not seen yet: fail, never send
+                self._fail_shard(shard)  # to whoever listens there now (a ghost write)
+            items = [item for item in items if self._sendable(item)]
             if self.batching:
                 chunks = _chunks(items, self.max_message)
             else:
@@ -627,6 +632,16 @@ class Transport:
             for chunk in chunks:
                 self._send_group(shard, chunk)
         return taken
+
+    def _sendable(self, item: tuple) -> bool:
+        """Whether a queued request is still to be sent: not cancelled, nor already failed
+        (its shard's connection dropped, the client closed); if so its deadline starts."""
+        reply = item[0]
+        if reply.done():
+            self._forget(reply.req_id)  # a cancelled one is still in the books
+            return False
+        heapq.heappush(self._deadlines, (item[2], reply.req_id))
+        return True
 
     def _send_group(self, shard: int, items: list) -> None:
         if len(items) == 1:
@@ -782,6 +797,10 @@ class Transport:
         with self._lock:
             os.close(self._wake)
             self._wake = None
+
+
+def _closed(what: What) -> ConnectionLost:
+    return ConnectionLost(f"the client is closed: {describe(what)} was not sent")
 
 
 def _send_frames(socket: zmq.Socket, frames: list, copy: bool) -> None:
