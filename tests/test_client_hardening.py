@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +17,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import memstore
 
@@ -379,3 +383,248 @@ def test_a_request_queued_when_its_shard_dropped_is_never_sent_after(single):
             assert not other.tensor_exists("ghost"), "a failed put was written after all"
         client.put_tensor("after", np.zeros(4))  # and the client works on
         assert client.tensor_exists("after")
+
+
+# -- item 15: a lying shard gets ProtocolError naming it, never a raw error or a foreign file --
+
+
+class LyingShard:
+    """A raw ROUTER on loopback that answers ``hello`` with ``self.hello`` and every other
+    request with ``self.answer(header)``: a header map (its ``v`` and ``id`` filled in) and
+    payload frames."""
+
+    def __init__(self):
+        import zmq
+
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.hello: dict = {"shards": [self.address], "index": 0, "features": ["batch"]}
+        self.answer = lambda header: ({"ok": True}, [])
+        self.batch_reply: dict | None = None  # set: the envelope every batch is answered with
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import msgpack
+
+        while not self.stop.is_set():
+            if not self.socket.poll(50):
+                continue
+            identity, *frames = self.socket.recv_multipart()
+            header = msgpack.unpackb(frames[0])
+            if header["op"] == "batch" and self.batch_reply is not None:
+                envelope = {"v": 1, "id": 0, **self.batch_reply}
+                self.socket.send_multipart([identity, msgpack.packb(envelope)])
+                continue
+            parts = [header] if header["op"] != "batch" else None
+            if parts is None:  # answer each part of a batch on its own
+                at, parts = 1, []
+                for count in header["n"]:
+                    parts.append(msgpack.unpackb(frames[at]))
+                    at += count
+            for part in parts:
+                if part["op"] == "hello":
+                    fields, payload = {"ok": True, **self.hello}, []
+                else:
+                    fields, payload = self.answer(part)
+                reply = {"v": 1, "id": part["id"], **fields}
+                try:
+                    packed = msgpack.packb(reply)
+                except (TypeError, ValueError, OverflowError):  # hypothesis made it too odd
+                    packed = msgpack.packb({"v": 1, "id": part["id"], "ok": True})
+                self.socket.send_multipart([identity, packed, *payload])
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.socket.close()
+        self.context.term()
+
+
+@pytest.fixture(scope="module")
+def liar():
+    shard = LyingShard()
+    yield shard
+    shard.close()
+
+
+@pytest.fixture(scope="module")
+def lied_to(liar):
+    with memstore.Client(liar.address, timeout=2, shm=False) as client:
+        yield client
+
+
+def _calls(client):
+    return {
+        "get": lambda: client.get_tensor("k"),
+        "get_async": lambda: client.get_tensor_async("k").result(timeout=5),
+        "gets": lambda: client.get_tensors(["k", "l"]),
+        "exists": lambda: client.tensor_exists("k"),
+        "exists_async": lambda: client.tensor_exists_async("k").result(timeout=5),
+        "poll": lambda: client.poll_tensor("k", 10, 1),
+        "list_range": lambda: client.keys.list_range("k", 0, -1),
+        "dataset": lambda: client.get_dataset("k"),
+    }
+
+
+_junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_reply_fields = st.fixed_dictionaries(
+    {"ok": st.sampled_from([True, True, False]) | _junk},
+    optional={
+        name: _junk | st.just([{"dtype": "<f8", "shape": [2]}])
+        for name in ("exists", "found", "metas", "files", "shm", "dataset", "items", "code", "msg")
+    },
+)
+
+
+def _assert_named(error, address):
+    assert isinstance(error, memstore.MemstoreError), repr(error)
+    if isinstance(error, memstore.ProtocolError):
+        assert address in str(error), error
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    fields=_reply_fields,
+    payload=st.lists(st.binary(max_size=24), max_size=3),
+    call=st.sampled_from(sorted(_calls(None))),
+)
+def test_garbage_replies_raise_protocol_error_naming_the_shard(
+    liar, lied_to, fields, payload, call
+):
+    liar.answer = lambda header: (fields, payload)
+    try:
+        _calls(lied_to)[call]()
+    except Exception as exc:  # the point: which exceptions come out
+        _assert_named(exc, liar.address)
+        if fields["ok"] is True:  # a success reply that cannot be read
+            assert isinstance(exc, memstore.ProtocolError), repr(exc)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    hello=st.fixed_dictionaries(
+        {},
+        optional={
+            name: _junk for name in ("shards", "index", "max_message", "features", "shm", "address")
+        },
+    )
+)
+def test_a_garbage_hello_raises_protocol_error_naming_the_shard(liar, hello):
+    liar.hello = hello
+    try:
+        memstore.Client(liar.address, timeout=2).close()
+    except Exception as exc:
+        _assert_named(exc, liar.address)
+    finally:
+        liar.hello = {"shards": [liar.address], "index": 0, "features": ["batch"]}
+
+
+def _offer(directory, token="t0ken"):
+    from memstore.shm import boot_id, pid_ns
+
+    os.makedirs(directory, mode=0o700)
+    with open(os.path.join(directory, "probe"), "w") as probe:
+        probe.write(token)
+    return {"dir": str(directory), "boot_id": boot_id(), "pidns": pid_ns(),
+            "uid": os.geteuid(), "probe": token}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["outside", "symlink", "not_a_shard_dir"])
+def test_a_shared_memory_offer_outside_the_root_is_refused(liar, tmp_path, where):
+    from memstore.shm import root
+
+    name = f"memstore-shard-1-{os.getpid()}-{'ab' * 16}"
+    if where == "outside":  # a real shard's layout, in another directory
+        offer = _offer(tmp_path / name)
+    elif where == "symlink":  # in the root, but a link to a directory elsewhere
+        offer = _offer(tmp_path / "elsewhere")
+        link = os.path.join(root(), name)
+        os.symlink(tmp_path / "elsewhere", link)
+        offer["dir"] = link
+    else:  # in the root, but not named as a shard's directory
+        offer = _offer(os.path.join(root(), f"not-a-shard-{os.getpid()}"))
+    liar.hello = {"shards": [liar.address], "index": 0, "features": ["batch", "shm"],
+                  "shm": offer}  # fmt: skip
+    liar.answer = lambda header: (
+        {"ok": True, "metas": [{"dtype": "<f8", "shape": [4]}], "files": ["1"], "shm": offer},
+        [b""],
+    )
+    try:
+        with memstore.Client(liar.address, timeout=2, shm=True) as client:
+            with pytest.raises(memstore.ProtocolError, match=liar.address):
+                client.get_tensor("k")
+            assert client._shm.links[0] is None
+        assert not [p for p in os.listdir(tmp_path) if p.startswith("memstore-client")]
+        assert not os.path.exists(os.path.join(offer["dir"], "1"))
+    finally:
+        liar.hello = {"shards": [liar.address], "index": 0, "features": ["batch"]}
+        if where == "symlink":
+            os.unlink(link)
+        elif where == "not_a_shard_dir":
+            shutil.rmtree(offer["dir"])
+
+
+@pytest.mark.parametrize("name", ["../probe", "/etc/passwd", "a/b", "..", "", "ff/../1"])
+def test_file_names_that_are_paths_are_refused(store, liar, name):
+    with store.client(timeout=2) as real:  # a real shard's directory, for a real offer
+        hello = real._requests.sync(
+            real._requests.to_shard, 0, "hello", {}, decode=lambda h, p: h, what="hello"
+        )
+    offer = hello["shm"]
+    if offer is None:
+        pytest.skip("no shared memory here")
+    liar.hello = {"shards": [liar.address], "index": 0, "features": ["batch", "shm"],
+                  "shm": offer}  # fmt: skip
+    liar.answer = lambda header: (
+        {"ok": True, "metas": [{"dtype": "<u1", "shape": [4]}], "files": [name]},
+        [b""],
+    )
+    try:
+        with memstore.Client(liar.address, timeout=2, shm=True) as client:
+            assert client._shm.links[0] is not None
+            with pytest.raises(memstore.ProtocolError, match=liar.address):
+                client.get_tensor("k")
+    finally:
+        liar.hello = {"shards": [liar.address], "index": 0, "features": ["batch"]}
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"ok": True, "n": [3, 1]},
+        {"ok": True, "n": "x"},
+        {"ok": True},
+        {"ok": False, "code": 7},
+        {"ok": False, "code": "protocol", "msg": "too big"},
+    ],
+)
+def test_a_bad_batch_reply_fails_its_parts_at_once(liar, lied_to, envelope):
+    liar.batch_reply = envelope
+    try:
+        start = time.monotonic()
+        futures = [lied_to.put_tensor_async(f"b{i}", np.zeros(2)) for i in range(50)]
+        memstore.wait(futures, timeout=5)
+        assert time.monotonic() - start < 1.5  # not after the 2 s timeout
+        errors = [f.exception(0) for f in futures if f.exception(0) is not None]
+        assert errors, "nothing was batched: the test no longer covers a batch reply"
+        for error in errors:
+            assert isinstance(error, memstore.ProtocolError), repr(error)
+            assert liar.address in str(error) or "too big" in str(error)
+    finally:
+        liar.batch_reply = None

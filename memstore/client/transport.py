@@ -40,7 +40,15 @@ from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
 from memstore.config import MAX_FRAMES
-from memstore.errors import AuthError, ConnectionLost, MemstoreError, NoAnswer, Timeout, from_wire
+from memstore.errors import (
+    AuthError,
+    ConnectionLost,
+    MemstoreError,
+    NoAnswer,
+    ProtocolError,
+    Timeout,
+    from_wire,
+)
 from memstore.futures import Future, mark_pump_thread, pump_of_this_thread
 
 log = logging.getLogger(__name__)
@@ -91,6 +99,41 @@ _MONITORED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+
+
+#: What a decoder raises when a reply is not what the protocol says (a lying or broken
+#: shard): made a ``ProtocolError`` naming the shard, never let out raw.
+_MALFORMED = (LookupError, TypeError, ValueError, AttributeError, ArithmeticError, OSError)
+
+
+def answer(header: dict, payload: list, decode: Decoder, source: str, what: What) -> Any:
+    """The value of shard ``source``'s reply to ``what``, or the error it reports.
+
+    Raises:
+        ProtocolError: naming the shard, for a reply that is not what the protocol says
+            (a field missing or of the wrong type, an error without a code).
+    """
+    if not header.get("ok"):
+        code, message = header.get("code", ""), header.get("msg", "")
+        if not (isinstance(code, str) and isinstance(message, str)):
+            raise ProtocolError(
+                f"shard {source} answered {describe(what)} with an error reply that has no "
+                "code and message (not a memstore shard, or a broken one?)"
+            )
+        raise from_wire(code, message)
+    try:
+        return decode(header, payload)
+    except ProtocolError as exc:
+        if source in str(exc):
+            raise
+        raise ProtocolError(f"shard {source}, reply to {describe(what)}: {exc}") from None
+    except MemstoreError:  # what a decoder means to raise (several are also OSErrors)
+        raise
+    except _MALFORMED as exc:
+        raise ProtocolError(
+            f"shard {source} sent a reply to {describe(what)} that does not follow the "
+            f"protocol ({type(exc).__name__}: {exc}); is it a memstore shard of this version?"
+        ) from None
 
 
 def ignore_reply(header: dict, payload: list) -> None:
@@ -144,17 +187,15 @@ class Reply(Future):
         # Only now may the client go: dropping the last reference closes it (no lock held).
         self.keepalive = None
 
-    def resolve(self, header: dict, payload: list) -> None:
-        """Settle from the shard's reply: its decoded value, or the error it reports."""
-        if header.get("ok"):
-            try:
-                value = self.decode(header, payload)
-            except Exception as exc:  # a reply we cannot decode is this request's error
-                self.settle(error=exc)
-            else:
-                self.settle(value)
+    def resolve(self, header: dict, payload: list, source: str) -> None:
+        """Settle from the reply of shard ``source``: its decoded value, or the error it
+        reports (:func:`answer`)."""
+        try:
+            value = answer(header, payload, self.decode, source, self.what)
+        except Exception as exc:  # a reply we cannot decode is this request's error
+            self.settle(error=exc)
         else:
-            self.settle(error=from_wire(header.get("code", ""), header.get("msg", "")))
+            self.settle(value)
 
 
 # -- sockets ---------------------------------------------------------------------------------
@@ -386,9 +427,7 @@ class Transport:
                 continue  # the late answer to an earlier request that timed out here
             conn.midway = False
             payload = self._own(conn.shard, reply[1:])
-            if header.get("ok"):
-                return decode(header, payload)
-            raise from_wire(header.get("code", ""), header.get("msg", ""))
+            return answer(header, payload, decode, self.addresses[conn.shard], what)
 
     def _send(self, conn: _Connection, frames: list, deadline: float, what: What) -> None:
         """Send now or raise ``ConnectionLost``: nothing waits in a queue for a dead peer."""
@@ -680,14 +719,21 @@ class Transport:
         of that batch at once with the shard's reason."""
         parts = conn.batches.popleft() if conn.batches else []
         address = self.addresses[conn.shard]
+        counts = header.get("n")
+        if header.get("ok") and not _counts_fit(counts, len(frames) - 1):
+            header = {"ok": False, "code": ProtocolError.code, "msg": (
+                f"shard {address} sent a batch reply whose frame counts {counts!r} do not "
+                f"match its {len(frames) - 1} frames")}  # fmt: skip
         if not header.get("ok"):
-            code, message = header.get("code", ""), header.get("msg", "")
             for reply in parts:
                 if self._forget(reply.req_id) is not None:
-                    reply.settle(error=from_wire(code, f"{describe(reply.what)}: {message}"))
+                    try:
+                        answer(header, [], ignore_reply, address, reply.what)
+                    except MemstoreError as exc:
+                        reply.settle(error=type(exc)(f"{describe(reply.what)}: {exc}"))
             return
         at = 1
-        for count in header.get("n") or ():  # each part is one ordinary reply
+        for count in counts:  # each part is one ordinary reply
             part = _header(frames[at], address)
             if part is not None:
                 self._dispatch(conn.shard, part, frames[at + 1 : at + count])
@@ -698,7 +744,7 @@ class Transport:
         if reply is None:
             log.debug("late reply %s from %s dropped", header["id"], self.addresses[shard])
             return
-        reply.resolve(header, self._own(shard, payload))
+        reply.resolve(header, self._own(shard, payload), self.addresses[shard])
 
     def _forget(self, req_id: int) -> Reply | None:
         """Take a request out of the books; whoever gets it answers it (no lock while
@@ -821,6 +867,15 @@ def _header(frame: Any, source: str) -> dict | None:
     except MemstoreError as exc:
         log.warning("dropped a malformed reply from %s: %s", source, exc)
         return None
+
+
+def _counts_fit(counts: Any, frames: int) -> bool:
+    """Whether a batch reply's ``n`` splits its ``frames`` payload frames into parts."""
+    return (
+        isinstance(counts, list)
+        and all(type(c) is int and c >= 1 for c in counts)
+        and sum(counts) == frames
+    )
 
 
 def _chunks(items: list, max_message: int = 0):
