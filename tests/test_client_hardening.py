@@ -81,6 +81,7 @@ big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: over the shared-memory thre
 client.put_tensor("big", big)
 kept = client.empty("kept", big.shape)  # an upload file the child must not remove
 kept[...] = 1.0
+pending = client.poll_tensor_async("never", 100, 50)  # in flight when the child is made
 areas = sorted(glob.glob("/dev/shm/memstore-client-*-%d-*" % os.getpid()))
 child = os.fork()
 if child == 0:
@@ -90,6 +91,7 @@ if child == 0:
         lambda: client.put_tensor_async("x", big),
         lambda: client.tensor_exists("big"),
         lambda: client.empty("e", big.shape),
+        lambda: pending.result(timeout=5),
     ):
         start = time.monotonic()
         try:
@@ -133,9 +135,9 @@ def test_a_client_used_in_a_forked_child_raises_at_once(store, tmp_path):
     assert done.returncode == 0, (lines, done.stderr[-3000:])
     seen, parent = lines
     assert parent == "parent ok"
-    assert len(seen) == 4, seen
+    assert len(seen) == 5, seen
     for outcome in seen:
-        assert "before a fork" in outcome and "make a new Client in the child" in outcome
+        assert "before a fork" in outcome and "make a new Client" in outcome
         assert outcome.endswith("(0.0s)"), outcome
 
 
@@ -226,75 +228,81 @@ def test_a_batch_the_shard_refuses_whole_fails_its_parts_at_once(small_messages)
 # -- item 6: a signal mid-exchange never leaves a half-read socket in the pool ----------------
 
 
-# A signal that lands in a destructor (pyzmq's Frame.__dealloc__) is reported by Python as
-# "Exception ignored": that is how CPython treats any exception there, not a client defect.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_interrupts_during_blocking_gets_leave_no_half_read_socket(store, caplog):
-    import logging
-    import os
-    import signal
+_INTERRUPTED = r"""
+import json, logging, os, signal, sys, threading, time
+import numpy as np
+import memstore
 
-    with store.client(timeout=5, shm=False) as client:
-        names = [f"s{i}" for i in range(8)]
-        client.put_tensors(
-            {name: np.full(4096, i, dtype=np.float64) for i, name in enumerate(names)}
-        )
-        client.get_tensors(names)  # the pool's first sockets exist before fds are counted
-        fds_before = len(os.listdir("/proc/self/fd"))
-        main = threading.get_ident()
-        stop = threading.Event()
-        sent = []
+malformed = []
+handler = logging.Handler()
+handler.emit = lambda record: "malformed" in record.getMessage() and malformed.append(1)
+logging.getLogger("memstore").addHandler(handler)
+client = memstore.Client(sys.argv[1], timeout=5, shm=False)
+names = [f"s{i}" for i in range(8)]
+client.put_tensors({name: np.full(4096, i, dtype=np.float64) for i, name in enumerate(names)})
+client.get_tensors(names)  # the pool's first sockets exist before fds are counted
+fds_before = len(os.listdir("/proc/self/fd"))
+main, stop, go, armed = threading.get_ident(), threading.Event(), threading.Event(), [True]
 
-        go = threading.Event()
+def interrupter():
+    go.wait(timeout=10)
+    for _ in range(400):
+        if stop.is_set():
+            break
+        signal.pthread_kill(main, signal.SIGINT)
+        stop.wait(0.002)
 
-        def interrupter():
-            go.wait(timeout=10)
-            while not stop.is_set() and len(sent) < 400:
-                signal.pthread_kill(main, signal.SIGINT)
-                sent.append(1)
-                stop.wait(0.002)
+def interrupt(signum, frame):
+    if armed:
+        raise KeyboardInterrupt
 
-        armed = [True]
-
-        def interrupt(signum, frame):
-            if armed:
-                raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGINT, interrupt)
-        caplog.set_level(logging.WARNING, logger="memstore")
-        interrupted = answered = 0
-        wrong: list = []
-        thread = threading.Thread(target=interrupter, daemon=True)
-        deadline = time.monotonic() + 20
-        try:
-            thread.start()
-            while True:  # every step inside the try: a signal may land on any of them
-                try:
-                    go.set()  # here, inside the try: the first signal comes after it
-                    if not thread.is_alive():
-                        armed.clear()  # from here on a late signal raises nothing
-                        break
-                    if time.monotonic() > deadline:
-                        stop.set()
-                    got = client.get_tensors(names)
-                    if [int(a[0]) for a in got] != list(range(8)):
-                        wrong.append(got)
-                    answered += 1
-                except KeyboardInterrupt:
-                    interrupted += 1
-        finally:
-            armed.clear()
+signal.signal(signal.SIGINT, interrupt)
+thread = threading.Thread(target=interrupter, daemon=True)
+thread.start()
+interrupted = answered = wrong = 0
+deadline = time.monotonic() + 20
+while True:  # every step inside the try: a signal may land on any of them
+    try:
+        go.set()
+        if not thread.is_alive():
+            armed.clear()  # from here on a late signal raises nothing
+            break
+        if time.monotonic() > deadline:
             stop.set()
-            thread.join(timeout=5)
-            signal.signal(signal.SIGINT, previous)
-        assert not wrong
-        assert interrupted > 10, (interrupted, answered)
         got = client.get_tensors(names)
-        assert [int(a[0]) for a in got] == list(range(8))
-        assert not [r for r in caplog.records if "malformed" in r.getMessage()]
-        assert len(os.listdir("/proc/self/fd")) - fds_before < 40
-        # the fast path still works: no socket was lost from the pool
-        assert client._requests.transport._made[0] <= 4
+        wrong += [int(a[0]) for a in got] != list(range(8))
+        answered += 1
+    except KeyboardInterrupt:
+        interrupted += 1
+thread.join(timeout=5)
+got = client.get_tensors(names)
+transport = client._requests.transport
+print(json.dumps({
+    "interrupted": interrupted, "answered": answered, "wrong": wrong,
+    "malformed": len(malformed), "fds": len(os.listdir("/proc/self/fd")) - fds_before,
+    "after": [int(a[0]) for a in got], "pooled": [transport._made[0], len(transport._free[0])],
+}), flush=True)
+"""
+
+
+def test_interrupts_during_blocking_gets_leave_no_half_read_socket(store, tmp_path):
+    """SIGINT every 2 ms (400 at most) while the main thread makes blocking gets: the calls
+    interrupted raise KeyboardInterrupt; no socket is pooled half-read (no "dropped a
+    malformed reply"), none leaks, and the client works on. In a process of its own: a
+    signal landing in pytest's own hooks would fail the test for pytest's sake."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(_INTERRUPTED)
+    done = subprocess.run(
+        [sys.executable, str(script), store.address], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["interrupted"] > 10, result
+    assert result["wrong"] == 0 and result["malformed"] == 0, result
+    assert result["after"] == list(range(8)), result
+    assert result["fds"] < 40, result
+    made, free = result["pooled"]
+    assert made == free, result  # every socket made is back in the pool, none lost
 
 
 # -- item 7: lists copied across shards; ghost writes; submits racing close() ----------------

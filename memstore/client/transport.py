@@ -49,7 +49,7 @@ from memstore.errors import (
     Timeout,
     from_wire,
 )
-from memstore.futures import Future, mark_pump_thread, pump_of_this_thread
+from memstore.futures import Future, mark_pump_thread, pump_of_this_thread, this_process
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,6 @@ What = Any
 _monitor_ids = itertools.count()
 
 
-class _Process:
-    """This process's id, kept by ``os.register_at_fork`` (no system call per request)."""
-
-    pid = os.getpid()
-
-    @classmethod
-    def forked(cls) -> None:
-        cls.pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_Process.forked)
 #: What a failed CURVE/ZMTP handshake means, by monitor event, for the ``AuthError``.
 _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its ZAP handler did not admit this client's key",
@@ -319,7 +308,7 @@ class Transport:
         self._sleeping = False
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._pid = _Process.pid  # sockets and the pump belong to this process only
+        self._pid = this_process()  # sockets and the pump belong to this process only
         #: The shards' ``--max-message`` (``hello``; 0: none): no batch is built over it.
         self.max_message = 0
         #: Whether the shards take ``batch`` messages (their ``hello`` says so).
@@ -328,10 +317,10 @@ class Transport:
     def check_process(self) -> None:
         """Raise ``MemstoreError`` in a process forked from the one that made this client:
         its sockets and pump thread are the parent's (libzmq does not survive a fork)."""
-        if self._pid != _Process.pid:
+        if self._pid != this_process():
             raise MemstoreError(
                 f"this client was made in process {self._pid} before a fork: make a new "
-                f"Client in the child (process {_Process.pid}); the parent's is unusable here"
+                f"Client in the child (process {this_process()}); the parent's is unusable here"
             )
 
     # -- the fast path -----------------------------------------------------------------------
@@ -348,7 +337,7 @@ class Transport:
     ) -> Any:
         """The fast path: send and wait on the calling thread, and return the decoded answer;
         ``UNAVAILABLE`` (nothing sent) if the pump must take the request instead."""
-        if self._pid != _Process.pid:
+        if self._pid != this_process():
             self.check_process()
         if self._busy[shard] or self._closed:
             return UNAVAILABLE
@@ -797,7 +786,7 @@ class Transport:
     def close(self) -> None:
         """Fail what is pending, stop the pump, close every socket. Idempotent, any thread.
         In a forked child it only marks this client closed: the sockets are the parent's."""
-        if self._pid != _Process.pid:
+        if self._pid != this_process():
             self._closed = True
             return
         with self._lock:
