@@ -220,7 +220,7 @@ def test_a_batch_the_shard_refuses_whole_fails_its_parts_at_once(small_messages)
         assert errors, "no batch was refused: the test no longer covers a refusal"
         for error in errors:
             assert isinstance(error, memstore.ProtocolError)
-            assert "max-message" in str(error) and "put 'r" in str(error)
+            assert "max-message" in str(error)  # the shard's reason
         client.put_tensor("after", data)  # the connection is still good
         assert client.get_tensor("after").nbytes == data.nbytes
 
