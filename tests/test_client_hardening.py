@@ -636,3 +636,32 @@ def test_a_bad_batch_reply_fails_its_parts_at_once(liar, lied_to, envelope):
             assert liar.address in str(error) or "too big" in str(error)
     finally:
         liar.batch_reply = None
+
+
+def test_a_submit_waiting_for_a_connection_ends_when_the_client_closes(single):
+    client = single.client(timeout=5)
+    client.put_tensor("x", np.zeros(2))  # the fast path only: the pump has no socket yet
+    single.shards[0].process.kill()
+    single.shards[0].process.wait(timeout=10)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    outcome: list = []
+    started = threading.Event()
+
+    def submit():
+        started.set()
+        try:
+            outcome.append(client.put_tensor_async("y", np.zeros(2)))
+        except memstore.MemstoreError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    assert started.wait(timeout=5)
+    time.sleep(0.3)  # let it reach the wait for a connection (shorter only weakens the test)
+    closed_at = time.monotonic()
+    client.close()
+    thread.join(timeout=10)
+    assert time.monotonic() - closed_at < 1.5, "the submit waited out its timeout"
+    (error,) = outcome
+    assert isinstance(error, memstore.ConnectionLost) and "closed" in str(error), error
+    assert len(os.listdir("/proc/self/fd")) <= fds_before

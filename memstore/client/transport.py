@@ -438,10 +438,12 @@ class Transport:
         self._down[conn.shard] = False
 
     def _await_connection(self, conn: _Connection, deadline: float, what: What) -> bool:
-        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf).
+        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf, and
+        a ``close()`` meanwhile ends the wait).
 
         Raises:
             AuthError: the shard refused this client's credentials (a failed handshake).
+            ConnectionLost: the client was closed meanwhile.
         """
         poller = zmq.Poller()
         poller.register(conn.socket, zmq.POLLOUT)
@@ -449,7 +451,9 @@ class Transport:
         if conn.refused is not None:  # the refusal may already have been read off the monitor
             raise self._not_connected(conn, what)
         while (left := deadline - time.monotonic()) > 0:
-            for socket, _ in poller.poll(int(min(left, 1.0) * 1000) + 1):
+            if self._closed:
+                raise _closed(what)
+            for socket, _ in poller.poll(int(min(left, _SLICE_S) * 1000) + 1):
                 if socket is conn.socket:
                     return True
                 conn.dropped()
