@@ -665,3 +665,30 @@ def test_a_submit_waiting_for_a_connection_ends_when_the_client_closes(single):
     (error,) = outcome
     assert isinstance(error, memstore.ConnectionLost) and "closed" in str(error), error
     assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+def test_async_puts_of_many_tensors_are_not_batched_over_the_frame_cap(store):
+    from memstore.config import MAX_FRAMES
+
+    per_call = 1000  # each request: 1001 frames; 100 of them would pass the frame cap
+    calls = MAX_FRAMES // per_call + 20
+    with store.client(timeout=10, shm=False) as client:
+        tiny = np.zeros(1, dtype=np.uint8)
+        tensors = [{f"f{c}.{i}": tiny for i in range(per_call)} for c in range(calls)]
+        entered, release = threading.Event(), threading.Event()
+
+        def hold_the_pump(_):
+            entered.set()
+            release.wait(timeout=20)
+
+        client.tensor_exists_async("x").add_done_callback(hold_the_pump)
+        assert entered.wait(timeout=5)
+        try:  # all queued while the pump is held: its next turn coalesces them
+            futures = [client.put_tensors_async(batch) for batch in tensors]
+        finally:
+            release.set()
+        start = time.monotonic()
+        memstore.wait(futures, timeout=30)
+        errors = [f.exception(0) for f in futures if f.exception(0) is not None]
+        assert errors == [] and time.monotonic() - start < 9, errors[:1]
+        assert client.tensor_exists(f"f{calls - 1}.{per_call - 1}")
