@@ -20,12 +20,13 @@ the pump inline instead.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from memstore.errors import ConnectionLost, Timeout
+from memstore.errors import ConnectionLost, MemstoreError, Timeout
 
 
 class Pump(Protocol):
@@ -36,6 +37,24 @@ class Pump(Protocol):
 
 
 _pump_thread = threading.local()  # .pump: set on a pump thread
+
+
+class _Process:
+    """This process's id, kept by ``os.register_at_fork`` (no system call per request)."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Process.forked)
+
+
+def this_process() -> int:
+    """This process's id (a forked child's own, once it is one)."""
+    return _Process.pid
 
 
 def mark_pump_thread(pump: Pump) -> None:
@@ -53,8 +72,14 @@ class Future(concurrent.futures.Future):
 
     ``result(timeout)`` raises :class:`memstore.Timeout` (a ``TimeoutError``) when the
     caller's timeout passes first; the request itself stays pending until its own deadline.
-    Only single requests can be cancelled; composite futures return False.
+    Only single requests can be cancelled; composite futures return False. A future
+    waited on in a process forked from the one that made it raises ``MemstoreError`` at
+    once unless it was done before the fork: no pump will ever complete it there.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made_in = _Process.pid
 
     def result(self, timeout: float | None = None) -> Any:
         self._await(timeout)
@@ -70,6 +95,11 @@ class Future(concurrent.futures.Future):
     def _await(self, timeout: float | None) -> None:
         if self.done():
             return
+        if self._made_in != _Process.pid:
+            raise MemstoreError(
+                f"this future was made in process {self._made_in} before a fork: it is never "
+                f"completed in the child (process {_Process.pid}); make a new Client there"
+            )
         pump = pump_of_this_thread()
         if pump is not None:  # a callback blocking on the pump thread: pump inline
             pump.pump_until(self, timeout)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from memstore.errors import ProtocolError
+from memstore.errors import ProtocolError, WrongType
 
 #: numpy kinds that have a fixed size and a meaning in every language we serve.
 _KINDS = "biufc"
@@ -197,8 +197,8 @@ def decode(meta: dict, buffer: Any, *, as_torch: bool = False, name: str = "") -
 
         tensor = torch.from_numpy(array)
         return tensor.view(torch.bfloat16) if bfloat else tensor
-    if bfloat:
-        raise TypeError(
+    if bfloat:  # WrongType: a TypeError that a client tells from a malformed reply
+        raise WrongType(
             f"tensor {name!r} is bfloat16, which numpy cannot hold: "
             f"use get_tensor({name!r}, as_torch=True)"
         )

@@ -401,12 +401,6 @@ def _names_on_two_shards(shards: int) -> tuple[str, str]:
     return first, other
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=redis.ResponseError,
-    reason="issue 25 item 7: gateway/keys.py RENAME/COPY go through Client._copy, which "
-    "copies any non-tensor across shards as a dataset, so a list fails WRONGTYPE",
-)
 @pytest.mark.parametrize("verb", ["COPY", "RENAME"])
 def test_a_list_is_renamed_or_copied_across_shards(r, client, cluster, verb):
     src, dst = _names_on_two_shards(len(cluster.addresses))

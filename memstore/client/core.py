@@ -26,7 +26,7 @@ from memstore.client.blocking import blocking
 from memstore.client.datasets import DatasetCalls
 from memstore.client.keys import RawKeys
 from memstore.client.models import ModelCalls
-from memstore.client.requests import Requests
+from memstore.client.requests import Requests, hello_reply
 from memstore.client.shm import SharedMemoryPath
 from memstore.client.transport import ignore_reply
 from memstore.config import ENV_KEY_IN, ENV_KEY_OUT, client_timeout, save_timeout
@@ -40,10 +40,6 @@ log = logging.getLogger(__name__)
 def _header_fields(header: dict, payload: list) -> dict:
     """A reply's own fields, without the envelope."""
     return {k: v for k, v in header.items() if k not in ("v", "id", "ok")}
-
-
-def _hello(header: dict, payload: list) -> dict:
-    return header
 
 
 class Client(DatasetCalls, ModelCalls):
@@ -109,7 +105,9 @@ class Client(DatasetCalls, ModelCalls):
     def _discover(self) -> None:
         """Ask the first shard for the cluster's shard list, which fixes key placement."""
         try:
-            hello = self._sync(self._requests.to_shard, 0, "hello", {}, decode=_hello, what="hello")
+            hello = self._sync(
+                self._requests.to_shard, 0, "hello", {}, decode=hello_reply, what="hello"
+            )
         except ConnectionLost as exc:
             self.close()
             raise (NoAnswer if isinstance(exc, NoAnswer) else ConnectionLost)(

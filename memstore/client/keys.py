@@ -15,8 +15,9 @@ from memstore.client.blocking import blocking
 from memstore.client.requests import Requests
 from memstore.client.shm import SharedMemoryPath
 from memstore.dataset import DataSet
+from memstore.errors import KeyNotFound
 from memstore.futures import Future, chain
-from memstore.kinds import TENSOR
+from memstore.kinds import LIST, TENSOR
 
 
 def _raw_tensor(header: dict, payload: list) -> tuple[dict, Any]:
@@ -47,7 +48,7 @@ class RawKeys:
 
     def copy_async(self, src: str, dst: str, kind: str) -> Future:
         """Copy ``src`` (of ``kind``) to ``dst``, across shards if they differ: a tensor as
-        its raw bytes (every dtype survives), anything else as a dataset."""
+        its raw bytes (every dtype survives), a list as its items, a dataset whole."""
         requests = self._requests
         if requests.shard_of(src) == requests.shard_of(dst):
             return requests.to_key("copy", src, {"src": src, "dst": dst, "kind": kind})
@@ -58,7 +59,20 @@ class RawKeys:
                     "put", dst, {"keys": [dst], "metas": [raw[0]]}, [raw[1]]
                 ),
             )
+        if kind == LIST:
+            return chain(
+                self.exists_async(src, LIST), lambda found: self._copy_list(src, dst, found)
+            )
         return chain(self.get_dataset_async(src), lambda ds: self.put_dataset_async(dst, ds))
+
+    def _copy_list(self, src: str, dst: str, found: bool) -> Future:
+        """The items of list ``src`` (which exists if ``found``) stored as list ``dst``."""
+        if not found:
+            raise KeyNotFound(f"list {src!r} does not exist: nothing to copy to {dst!r}")
+        return chain(
+            self.list_range_async(src, 0, -1),
+            lambda items: self._requests.to_key("list_set", dst, {"items": items}),
+        )
 
     def rename_async(self, src: str, dst: str, kind: str) -> Future:
         """Rename ``src`` (of ``kind``) to ``dst``: a copy, then a delete, across shards."""

@@ -21,6 +21,23 @@ from memstore.futures import Future, Gathered, InlineResult, chain
 from memstore.placement import key_shard
 
 
+def hello_reply(header: dict, payload: list) -> dict:
+    """The decoder of a ``hello``: its header, the fields the client reads checked
+    (``ProtocolError`` otherwise; the transport names the shard)."""
+    shards = header.get("shards") or []
+    if not isinstance(shards, list) or not all(isinstance(a, str) and a for a in shards):
+        raise ProtocolError(f"hello: 'shards' must be a list of addresses, got {shards!r:.80}")
+    index, max_message = header.get("index", 0), header.get("max_message") or 0
+    if type(index) is not int or (shards and not 0 <= index < len(shards)):
+        raise ProtocolError(f"hello: 'index' {index!r:.40} is not a place in 'shards'")
+    if type(max_message) is not int or max_message < 0:
+        raise ProtocolError(f"hello: 'max_message' {max_message!r:.40} is not a byte count")
+    features = header.get("features") or []
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ProtocolError(f"hello: 'features' must be a list of names, got {features!r:.80}")
+    return header
+
+
 class InlineTurn(threading.local):
     """Per thread: whether the next request may go inline, on the transport's fast path.
 
@@ -68,12 +85,20 @@ class Requests:
     def __init__(self, context: zmq.Context, addresses: list[str], timeout: float, curve: Any):
         self.timeout = timeout
         self.inline = InlineTurn()
-        #: The cluster's ``--max-message`` once ``hello`` told it (0: not known, no check).
-        self.max_message = 0
         self.transport = Transport(
             context, addresses, client_sockets(), client_max_inflight(), curve
         )
         self._finalizer = weakref.finalize(self, self.transport.close)
+
+    @property
+    def max_message(self) -> int:
+        """The cluster's ``--max-message`` once ``hello`` told it (0: not known, no check);
+        the transport builds no batch over it."""
+        return self.transport.max_message
+
+    @max_message.setter
+    def max_message(self, value: int) -> None:
+        self.transport.max_message = value
 
     @property
     def shards(self) -> int:

@@ -15,13 +15,15 @@ import itertools
 import logging
 import mmap
 import os
+import re
 import shutil
+import stat
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from memstore.client.requests import Requests
+from memstore.client.requests import Requests, hello_reply
 from memstore.config import shm_pool_bytes, shm_threshold
 from memstore.errors import ProtocolError
 from memstore.futures import Future, InlineResult, chain
@@ -34,6 +36,7 @@ from memstore.shm import (
     enabled,
     make_dir,
     pid_ns,
+    root,
     take_spare,
     write_all,
     write_area_key,
@@ -48,6 +51,9 @@ STALE = object()
 #: From this size a put writes into a spare's or pool file's allocated pages through a
 #: populated mapping: 64 MiB back to back, 0.44-0.47x numpy.copyto by pwrite, 0.49-0.58x so.
 _MAPPED_WRITE = 8 << 20
+#: A shard directory's name (:func:`memstore.shm.make_dir`): the only kind of directory an
+#: offer may name, directly in this process's shared-memory root.
+_SHARD_DIR = re.compile(r"memstore-shard-\d+-\d+-[0-9a-f]{32}\Z")
 
 
 class _Uploads:
@@ -127,7 +133,7 @@ class _Uploads:
         return mapping
 
     def discard(self, name: str) -> None:
-        if self.fd >= 0:
+        if self.fd >= 0 and os.getpid() == self.pid:  # never a parent's file from a child
             discard_file(name, self.fd)
 
     def close(self) -> None:
@@ -335,7 +341,7 @@ class Link:
             return None
         directory = offer.get("dir")
         if (
-            not isinstance(directory, str)
+            not _own_shard_dir(directory)
             or offer.get("boot_id") != boot_id()
             or not offer.get("boot_id")
             or offer.get("pidns") != pid_ns()
@@ -399,6 +405,21 @@ class Link:
         return view if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev) else None
 
 
+def _own_shard_dir(directory: Any) -> bool:
+    """Whether an offer's ``directory`` is a shard directory of this user, right in the
+    shared-memory root: a lying shard must not make the client map (or make its upload
+    area) anywhere else."""
+    if not isinstance(directory, str) or not _SHARD_DIR.fullmatch(os.path.basename(directory)):
+        return False
+    if directory != os.path.join(os.path.normpath(root()), os.path.basename(directory)):
+        return False
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+
+
 # -- a client's path -------------------------------------------------------------------------
 
 
@@ -442,7 +463,7 @@ class SharedMemoryPath:
         if link is UNASKED:
             requests = self._requests
             hello = requests.sync(
-                requests.to_shard, shard, "hello", {}, decode=lambda h, p: h, what="hello"
+                requests.to_shard, shard, "hello", {}, decode=hello_reply, what="hello"
             )
             link = self.links[shard] = self._negotiate(hello)
         return link
@@ -451,6 +472,7 @@ class SharedMemoryPath:
         """A writable shared mapping of ``nbytes`` for ``Client.empty``, which a put of an
         array filling it adopts without a copy; None below the threshold, without a link,
         or when ``/dev/shm`` fails (an ordinary array works as well)."""
+        self._requests.transport.check_process()
         link = self.link(shard) if nbytes >= self.threshold else None
         if link is None:
             return None

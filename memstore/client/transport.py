@@ -39,8 +39,17 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
-from memstore.errors import AuthError, ConnectionLost, MemstoreError, NoAnswer, Timeout, from_wire
-from memstore.futures import Future, mark_pump_thread, pump_of_this_thread
+from memstore.config import MAX_FRAMES
+from memstore.errors import (
+    AuthError,
+    ConnectionLost,
+    MemstoreError,
+    NoAnswer,
+    ProtocolError,
+    Timeout,
+    from_wire,
+)
+from memstore.futures import Future, mark_pump_thread, pump_of_this_thread, this_process
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,8 @@ _SLICE_S = 0.1
 #: Most requests, and most payload bytes, coalesced into one ``batch`` message.
 _BATCH_MAX = 256
 _BATCH_BYTES = 1 << 20
+#: Bytes a ``batch`` envelope adds to its parts, at most: its fields, and 5 per part count.
+_ENVELOPE_BYTES, _ENVELOPE_PER_PART = 64, 5
 _POLLIN = zmq.POLLIN
 _EVENTS, _RCVTIMEO = int(zmq.EVENTS), int(zmq.RCVTIMEO)  # plain ints: no enum on hot paths
 _SLICE_MS = int(_SLICE_S * 1000)
@@ -62,6 +73,8 @@ Decoder = Callable[[dict, list], Any]
 What = Any
 
 _monitor_ids = itertools.count()
+
+
 #: What a failed CURVE/ZMTP handshake means, by monitor event, for the ``AuthError``.
 _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its ZAP handler did not admit this client's key",
@@ -75,6 +88,41 @@ _MONITORED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+
+
+#: What a decoder raises when a reply is not what the protocol says (a lying or broken
+#: shard): made a ``ProtocolError`` naming the shard, never let out raw.
+_MALFORMED = (LookupError, TypeError, ValueError, AttributeError, ArithmeticError, OSError)
+
+
+def answer(header: dict, payload: list, decode: Decoder, source: str, what: What) -> Any:
+    """The value of shard ``source``'s reply to ``what``, or the error it reports.
+
+    Raises:
+        ProtocolError: naming the shard, for a reply that is not what the protocol says
+            (a field missing or of the wrong type, an error without a code).
+    """
+    if not header.get("ok"):
+        code, message = header.get("code", ""), header.get("msg", "")
+        if not (isinstance(code, str) and isinstance(message, str)):
+            raise ProtocolError(
+                f"shard {source} answered {describe(what)} with an error reply that has no "
+                "code and message (not a memstore shard, or a broken one?)"
+            )
+        raise from_wire(code, message)
+    try:
+        return decode(header, payload)
+    except ProtocolError as exc:
+        if source in str(exc):
+            raise
+        raise ProtocolError(f"shard {source}, reply to {describe(what)}: {exc}") from None
+    except MemstoreError:  # what a decoder means to raise (several are also OSErrors)
+        raise
+    except _MALFORMED as exc:
+        raise ProtocolError(
+            f"shard {source} sent a reply to {describe(what)} that does not follow the "
+            f"protocol ({type(exc).__name__}: {exc}); is it a memstore shard of this version?"
+        ) from None
 
 
 def ignore_reply(header: dict, payload: list) -> None:
@@ -104,31 +152,39 @@ class Reply(Future):
 
     def cancel(self) -> bool:
         """Cancel if not yet answered: the answer is dropped when it comes. A write that was
-        already sent may still be applied by the shard."""
+        already sent may still be applied by the shard. The done-callbacks run on this
+        thread once the lock is released: one may block on this very client."""
         with self._condition:  # re-entrant: the calls below take it too
             if self.cancelled():
                 return True
-            if not super(Future, self).cancel():
+            if self.done():
                 return False
+            # Taken now, run below: the base class would run them under our lock, and the
+            # pump settling this reply (its answer came) would wait for them (issue 25).
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            super(Future, self).cancel()
             self.set_running_or_notify_cancel()  # wakes concurrent.futures.wait and its kin
-            return True
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("a done-callback of %s raised", describe(self.what))
+        return True
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         super().settle(value, error)
         # Only now may the client go: dropping the last reference closes it (no lock held).
         self.keepalive = None
 
-    def resolve(self, header: dict, payload: list) -> None:
-        """Settle from the shard's reply: its decoded value, or the error it reports."""
-        if header.get("ok"):
-            try:
-                value = self.decode(header, payload)
-            except Exception as exc:  # a reply we cannot decode is this request's error
-                self.settle(error=exc)
-            else:
-                self.settle(value)
+    def resolve(self, header: dict, payload: list, source: str) -> None:
+        """Settle from the reply of shard ``source``: its decoded value, or the error it
+        reports (:func:`answer`)."""
+        try:
+            value = answer(header, payload, self.decode, source, self.what)
+        except Exception as exc:  # a reply we cannot decode is this request's error
+            self.settle(error=exc)
         else:
-            self.settle(error=from_wire(header.get("code", ""), header.get("msg", "")))
+            self.settle(value)
 
 
 # -- sockets ---------------------------------------------------------------------------------
@@ -138,10 +194,30 @@ class _Connection:
     """One DEALER to one shard, with the monitor that reports its disconnects and failed
     handshakes (``refused``: why the shard refused this client's credentials, if it did)."""
 
-    __slots__ = ("fresh", "monitor", "rcvtimeo", "refused", "shard", "socket")
+    __slots__ = (
+        "batches", "fresh", "midway", "monitor", "rcvtimeo", "refused", "shard", "socket"
+    )  # fmt: skip
 
     def __init__(self, context: zmq.Context, address: str, shard: int, curve: Any = None):
         socket = context.socket(zmq.DEALER)
+        try:
+            self._setup(socket, address, curve)
+        except BaseException:  # a signal while it is made: close what exists, leak nothing
+            if hasattr(self, "monitor"):
+                socket.disable_monitor()
+                self.monitor.close(linger=0)
+            socket.close(linger=0)
+            raise
+        self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
+        self.refused: str | None = None
+        #: An exchange on the fast path is under way: an exception that interrupts it (a
+        #: signal) may leave a half-sent or half-read message, so the socket is closed.
+        self.midway = False
+        #: The parts of each ``batch`` sent and not yet answered, oldest first (the shard
+        #: answers a connection's messages in order; a batch's envelope reply has id 0).
+        self.batches: deque[list[Reply]] = deque()
+
+    def _setup(self, socket: zmq.Socket, address: str, curve: Any) -> None:
         if curve is not None:  # memstore.auth.ClientKeys: before connect, or it is ignored
             curve.apply(socket)
         socket.setsockopt(zmq.LINGER, 0)
@@ -158,8 +234,6 @@ class _Connection:
         )
         socket.setsockopt(_RCVTIMEO, _SLICE_MS)
         socket.connect(address)
-        self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
-        self.refused: str | None = None
 
     def dropped(self) -> bool:
         """Whether the connection dropped since the last look (drains the monitor)."""
@@ -234,8 +308,20 @@ class Transport:
         self._sleeping = False
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pid = this_process()  # sockets and the pump belong to this process only
+        #: The shards' ``--max-message`` (``hello``; 0: none): no batch is built over it.
+        self.max_message = 0
         #: Whether the shards take ``batch`` messages (their ``hello`` says so).
         self.batching = False
+
+    def check_process(self) -> None:
+        """Raise ``MemstoreError`` in a process forked from the one that made this client:
+        its sockets and pump thread are the parent's (libzmq does not survive a fork)."""
+        if self._pid != this_process():
+            raise MemstoreError(
+                f"this client was made in process {self._pid} before a fork: make a new "
+                f"Client in the child (process {this_process()}); the parent's is unusable here"
+            )
 
     # -- the fast path -----------------------------------------------------------------------
 
@@ -251,6 +337,8 @@ class Transport:
     ) -> Any:
         """The fast path: send and wait on the calling thread, and return the decoded answer;
         ``UNAVAILABLE`` (nothing sent) if the pump must take the request instead."""
+        if self._pid != this_process():
+            self.check_process()
         if self._busy[shard] or self._closed:
             return UNAVAILABLE
         conn = self._checkout(shard)
@@ -260,10 +348,11 @@ class Transport:
             req_id = next(self._ids)
             frames = wire.request(req_id, op, fields, payload)  # may raise: nothing sent yet
             return self._exchange(conn, req_id, frames, decode, time.monotonic() + timeout, what)
+        except MemstoreError:
+            conn.midway = False  # ours, raised between whole messages: the socket is sound
+            raise
         finally:
-            self._free[shard].append(conn)
-            if self._closed:  # close() may have emptied the pool while we held this one
-                self._close_free()
+            self._checkin(conn)
 
     def _checkout(self, shard: int) -> _Connection | None:
         try:
@@ -274,7 +363,24 @@ class Transport:
             if self._made[shard] >= self._pool_size:
                 return None
             self._made[shard] += 1
-        return _Connection(self._context, self.addresses[shard], shard, self._curve)
+        try:
+            return _Connection(self._context, self.addresses[shard], shard, self._curve)
+        except BaseException:
+            with self._lock:
+                self._made[shard] -= 1
+            raise
+
+    def _checkin(self, conn: _Connection) -> None:
+        """Back to the pool, or closed if an exception (a signal: ``KeyboardInterrupt``)
+        interrupted its exchange, which may have left half a message on it."""
+        if conn.midway:
+            conn.close()
+            with self._lock:
+                self._made[conn.shard] -= 1
+        else:
+            self._free[conn.shard].append(conn)
+        if self._closed:  # close() may have emptied the pool while we held this one
+            self._close_free()
 
     def _exchange(
         self,
@@ -285,6 +391,7 @@ class Transport:
         deadline: float,
         what: What,
     ) -> Any:
+        conn.midway = True  # until the whole reply is in (see _checkin)
         conn.dropped()  # forget disconnects from before this request
         self._send(conn, frames, deadline, what)
         socket = conn.socket
@@ -307,10 +414,9 @@ class Transport:
             header = _header(reply[0], self.addresses[conn.shard])
             if header is None or header["id"] != req_id:
                 continue  # the late answer to an earlier request that timed out here
+            conn.midway = False
             payload = self._own(conn.shard, reply[1:])
-            if header.get("ok"):
-                return decode(header, payload)
-            raise from_wire(header.get("code", ""), header.get("msg", ""))
+            return answer(header, payload, decode, self.addresses[conn.shard], what)
 
     def _send(self, conn: _Connection, frames: list, deadline: float, what: What) -> None:
         """Send now or raise ``ConnectionLost``: nothing waits in a queue for a dead peer."""
@@ -332,10 +438,12 @@ class Transport:
         self._down[conn.shard] = False
 
     def _await_connection(self, conn: _Connection, deadline: float, what: What) -> bool:
-        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf).
+        """Wait for a new socket's first connection (in slices: ``deadline`` may be inf, and
+        a ``close()`` meanwhile ends the wait).
 
         Raises:
             AuthError: the shard refused this client's credentials (a failed handshake).
+            ConnectionLost: the client was closed meanwhile.
         """
         poller = zmq.Poller()
         poller.register(conn.socket, zmq.POLLOUT)
@@ -343,7 +451,9 @@ class Transport:
         if conn.refused is not None:  # the refusal may already have been read off the monitor
             raise self._not_connected(conn, what)
         while (left := deadline - time.monotonic()) > 0:
-            for socket, _ in poller.poll(int(min(left, 1.0) * 1000) + 1):
+            if self._closed:
+                raise _closed(what)
+            for socket, _ in poller.poll(int(min(left, _SLICE_S) * 1000) + 1):
                 if socket is conn.socket:
                     return True
                 conn.dropped()
@@ -382,8 +492,9 @@ class Transport:
         what: What,
     ) -> Reply:
         """Queue one request for the pump; its reply completes the returned future."""
+        self.check_process()
         if self._closed:
-            raise ConnectionLost("the client is closed")
+            raise _closed(what)
         req_id = next(self._ids)
         frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
         if self._pump_conns[shard] is None:
@@ -396,7 +507,7 @@ class Transport:
             self._pending[reply.req_id] = reply
         self._queue.append((reply, frames, time.monotonic() + timeout))
         if self._closed and self._forget(reply.req_id) is not None:  # close() raced us
-            reply.settle(error=ConnectionLost("the client is closed"))
+            reply.settle(error=_closed(what))
         if self._thread is None:
             self._start_pump()
         elif self._sleeping:
@@ -414,7 +525,7 @@ class Transport:
             return
         while len(self._pending) >= self._max_inflight:
             if self._closed:
-                raise ConnectionLost("the client is closed")
+                raise _closed(what)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Timeout(
@@ -443,11 +554,17 @@ class Transport:
             conn = _Connection(self._context, self.addresses[shard], shard, self._curve)
             try:
                 connected = not self._down[shard] and self._await_connection(conn, deadline, what)
-            except AuthError:
-                conn.close()  # a refused key is not retried: the next submit tries anew
+            except BaseException:
+                conn.close()  # a refused key (or a signal): the next submit tries anew
                 raise
             conn.fresh = False
-            self._pump_conns[shard] = conn  # kept either way: it reconnects by itself
+            with self._lock:  # close() sets _closed under it, then closes _pump_conns
+                closed = self._closed
+                if not closed:
+                    self._pump_conns[shard] = conn  # kept either way: it reconnects itself
+            if closed:  # close() ran meanwhile and would never close this one
+                conn.close()
+                raise _closed(what)
         if not connected:
             self._down[shard] = True
             raise self._not_connected(conn, what)
@@ -534,16 +651,29 @@ class Transport:
         while queue:
             item = queue.popleft()
             taken += 1
-            reply = item[0]
-            if reply.cancelled():  # cancelled before it was sent: nothing will answer it
-                self._forget(reply.req_id)
-                continue
-            heapq.heappush(self._deadlines, (item[2], reply.req_id))
-            groups.setdefault(reply.shard, []).append(item)
+            groups.setdefault(item[0].shard, []).append(item)
         for shard, items in groups.items():
-            for chunk in _chunks(items) if self.batching else ([item] for item in items):
+            conn = self._pump_conns[shard]
+            if conn is not None and conn.dropped():  # a drop not seen yet: fail, never send
+                self._fail_shard(shard)  # to whoever listens there now (a ghost write)
+            items = [item for item in items if self._sendable(item)]
+            if self.batching:
+                chunks = _chunks(items, self.max_message)
+            else:
+                chunks = ([item] for item in items)
+            for chunk in chunks:
                 self._send_group(shard, chunk)
         return taken
+
+    def _sendable(self, item: tuple) -> bool:
+        """Whether a queued request is still to be sent: not cancelled, nor already failed
+        (its shard's connection dropped, the client closed); if so its deadline starts."""
+        reply = item[0]
+        if reply.done():
+            self._forget(reply.req_id)  # a cancelled one is still in the books
+            return False
+        heapq.heappush(self._deadlines, (item[2], reply.req_id))
+        return True
 
     def _send_group(self, shard: int, items: list) -> None:
         if len(items) == 1:
@@ -560,6 +690,9 @@ class Transport:
             for reply, _, _ in items:
                 if self._forget(reply.req_id) is not None:
                     reply.settle(error=ConnectionLost(str(exc)))
+            return
+        if len(items) > 1:
+            conn.batches.append([reply for reply, _, _ in items])
 
     def _receive(self, conn: _Connection) -> None:
         socket = conn.socket
@@ -568,23 +701,43 @@ class Transport:
             header = _header(frames[0], self.addresses[conn.shard])
             if header is None:
                 continue
-            counts = header.get("n") if header["id"] == 0 else None
-            if counts is None:
+            if header["id"] == 0:
+                self._receive_batch(conn, header, frames)
+            else:
                 self._dispatch(conn.shard, header, frames[1:])
-                continue
-            at = 1
-            for count in counts:  # a batch reply: each part is one ordinary reply
-                part = _header(frames[at], self.addresses[conn.shard])
-                if part is not None:
-                    self._dispatch(conn.shard, part, frames[at + 1 : at + count])
-                at += count
+
+    def _receive_batch(self, conn: _Connection, header: dict, frames: list) -> None:
+        """The envelope reply to the oldest ``batch`` in flight on ``conn``: the replies of
+        its parts answered now, or the shard's refusal of the whole, which fails every part
+        of that batch at once with the shard's reason."""
+        parts = conn.batches.popleft() if conn.batches else []
+        address = self.addresses[conn.shard]
+        counts = header.get("n")
+        if header.get("ok") and not _counts_fit(counts, len(frames) - 1):
+            header = {"ok": False, "code": ProtocolError.code, "msg": (
+                f"shard {address} sent a batch reply whose frame counts {counts!r} do not "
+                f"match its {len(frames) - 1} frames")}  # fmt: skip
+        if not header.get("ok"):
+            for reply in parts:
+                if self._forget(reply.req_id) is not None:
+                    try:
+                        answer(header, [], ignore_reply, address, reply.what)
+                    except MemstoreError as exc:
+                        reply.settle(error=type(exc)(f"{describe(reply.what)}: {exc}"))
+            return
+        at = 1
+        for count in counts:  # each part is one ordinary reply
+            part = _header(frames[at], address)
+            if part is not None:
+                self._dispatch(conn.shard, part, frames[at + 1 : at + count])
+            at += count
 
     def _dispatch(self, shard: int, header: dict, payload: list) -> None:
         reply = self._forget(header["id"])
         if reply is None:
             log.debug("late reply %s from %s dropped", header["id"], self.addresses[shard])
             return
-        reply.resolve(header, self._own(shard, payload))
+        reply.resolve(header, self._own(shard, payload), self.addresses[shard])
 
     def _forget(self, req_id: int) -> Reply | None:
         """Take a request out of the books; whoever gets it answers it (no lock while
@@ -599,6 +752,9 @@ class Transport:
 
     def _fail_shard(self, shard: int) -> None:
         """Fail every request in flight to a shard whose connection dropped."""
+        conn = self._pump_conns[shard]
+        if conn is not None:
+            conn.batches.clear()  # their envelope replies were lost with the connection
         for req_id in [i for i, r in list(self._pending.items()) if r.shard == shard]:
             reply = self._forget(req_id)
             if reply is not None:
@@ -632,7 +788,11 @@ class Transport:
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Fail what is pending, stop the pump, close every socket. Idempotent, any thread."""
+        """Fail what is pending, stop the pump, close every socket. Idempotent, any thread.
+        In a forked child it only marks this client closed: the sockets are the parent's."""
+        if self._pid != this_process():
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -678,6 +838,10 @@ class Transport:
             self._wake = None
 
 
+def _closed(what: What) -> ConnectionLost:
+    return ConnectionLost(f"the client is closed: {describe(what)} was not sent")
+
+
 def _send_frames(socket: zmq.Socket, frames: list, copy: bool) -> None:
     """One message, without waiting: ``zmq.Again`` (nothing queued) if no peer is connected.
 
@@ -698,15 +862,36 @@ def _header(frame: Any, source: str) -> dict | None:
         return None
 
 
-def _chunks(items: list):
-    """Split a shard's queued requests into batches of bounded count and size."""
-    chunk, size = [], 0
+def _counts_fit(counts: Any, frames: int) -> bool:
+    """Whether a batch reply's ``n`` splits its ``frames`` payload frames into parts."""
+    return (
+        isinstance(counts, list)
+        and all(type(c) is int and c >= 1 for c in counts)
+        and sum(counts) == frames
+    )
+
+
+def _chunks(items: list, max_message: int = 0):
+    """Split a shard's queued requests into batches of bounded count and size, none over
+    the shard's ``max_message`` (headers and envelope included, as the shard counts) nor
+    its frame cap. A request over them alone goes alone: the shard answers it alone."""
+    limit = min(_BATCH_BYTES, max_message) if max_message else _BATCH_BYTES
+    chunk, size, count = [], _ENVELOPE_BYTES, 1
     for item in items:
-        nbytes = sum(len(f) for f in item[1][1:])
-        if chunk and (len(chunk) >= _BATCH_MAX or size + nbytes > _BATCH_BYTES):
+        nbytes = _ENVELOPE_PER_PART + sum(_nbytes(f) for f in item[1])
+        nframes = len(item[1])
+        if chunk and (
+            len(chunk) >= _BATCH_MAX or size + nbytes > limit or count + nframes > MAX_FRAMES
+        ):
             yield chunk
-            chunk, size = [], 0
+            chunk, size, count = [], _ENVELOPE_BYTES, 1
         chunk.append(item)
         size += nbytes
+        count += nframes
     if chunk:
         yield chunk
+
+
+def _nbytes(frame: Any) -> int:
+    """A frame's size in bytes (``len`` of a many-dimensional memoryview is its first axis)."""
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
