@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 BEFORE_RESTORE = frozenset({"hello", "cluster", "info", "shutdown"})
 #: Seconds ``close`` waits for a running save to finish writing.
 CLOSE_SAVE_WAIT = 30.0
+#: Milliseconds a shard whose restore failed lets its last replies (the SnapshotError its
+#: caller waits for) go out when it closes; otherwise replies unsent at close are dropped.
+FAILED_RESTORE_LINGER_MS = 2000
 
 
 class PersistOps(ShardHost):
@@ -132,6 +135,9 @@ class PersistOps(ShardHost):
             self._send(identity, reply)
         if self._save_queue:
             self._start_save()
+
+    def _close_linger_ms(self) -> int:
+        return FAILED_RESTORE_LINGER_MS if self.restore_error is not None else 0
 
     def _close_saves(self) -> None:
         saver = self._saver
