@@ -345,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         shard.close()
         return code
-    _serve(shard)
-    return 0
+    return _serve(shard)
 
 
 def _run_mpi(args: argparse.Namespace) -> int:
@@ -384,14 +383,19 @@ def _prepare(
     return 0
 
 
-def _serve(shard: Shard) -> None:
-    """Print the ready line and serve until a signal or a ``shutdown`` request."""
+def _serve(shard: Shard) -> int:
+    """Print the ready line and serve until a signal or a ``shutdown`` request; the exit
+    code: 1 when the shard stopped because its ``--restore`` failed (said on stderr)."""
     stop_on_signals()
     try:
         print(READY_LINE + shard.address, flush=True)
         shard.serve()
     except KeyboardInterrupt:  # a signal that came before serve() was ready to take it
         shard.close()
+    if shard.restore_error is not None:
+        print(f"memstore-server: --restore failed: {shard.restore_error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _start_gateway(address: str, host: str, port: int) -> None:

@@ -1,12 +1,13 @@
 """The shard's snapshot operations (mixed into :class:`Shard`): save, periodic saves, restore.
 
 A save takes the store's entry references in one loop turn (:meth:`Store.snapshot`) and a
-saver thread streams them to ``shard-<i>.msnap`` while the loop keeps serving; the reply
-goes out when the file is renamed into place and the manifest names it. Saves asked for
-while one runs wait their turn, each taking its own snapshot when it starts. A restore
-runs on the loop before the shard serves data, once it knows its cluster (the ``cluster``
-op, ``--cluster``, or MPI's bootstrap), keeping the keys it owns under the current layout,
-so a snapshot of 3 shards restores onto 2 (every shard then reads every file).
+saver thread streams them to a new ``shard-<i>-<random>.msnap`` (:mod:`snapdir`) while the
+loop keeps serving; the reply goes out when the file is in place and the manifest names it.
+Saves asked for while one runs wait their turn, each taking its own snapshot when it
+starts. A restore runs on the loop before the shard serves data, once it knows its cluster
+(the ``cluster`` op, ``--cluster``, or MPI's bootstrap), keeping the keys it owns under the
+current layout, so a snapshot of 3 shards restores onto 2 (every shard then reads every
+file).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from memstore.kinds import REPLICATED
 from memstore.server import snapshot
 from memstore.server.executor import Executor
 from memstore.server.host import ShardHost
+from memstore.server.snapdir import SaveDir
 from memstore.server.store import Entry, Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 BEFORE_RESTORE = frozenset({"hello", "cluster", "info", "shutdown"})
 #: Seconds ``close`` waits for a running save to finish writing.
 CLOSE_SAVE_WAIT = 30.0
+#: Milliseconds a shard whose restore failed lets its last replies (the SnapshotError its
+#: caller waits for) go out when it closes; otherwise replies unsent at close are dropped.
+FAILED_RESTORE_LINGER_MS = 2000
 
 
 class PersistOps(ShardHost):
@@ -48,6 +53,7 @@ class PersistOps(ShardHost):
         self.save_dir = save_dir
         self.save_every = float(save_every)
         self._restore_dir = restore
+        self.restore_error: SnapshotError | None = None  # why the restore at start failed
         self._saver: threading.Thread | None = None
         self._save_queue: list[tuple[str, tuple | None]] = []
         self._next_autosave = time.monotonic() + self.save_every
@@ -95,8 +101,8 @@ class PersistOps(ShardHost):
 
     def _save_worker(self, directory, index, shards, entries, pause, reply_to) -> None:
         try:
-            saved = snapshot.write_shard(directory, index, shards, entries)
-            snapshot.update_manifest(directory, shards, index, saved)
+            with SaveDir(directory, shards, index) as target:
+                saved = target.save(lambda f: snapshot.write_entries(f, index, shards, entries))
             error = None
         except Exception as exc:  # reported to the caller and the log, the shard serves on
             saved, error = (
@@ -130,6 +136,9 @@ class PersistOps(ShardHost):
         if self._save_queue:
             self._start_save()
 
+    def _close_linger_ms(self) -> int:
+        return FAILED_RESTORE_LINGER_MS if self.restore_error is not None else 0
+
     def _close_saves(self) -> None:
         saver = self._saver
         if saver is not None:
@@ -144,6 +153,11 @@ class PersistOps(ShardHost):
             return
         try:
             self.restore(directory)
+        except SnapshotError as exc:
+            self._running = False
+            self.restore_error = exc
+            log.error("shard %s stops: %s", self.address, exc)
+            raise
         except BaseException:
             self._running = False
             raise
@@ -175,7 +189,7 @@ class PersistOps(ShardHost):
                     kept.setdefault(item.key, item)
                 elif self._owns(item.key):
                     kept[item.key] = item
-        entries = [(k, Entry.of(i.kind, i.meta, i.frames, k)) for k, i in kept.items()]
+        entries = _entries(directory, kept)
         try:
             self.store.check_room([(key, entry.nbytes) for key, entry in entries])
         except StoreFull as exc:
@@ -210,3 +224,18 @@ class PersistOps(ShardHost):
                     self.store.delete(key, entry.kind)
 
         self.executor.load(key, entry.kind, entry.meta, list(entry.frames), loaded)
+
+
+def _entries(directory: str, kept: dict[str, snapshot.Loaded]) -> list[tuple[str, Entry]]:
+    """The store's entries for what was read; :class:`SnapshotError` for one it refuses."""
+    entries = []
+    for key, item in kept.items():
+        try:
+            entries.append((key, Entry.of(item.kind, item.meta, item.frames, key)))
+        except MemstoreError:
+            raise
+        except Exception as exc:  # a file that passed its checksum but was written wrong
+            raise SnapshotError(
+                f"snapshot {directory}: key {key!r} ({item.kind}) cannot be restored: {exc}"
+            ) from None
+    return entries

@@ -265,7 +265,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
             self.executor.close()
             self._socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
             self._monitor.close(linger=0)
-            self._socket.close(linger=0)
+            self._socket.close(linger=self._close_linger_ms())
             if self.shm is not None:
                 self._drop_all_staged()
                 self.store.flush()  # its files go with the directory

@@ -1,8 +1,9 @@
 """Snapshot files: one per shard, plus a manifest, written atomically and checked on read.
 
-A snapshot directory holds ``shard-<i>.msnap`` for each shard ``i`` of the cluster that
-saved it and ``manifest.json``: the cluster's shard list and, per shard, its file's name,
-SHA-256, size and key count. A shard file is::
+A snapshot directory holds a ``shard-<i>-<random>.msnap`` for each shard ``i`` of the
+cluster that saved it and ``manifest.json``: the cluster's shard list and, per shard, its
+file's name, SHA-256, size and key count (:mod:`memstore.server.snapdir` writes them and
+says how a save moves the manifest from one whole generation to the next). A shard file is::
 
     b"MEMSNAP1"                                         8 bytes of magic
     record*                                             4-byte big-endian length + msgpack map,
@@ -12,19 +13,20 @@ SHA-256, size and key count. A shard file is::
 The first record is ``{"format": 1, "index", "shards", "created", "entries"}``, then one
 ``{"k": key, "t": kind, "m": meta, "s": [frame sizes]}`` per entry with its payload frames
 as they were stored (the wire format's header + frames, never pickle), then
-``{"end": True, "entries": n}``. Files go to a temporary name, are fsynced and renamed, so a
-reader sees the old file or the new one; a torn or altered file fails its checksum (or
-ends early) and is refused with :class:`SnapshotError` naming it.
+``{"end": True, "entries": n}``. A reader opens only regular files (no symlink followed, no
+FIFO waited on), checks every declared size against the bytes the file still holds before
+allocating it, and refuses a torn or altered file (checksum, early end) with
+:class:`SnapshotError` naming it.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -46,10 +48,8 @@ _DIGEST = 32
 _WRITE_CHUNK = 1 << 20
 #: Largest record header a reader accepts: metadata, never payload, lives there.
 _MAX_RECORD = 256 << 20
-
-
-def shard_file(index: int) -> str:
-    return f"shard-{index}.msnap"
+#: Largest manifest a reader accepts (a line per shard: far below this).
+_MAX_MANIFEST = 64 << 20
 
 
 class Saved(NamedTuple):
@@ -107,91 +107,62 @@ class _Writer:
             self._pending = bytearray()
 
 
-def write_shard(
-    directory: str, index: int, shards: list[str], entries: list[tuple[str, Any]]
-) -> Saved:
-    """Write ``entries`` (``(key, Entry)`` pairs, consumed) as shard ``index``'s file.
+def write_entries(
+    file: BinaryIO, index: int, shards: list[str], entries: list[tuple[str, Any]]
+) -> tuple[str, int, int]:
+    """Write ``entries`` (``(key, Entry)`` pairs, consumed) to ``file`` as shard ``index``'s
+    snapshot and fsync it; its SHA-256 (hex), size and key count.
 
     Runs on a saver thread: it only reads the entries, which are immutable once stored,
     and drops each reference once written so replaced values are freed as it goes.
     """
-    started = time.monotonic()
-    os.makedirs(directory, exist_ok=True)
-    final = os.path.join(directory, shard_file(index))
-    temp = os.path.join(directory, f".{shard_file(index)}.tmp-{os.getpid()}")
-    try:
-        with open(temp, "wb", buffering=0) as file:
-            out = _Writer(file)
-            out.write(MAGIC)
-            out.record(
-                {
-                    "format": FORMAT,
-                    "index": index,
-                    "shards": shards,
-                    "created": time.time(),
-                    "entries": len(entries),
-                }
-            )
-            for i, (key, entry) in enumerate(entries):
-                sizes = [memoryview(f).nbytes for f in entry.frames]
-                out.record({"k": key, "t": entry.kind, "m": entry.meta, "s": sizes}, entry.frames)
-                entries[i] = None  # type: ignore[call-overload]  # let it go once written
-            out.record({"end": True, "entries": len(entries)})
-            out.flush()
-            digest = out.hash.digest()
-            file.write(digest)
-            os.fsync(file.fileno())
-        os.replace(temp, final)
-        _fsync_dir(directory)
-    except BaseException:
-        _remove(temp)
-        raise
-    size = out.nbytes + _DIGEST
-    return Saved(final, digest.hex(), size, len(entries), time.monotonic() - started)
-
-
-def update_manifest(directory: str, shards: list[str], index: int, saved: Saved) -> None:
-    """Record shard ``index``'s new file in the directory's manifest, atomically.
-
-    Every shard updates its own line under a lock on the directory, so shards saving into
-    one directory at once do not lose each other's lines. A manifest of another cluster
-    layout is replaced: its files cannot be restored alongside this one's.
-    """
-    with open(os.path.join(directory, ".manifest.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            manifest = read_manifest(directory)
-        except SnapshotError:
-            manifest = None
-        if manifest is None or manifest.get("shards") != shards:
-            manifest = {"format": FORMAT, "shards": shards, "files": {}}
-        manifest["files"][str(index)] = {
-            "file": os.path.basename(saved.path),
-            "sha256": saved.sha256,
-            "bytes": saved.nbytes,
-            "keys": saved.keys,
-            "saved": time.time(),
-        }
-        manifest["updated"] = time.time()
-        path = os.path.join(directory, MANIFEST)
-        temp = f"{path}.tmp-{os.getpid()}"
-        with open(temp, "w") as out:
-            json.dump(manifest, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-        _fsync_dir(directory)
+    out = _Writer(file)
+    out.write(MAGIC)
+    first = {"format": FORMAT, "index": index, "shards": shards, "created": time.time()}
+    out.record({**first, "entries": len(entries)})
+    for i, (key, entry) in enumerate(entries):
+        sizes = [memoryview(f).nbytes for f in entry.frames]
+        out.record({"k": key, "t": entry.kind, "m": entry.meta, "s": sizes}, entry.frames)
+        entries[i] = None  # type: ignore[call-overload]  # let it go once written
+    out.record({"end": True, "entries": len(entries)})
+    out.flush()
+    digest = out.hash.digest()
+    file.write(digest)
+    os.fsync(file.fileno())
+    return digest.hex(), out.nbytes + _DIGEST, len(entries)
 
 
 # -- reading -------------------------------------------------------------------------------
 
 
-def read_manifest(directory: str) -> dict | None:
-    """The manifest of ``directory``; None if there is none."""
+def open_regular(path: str, name: str | None = None, dir_fd: int | None = None) -> BinaryIO:
+    """``path`` (or ``name`` in the directory ``dir_fd``) opened for reading, refused with
+    :class:`SnapshotError` naming it unless it is a regular file: a symlink is not followed
+    and a FIFO or device never blocks the open or the reads."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path if name is None else name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise SnapshotError(f"snapshot file {path} cannot be opened: {why}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SnapshotError(
+            f"snapshot file {path} is not a regular file (a FIFO, device or directory): "
+            "refused; restore an intact copy"
+        )
+    return os.fdopen(fd, "rb")
+
+
+def read_manifest(directory: str, dir_fd: int | None = None) -> dict | None:
+    """The manifest of ``directory`` (opened through ``dir_fd`` when given); None if
+    there is none."""
     path = os.path.join(directory, MANIFEST)
     try:
-        with open(path) as file:
-            manifest = json.load(file)
+        with open_regular(path, MANIFEST if dir_fd is not None else None, dir_fd) as file:
+            manifest = json.loads(file.read(_MAX_MANIFEST + 1)[:_MAX_MANIFEST])
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -208,7 +179,8 @@ def read_manifest(directory: str) -> dict | None:
 
 def plan_restore(directory: str) -> tuple[list[str], list[tuple[str, str]]]:
     """The saved cluster's shard list and ``(path, sha256)`` of each of its files, in
-    shard order; :class:`SnapshotError` unless every shard's file is listed."""
+    shard order, from the manifest's last complete generation; :class:`SnapshotError`
+    unless every shard's file is listed."""
     manifest = read_manifest(directory)
     if manifest is None:
         raise SnapshotError(
@@ -216,6 +188,13 @@ def plan_restore(directory: str) -> tuple[list[str], list[tuple[str, str]]]:
             "snapshot (make one with `memstore save DIR` or client.save(DIR))"
         )
     shards, files = manifest["shards"], manifest["files"]
+    if not shards:
+        pending = sorted((manifest.get("pending") or {}).get("files", {}))
+        raise SnapshotError(
+            f"snapshot {directory} holds no complete generation yet: only shard(s) "
+            f"{', '.join(pending) or 'none'} saved since it was started (a save failed or "
+            "named only some shards); save every shard again"
+        )
     plan = []
     for index in range(len(shards)):
         item = files.get(str(index))
@@ -229,14 +208,17 @@ def plan_restore(directory: str) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 class _Reader:
-    """Exact reads from a file with a running SHA-256; EOF too early is a torn file."""
+    """Exact reads from a file with a running SHA-256; EOF too early is a torn file, and a
+    size declared beyond the file's end is refused before anything is allocated."""
 
     def __init__(self, file: BinaryIO, path: str):
         self.file, self.path = file, path
         self.hash = hashlib.sha256()
         self.offset = 0
+        self.end = os.fstat(file.fileno()).st_size - _DIGEST  # where the records stop
 
     def read(self, n: int) -> bytearray:
+        self.check(n)
         buffer = bytearray(n)
         got = self.file.readinto(buffer) if n else 0
         if got != n:
@@ -247,6 +229,22 @@ class _Reader:
         self.hash.update(buffer)
         self.offset += n
         return buffer
+
+    def check(self, n: int) -> None:
+        """Refuse ``n`` more bytes unless the file still holds them (checked, never
+        allocated: a file declaring a huge or negative size costs no memory)."""
+        if n < 0 or self.offset + n > self.end:
+            raise SnapshotError(
+                f"snapshot file {self.path} declares {n} bytes at byte {self.offset} where "
+                f"{max(self.end - self.offset, 0)} remain before its checksum: it is torn or "
+                "was altered; restore an intact copy"
+            )
+
+    def frames(self, sizes: list) -> list[bytearray]:
+        if not all(type(n) is int for n in sizes):
+            raise self.corrupt("an entry record with frame sizes that are not integers")
+        self.check(sum(sizes) if all(n >= 0 for n in sizes) else -1)
+        return [self.read(n) for n in sizes]
 
     def record(self) -> dict:
         (length,) = _LENGTH.unpack(self.read(_LENGTH.size))
@@ -274,12 +272,13 @@ def read_shard(path: str, sha256: str | None = None) -> Iterator[Loaded | dict]:
     the last one has been read, so callers keep what they read until the iterator ends.
 
     Raises:
-        SnapshotError: naming ``path``, when it is missing, torn or altered.
+        SnapshotError: naming ``path``, when it is missing, not a regular file, torn or
+            altered.
     """
     try:
-        file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
-    except OSError as exc:
-        raise SnapshotError(f"snapshot file {path} cannot be opened: {exc.strerror}") from None
+        file = open_regular(path)
+    except FileNotFoundError:
+        raise SnapshotError(f"snapshot file {path} cannot be opened: it is missing") from None
     with file:
         reader = _Reader(file, path)
         if bytes(reader.read(len(MAGIC))) != MAGIC:
@@ -299,43 +298,24 @@ def read_shard(path: str, sha256: str | None = None) -> Iterator[Loaded | dict]:
                 raise reader.corrupt("an entry record without key, kind or sizes") from None
             if not isinstance(key, str) or not isinstance(sizes, list):
                 raise reader.corrupt("an entry record with a bad key or sizes")
-            frames = [reader.read(int(n)) for n in sizes]
+            frames = reader.frames(sizes)
             count += 1
             yield Loaded(key, kind, meta, frames)
-        digest = reader.hash.digest()
-        stored = file.read(_DIGEST + 1)
-        if len(stored) != _DIGEST:
-            raise SnapshotError(
-                f"snapshot file {path} has {len(stored)} checksum bytes, not {_DIGEST}: it is "
-                "torn or has bytes appended; restore an intact copy"
-            )
-        if stored != digest or (sha256 is not None and sha256 != digest.hex()):
-            raise SnapshotError(
-                f"snapshot file {path} fails its SHA-256 check (file says {stored.hex()[:16]}, "
-                f"manifest says {(sha256 or '?')[:16]}, contents hash to {digest.hex()[:16]}): "
-                "it was altered or damaged; restore an intact copy"
-            )
+        _check_digest(file, path, reader.hash.digest(), sha256)
         if count != header.get("entries") or count != first.get("entries"):
             raise reader.corrupt(f"{count} entries where {first.get('entries')} were written")
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make a rename in ``directory`` durable (where the platform allows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems refuse fsync on directories
-        if exc.errno not in (errno.EINVAL, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
+def _check_digest(file: BinaryIO, path: str, digest: bytes, sha256: str | None) -> None:
+    stored = file.read(_DIGEST + 1)
+    if len(stored) != _DIGEST:
+        raise SnapshotError(
+            f"snapshot file {path} has {len(stored)} checksum bytes, not {_DIGEST}: it is "
+            "torn or has bytes appended; restore an intact copy"
+        )
+    if stored != digest or (sha256 is not None and sha256 != digest.hex()):
+        raise SnapshotError(
+            f"snapshot file {path} fails its SHA-256 check (file says {stored.hex()[:16]}, "
+            f"manifest says {(sha256 or '?')[:16]}, contents hash to {digest.hex()[:16]}): "
+            "it was altered or damaged; restore an intact copy"
+        )
