@@ -144,3 +144,170 @@ def test_window_is_one_request_home_and_one_per_shard(client):
     # less each shard's own info; 30 steps hold data on all 3 shards but with p ~ 1e-5
     extra = [a - b - 1 for a, b in zip(after, before, strict=True)]
     assert extra == [2 if i == home else 1 for i in range(3)]
+
+
+# -- 2. bounds: drop_oldest, block, latest ------------------------------------------------------
+
+
+def _bytes(client) -> int:
+    return sum(info["bytes"] for info in client.get_db_node_info())
+
+
+def test_drop_oldest_frees_memory_on_the_shards(client):
+    s = client.stream("bounded", maxlen=4)
+    s.append(np.zeros(1 << 16, dtype=np.uint8))
+    one = _bytes(client)
+    for _ in range(3):
+        s.append(np.zeros(1 << 16, dtype=np.uint8))
+    full = _bytes(client)
+    for _ in range(40):
+        s.append(np.zeros(1 << 16, dtype=np.uint8))
+    # data of dropped steps on other shards is deleted by the home shard's reaper thread:
+    # wait on the shards for each dropped step's key to go, not by sleeping
+    assert _wait_bytes(client, full, timeout=30) <= full + 4096
+    assert full >= one + 3 * (1 << 16)
+    info = s.info()
+    assert (info["oldest"], info["next"], info["steps"]) == (40, 44, 4)
+    assert info["bytes"] == 4 * (1 << 16)
+    totals = client.get_db_node_info()
+    assert sum(i["stream_steps"] for i in totals) == 4
+    assert sum(i["keys"] for i in totals) == 1 + 4  # the state and the held steps' data
+    with pytest.raises(memstore.StepDropped) as caught:
+        s.read(3)
+    assert (caught.value.stream, caught.value.step, caught.value.oldest) == ("bounded", 3, 40)
+    assert isinstance(caught.value, memstore.KeyNotFound) and "oldest step held is 40" in str(
+        caught.value
+    )
+
+
+def _wait_bytes(client, at_most: int, timeout: float) -> int:
+    """The cluster's bytes once at most ``at_most``, or at ``timeout``. The home shard
+    deletes dropped steps' data on other shards from a background thread (its loop never
+    waits on a peer), so each round is one more round trip to every shard, no sleep."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        now = _bytes(client)
+        if now <= at_most or time.monotonic() > deadline:
+            return now
+        client.get_db_node_info()  # one more round trip to each shard: the reaper's turn
+
+
+def test_iter_skip_dropped_goes_on_from_the_oldest_held(client):
+    s = client.stream("skipping", maxlen=3)
+    for i in range(10):
+        s.append(np.full(1, i))
+    s.close()
+    with pytest.raises(memstore.StepDropped):
+        next(iter(s.iter(start=0)))
+    assert [step for step, _ in s.iter(start=0, skip_dropped=True)] == [7, 8, 9]
+
+
+def test_latest_policy_keeps_one_step(client):
+    s = client.stream("newest", policy="latest")
+    assert (s.settings["maxlen"], s.settings["policy"]) == (1, "drop_oldest")
+    for i in range(5):
+        s.append(np.full(1, i))
+    assert s.latest()[0] == 4 and s.info()["steps"] == 1
+    with pytest.raises(memstore.StepDropped):
+        s.read(3)
+
+
+def test_block_parks_the_appender_until_every_group_acked(client, cluster):
+    s = client.stream("blocking", maxlen=2, policy="block")
+    train, _ = s.group("train"), s.group("ckpt")
+    s.append(np.zeros(1))
+    s.append(np.ones(1))
+    pending = s.append_async(np.full(1, 2.0), timeout=30)
+    assert train.take(timeout=5)[0] == 0
+    train.ack(0)
+    assert not pending.done()  # "ckpt" has not acked step 0
+    with cluster.client(timeout=10) as other:  # another client (thread) acks
+        other_ckpt = other.stream("blocking").group("ckpt")
+        assert other_ckpt.take(timeout=5)[0] == 0
+        other_ckpt.ack(0)
+    assert pending.result(30) == 2
+    info = s.info()
+    assert (info["oldest"], info["next"]) == (1, 3)
+
+
+def test_block_times_out_naming_the_stream_and_the_slow_group(client):
+    s = client.stream("stuck", maxlen=1, policy="block")
+    fast, _slow = s.group("fast"), s.group("slow")
+    s.append(np.zeros(1))
+    fast.ack(fast.take(timeout=5)[0])
+    with pytest.raises(memstore.Timeout, match=r"'stuck'.*'slow'"):
+        s.append(np.ones(1), timeout=0.2)
+    assert s.info()["steps"] == 1  # nothing lost, nothing appended
+    assert sum(i["keys"] for i in client.get_db_node_info()) <= 2 + 1  # its data deleted
+
+
+# -- 3. consumer groups -------------------------------------------------------------------------
+
+
+def test_group_delivers_each_step_to_exactly_one_member(client, cluster):
+    s = client.stream("work", maxlen=200)
+    s.group("train")
+    for i in range(60):
+        s.append(np.full(1, i))
+    s.close()
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def member(m: int) -> None:
+        with cluster.client(timeout=10) as mine:
+            group = mine.stream("work").group("train", member=f"m{m}")
+            for step, x in group:
+                assert int(x[0]) == step
+                group.ack(step)
+                with lock:
+                    seen.append(step)
+
+    _run_threads(member, 3)
+    assert sorted(seen) == list(range(60))
+    stats = s.group("train").stats()
+    assert stats == {"delivered": 60, "acked": 60, "redelivered": 0, "pending": 0, "lag": 0}
+
+
+def test_groups_read_independently(client):
+    s = client.stream("shared", maxlen=16)
+    a, b = s.group("a"), s.group("b")
+    for i in range(3):
+        s.append(np.full(1, i))
+    assert [a.take(timeout=5)[0] for _ in range(3)] == [0, 1, 2]
+    assert b.take(timeout=5)[0] == 0
+    assert a.stats()["lag"] == 0 and b.stats()["lag"] == 2
+    assert b.stats()["pending"] == 1 and a.stats()["pending"] == 3
+    late = s.group("late", start="next")
+    s.append(np.full(1, 3))
+    assert late.take(timeout=5)[0] == 3
+
+
+def test_take_waits_on_the_shard_for_the_next_append(client):
+    s = client.stream("parked", maxlen=4)
+    g = s.group("g")
+    taking = g.take_async(timeout=30)
+    s.append(np.full(1, 7))
+    step, x = taking.result(30)
+    assert step == 0 and int(x[0]) == 7
+    with pytest.raises(memstore.Timeout, match=r"'g'.*'parked'"):
+        g.take(timeout=0.1)
+
+
+def test_unacked_step_is_redelivered_after_its_visibility(client):
+    s = client.stream("visible", maxlen=4)
+    first = s.group("g", member="first", visibility=0.3)
+    second = s.group("g", member="second", visibility=30)
+    s.append(np.full(1, 5))
+    assert first.take(timeout=5)[0] == 0  # taken, never acked
+    step, x = second.take(timeout=10)  # parked until the visibility timer wakes the stream
+    assert step == 0 and int(x[0]) == 5
+    second.ack(0)
+    stats = second.stats()
+    assert (stats["delivered"], stats["redelivered"], stats["acked"], stats["pending"]) == (
+        1,
+        1,
+        1,
+        0,
+    )

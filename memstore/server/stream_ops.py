@@ -29,7 +29,6 @@ from memstore.server.peers import Peers
 from memstore.server.store import ENTRY_OVERHEAD, Entry
 from memstore.server.streams import (
     DATA_PREFIX,
-    DEFAULT_MAXLEN,
     DROP_OLDEST,
     StreamState,
     check_settings,
@@ -180,8 +179,7 @@ class StreamOps(ShardHost):
         key = self._key(request)
         maxlen, policy = request.header.get("maxlen"), request.header.get("policy")
         named = maxlen is not None or policy is not None
-        wanted = check_settings(key, DEFAULT_MAXLEN if maxlen is None else maxlen,
-                                policy or DROP_OLDEST)  # fmt: skip
+        wanted = check_settings(key, maxlen, policy or DROP_OLDEST)
         if not self.store.exists(key):
             state = StreamState(key, *wanted)
             state.explicit = named

@@ -345,13 +345,16 @@ def _saved_group(group: Group, now: float) -> dict:
 
 
 def check_settings(name: str, maxlen: object, policy: object) -> tuple[int, str]:
-    """``(maxlen, policy)`` checked; ``latest`` is ``maxlen`` 1 with ``drop_oldest``."""
+    """``(maxlen, policy)`` checked; ``latest`` is ``maxlen`` 1 with ``drop_oldest``; no
+    ``maxlen`` is :data:`DEFAULT_MAXLEN`."""
     if policy not in POLICIES:
         raise ProtocolError(f"stream {name!r}: policy must be one of {POLICIES}, got {policy!r}")
     if policy == LATEST:
         if maxlen not in (None, 1):
             raise ProtocolError(f"stream {name!r}: policy 'latest' keeps 1 step, not {maxlen!r}")
         return 1, DROP_OLDEST
+    if maxlen is None:
+        return DEFAULT_MAXLEN, str(policy)
     if type(maxlen) is not int or maxlen < 1:
         raise ProtocolError(f"stream {name!r}: maxlen must be an int >= 1, got {maxlen!r}")
     return maxlen, str(policy)
