@@ -311,3 +311,160 @@ def test_unacked_step_is_redelivered_after_its_visibility(client):
         1,
         0,
     )
+
+
+MEMBER = """
+import sys, memstore
+client = memstore.Client(sys.argv[1], timeout=30)
+group = client.stream("killed").group("g", member="doomed", visibility=600)
+step, _ = group.take(timeout=30)
+print(step, flush=True)
+sys.stdin.read()  # holds the step, unacked, until killed
+"""
+
+
+def test_step_of_a_killed_member_is_redelivered(client, cluster, tmp_path):
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    s = client.stream("killed", maxlen=8)
+    g = s.group("g", member="survivor", visibility=600)
+    s.append(np.full(1, 42))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    member = subprocess.Popen(
+        [sys.executable, "-c", MEMBER, ",".join(cluster.addresses)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        ready, _, _ = select.select([member.stdout], [], [], 60)
+        assert ready, "the member process took nothing"
+        assert member.stdout.readline().strip() == b"0"
+        assert g.stats()["pending"] == 1
+        member.send_signal(signal.SIGKILL)
+        member.wait(30)
+        # visibility is 600 s: only the closed connection makes the step redeliverable
+        step, x = g.take(timeout=30)
+        assert step == 0 and int(x[0]) == 42
+        assert g.stats()["redelivered"] == 1
+    finally:
+        member.kill()
+        member.wait(30)
+
+
+# -- 4. close -----------------------------------------------------------------------------------
+
+
+def test_close_ends_readers_iterators_and_takes_after_the_last_step(client):
+    s = client.stream("ending", maxlen=8)
+    g = s.group("g")
+    waiting = s.wait_async(2, timeout=30)
+    parked_take = g.take_async(timeout=30)
+    s.append(np.full(1, 0))
+    assert parked_take.result(30)[0] == 0
+    g.ack(0)
+    s.append(np.full(1, 1))
+    parked_end = s.group("g", member="other").take_async(timeout=30)
+    assert parked_end.result(30)[0] == 1  # the parked take gets step 1 ...
+    g.ack(1)
+    last = g.take_async(timeout=30)
+    s.close()
+    assert last.result(30) is None  # ... and the next one the end
+    assert waiting.result(30) is False  # closed before step 2
+    assert [step for step, _ in s.iter()] == [0, 1]
+    assert list(g) == []
+    with pytest.raises(memstore.StreamClosed, match="'ending'"):
+        s.append(np.ones(1))
+    assert s.info()["closed"] is True
+
+
+def test_close_waits_for_pending_steps_before_the_end(client):
+    s = client.stream("draining", maxlen=8)
+    a = s.group("g", member="a", visibility=0.3)
+    b = s.group("g", member="b", visibility=30)
+    s.append(np.ones(1))
+    s.close()
+    assert a.take(timeout=5)[0] == 0  # taken, not acked
+    assert b.take(timeout=10)[0] == 0  # not the end: step 0 comes back to b
+    b.ack(0)
+    assert b.take(timeout=5) is None
+
+
+# -- 5. placement and shared memory ------------------------------------------------------------
+
+
+def test_steps_spread_over_the_shards(client):
+    s = client.stream("spread", maxlen=64)
+    for i in range(30):
+        s.append(np.full(8, i))
+    keys = [info["keys"] for info in client.get_db_node_info()]
+    assert all(k > 0 for k in keys) and sum(keys) == 31  # 30 steps' data, one state
+    assert client.keys.exists("spread", "stream")
+
+
+def test_a_large_step_goes_by_shared_memory(client):
+    infos = client.get_db_node_info()
+    if not all(info["shm_dir"] for info in infos):
+        pytest.skip("no shared-memory path here")
+    s = client.stream("big", maxlen=4)
+    x = np.arange(1 << 18, dtype=np.float64)  # 2 MiB
+    s.append(x)
+    assert sum(info["shm_bytes"] for info in client.get_db_node_info()) >= x.nbytes
+    np.testing.assert_array_equal(s.read(0), x)
+    np.testing.assert_array_equal(s.window(1)[0][1], x)
+
+
+# -- 6. bad input -------------------------------------------------------------------------------
+
+
+def test_bad_settings_are_refused_naming_the_stream(client):
+    for maxlen in (0, -3):
+        with pytest.raises(memstore.ProtocolError, match=r"'bad'.*maxlen"):
+            client.stream("bad", maxlen=maxlen)
+    with pytest.raises(memstore.ProtocolError, match=r"'bad'.*policy"):
+        client.stream("bad", maxlen=4, policy="sometimes")
+    client.stream("bad", maxlen=4)
+    with pytest.raises(memstore.ProtocolError, match=r"'bad'.*maxlen 4.*maxlen 5"):
+        client.stream("bad", maxlen=5)
+    assert client.stream("bad").settings["maxlen"] == 4  # attach
+
+
+def test_a_readers_defaults_give_way_to_the_producers_settings(client):
+    reader = client.stream("early")  # made by a consumer, no settings
+    assert reader.settings["maxlen"] == 1024
+    producer = client.stream("early", maxlen=3, policy="block")
+    assert (producer.settings["maxlen"], producer.settings["policy"]) == (3, "block")
+
+
+def test_bad_group_and_ack_are_refused_and_the_shard_serves_on(client):
+    s = client.stream("acks", maxlen=4)
+    g = s.group("g")
+    s.append(np.ones(1))
+    with pytest.raises(memstore.ProtocolError, match=r"'acks'.*step 3.*'g'"):
+        g.ack(3)
+    g.name = "nope"  # a handle on a group the stream does not have
+    with pytest.raises(memstore.ProtocolError, match=r"'acks'.*'nope'"):
+        g.take(timeout=1)
+    with pytest.raises(memstore.ProtocolError, match=r"'acks'.*'nope'"):
+        g.ack(0)
+    g.name = "g"
+    assert g.take(timeout=5)[0] == 0 and g.ack(0) == 1
+    assert g.ack(0) == 0  # a repeat acks nothing more
+    with pytest.raises(memstore.ProtocolError, match="group start"):
+        s.group("h", start="middle")
+    assert s.append(np.ones(1)) == 1
+
+
+def test_a_stream_and_a_tensor_cannot_share_a_name(client):
+    client.put_tensor("taken", np.ones(2))
+    with pytest.raises(memstore.WrongType, match="'taken'"):
+        client.stream("taken", maxlen=2)
+    s = client.stream("stream_named", maxlen=2)
+    with pytest.raises(memstore.WrongType, match="'stream_named'"):
+        client.get_tensor("stream_named")
+    assert s.append(np.ones(1)) == 0
+    assert client.get_tensor("taken").tolist() == [1.0, 1.0]
