@@ -468,3 +468,56 @@ def test_a_stream_and_a_tensor_cannot_share_a_name(client):
         client.get_tensor("stream_named")
     assert s.append(np.ones(1)) == 0
     assert client.get_tensor("taken").tolist() == [1.0, 1.0]
+
+
+# -- 7. info and snapshots ------------------------------------------------------------------------
+
+
+def test_info_counts_streams_steps_and_bytes(client):
+    a = client.stream("info_a", maxlen=2)
+    b = client.stream("info_b", maxlen=8)
+    for _ in range(3):
+        a.append(np.zeros(10, dtype=np.uint8))
+        b.append(np.zeros(100, dtype=np.uint8))
+    infos = client.get_db_node_info()
+    assert sum(i["streams"] for i in infos) == 2
+    assert sum(i["stream_steps"] for i in infos) == 2 + 3
+    assert sum(i["stream_bytes"] for i in infos) == 2 * 10 + 3 * 100
+
+
+def _filled(client) -> memstore.Stream:
+    s = client.stream("saved", maxlen=5)
+    train, ckpt = s.group("train", visibility=0.5), s.group("ckpt")
+    for i in range(8):
+        s.append({"x": np.full(2, float(i))} if i % 2 else np.full(2, float(i)))
+    train.ack(train.take(timeout=5)[0])  # step 3 acked
+    assert train.take(timeout=5)[0] == 4  # step 4 pending (visibility 0.5 s)
+    assert ckpt.take(timeout=5)[0] == 3  # pending too
+    return s
+
+
+@pytest.mark.parametrize("shards", [(3, 3), (2, 3)])
+def test_snapshot_keeps_steps_groups_and_pending(tmp_path, shards):
+    before, after = shards
+    with memstore.LocalCluster(shards=before) as cluster, cluster.client(timeout=30) as client:
+        s = _filled(client)
+        info = s.info()
+        client.save(tmp_path)
+    with (
+        memstore.LocalCluster(shards=after, restore=tmp_path) as cluster,
+        cluster.client(timeout=30) as client,
+    ):
+        s = client.stream("saved")
+        restored = s.info()
+        assert {k: v for k, v in restored.items() if k != "groups"} == {
+            k: v for k, v in info.items() if k != "groups"
+        }
+        for name in ("train", "ckpt"):
+            assert restored["groups"][name] == info["groups"][name]
+        assert [step for step, _ in s.window(5)] == [3, 4, 5, 6, 7]
+        assert s.read(3)["x"].tolist() == [3.0, 3.0] and s.read(4).tolist() == [4.0, 4.0]
+        train = s.group("train", member="after", visibility=30)
+        # steps 5-7 at once; step 4, pending when saved, once its visibility is over
+        assert sorted(train.take(timeout=10)[0] for _ in range(4)) == [4, 5, 6, 7]
+        assert train.stats()["redelivered"] == info["groups"]["train"]["redelivered"] + 1
+        assert s.append(np.zeros(2)) == 8
