@@ -521,3 +521,154 @@ def test_snapshot_keeps_steps_groups_and_pending(tmp_path, shards):
         assert sorted(train.take(timeout=10)[0] for _ in range(4)) == [4, 5, 6, 7]
         assert train.stats()["redelivered"] == info["groups"]["train"]["redelivered"] + 1
         assert s.append(np.zeros(2)) == 8
+
+
+# -- 8. a model of the stream ---------------------------------------------------------------------
+
+
+class StreamModel:
+    """What a stream holds and what its one group has had, in plain Python."""
+
+    def __init__(self, maxlen: int):
+        self.maxlen, self.next = maxlen, 0
+        self.held: dict[int, int] = {}  # step -> value, oldest first
+        self.group_next, self.pending, self.acked = 0, set(), set()
+        self.delivered = 0
+
+    @property
+    def oldest(self) -> int:
+        return next(iter(self.held), self.next)
+
+    def append(self, value: int) -> int:
+        while len(self.held) >= self.maxlen:
+            self.drop(self.oldest)
+        self.held[self.next] = value
+        self.next += 1
+        return self.next - 1
+
+    def drop(self, step: int) -> None:
+        del self.held[step]
+        self.pending.discard(step)
+
+    def undelivered(self) -> int | None:
+        start = max(self.group_next, self.oldest) if self.held else max(self.group_next, self.next)
+        later = [s for s in self.held if s >= start]
+        return min(later) if later else None
+
+    def lag(self) -> int:
+        nxt = self.undelivered()
+        return 0 if nxt is None else self.next - nxt
+
+
+def _state_machine(cluster):
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+    clients = [cluster.client(timeout=10) for _ in range(2)]
+    names = iter(range(10**6))
+
+    class StreamMachine(RuleBasedStateMachine):
+        @initialize(maxlen=st.integers(1, 4))
+        def make(self, maxlen):
+            name = f"model-{next(names)}"
+            self.streams = [c.stream(name, maxlen=maxlen) for c in clients]
+            self.groups = [s.group("g", visibility=600) for s in self.streams]
+            self.model = StreamModel(maxlen)
+
+        @rule(value=st.integers(0, 1000), who=st.integers(0, 1))
+        def append(self, value, who):
+            assert self.streams[who].append(np.array([value])) == self.model.append(value)
+
+        @rule(ahead=st.integers(0, 6), who=st.integers(0, 1))
+        def read(self, ahead, who):
+            step = max(0, self.model.next - ahead)
+            if step in self.model.held:
+                assert int(self.streams[who].read(step)[0]) == self.model.held[step]
+            elif step < self.model.next:
+                with pytest.raises(memstore.StepDropped) as caught:
+                    self.streams[who].read(step)
+                assert caught.value.oldest == self.model.oldest
+            else:
+                with pytest.raises(memstore.KeyNotFound) as caught:
+                    self.streams[who].read(step)
+                assert not isinstance(caught.value, memstore.StepDropped)
+
+        @rule(k=st.integers(0, 5))
+        def window(self, k):
+            want = list(self.model.held.items())[-k:] if k else []
+            got = [(step, int(x[0])) for step, x in self.streams[0].window(k)]
+            assert got == want
+
+        @rule(who=st.integers(0, 1))
+        def take(self, who):
+            expected = self.model.undelivered()
+            if expected is None:
+                with pytest.raises(memstore.Timeout):
+                    self.groups[who].take(timeout=0)
+                return
+            step, x = self.groups[who].take(timeout=0)
+            assert (step, int(x[0])) == (expected, self.model.held[expected])
+            self.model.group_next = step + 1
+            self.model.pending.add(step)
+            self.model.delivered += 1
+
+        @rule(back=st.integers(0, 5), who=st.integers(0, 1))
+        def ack(self, back, who):
+            m, step = self.model, max(0, self.model.next - back)
+            if step in m.pending:
+                assert self.groups[who].ack(step) == 1
+                m.pending.discard(step)
+                m.acked.add(step)
+            elif step in m.acked or (step < m.next and step not in m.held):  # gone: nothing
+                assert self.groups[who].ack(step) == 0
+            else:
+                with pytest.raises(memstore.ProtocolError, match="never delivered"):
+                    self.groups[who].ack(step)
+
+        @rule(keep=st.integers(0, 4))
+        def trim(self, keep):
+            dropped = 0
+            while len(self.model.held) > keep:
+                self.model.drop(self.model.oldest)
+                dropped += 1
+            assert self.streams[1].trim(keep) == dropped
+
+        @rule(back=st.integers(0, 4))
+        def delete_step(self, back):
+            step = max(0, self.model.next - 1 - back)
+            held = step in self.model.held
+            if held:
+                self.model.drop(step)
+            assert self.streams[0].delete_steps([step]) == int(held)
+
+        @invariant()
+        def info_matches(self):
+            if not hasattr(self, "model"):
+                return
+            info, m = self.streams[0].info(), self.model
+            assert (info["oldest"], info["next"], info["steps"]) == (m.oldest, m.next, len(m.held))
+            stats = info["groups"]["g"]
+            assert (stats["pending"], stats["delivered"], stats["lag"]) == (
+                len(m.pending),
+                m.delivered,
+                m.lag(),
+            )
+
+    return StreamMachine, clients
+
+
+def test_stream_against_a_model(cluster):
+    from hypothesis import HealthCheck, settings
+
+    machine, clients = _state_machine(cluster)
+    try:
+        machine.TestCase.settings = settings(
+            max_examples=25,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        machine.TestCase().runTest()
+    finally:
+        for client in clients:
+            client.close()
