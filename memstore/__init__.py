@@ -5,6 +5,7 @@ for and gets them without blocking. See README.md and docs/.
 """
 
 from memstore.client import Client
+from memstore.client.streams import Stream
 from memstore.dataset import DataSet
 from memstore.deploy.local import LocalCluster
 from memstore.errors import (
@@ -17,7 +18,9 @@ from memstore.errors import (
     ProtocolError,
     RemoteError,
     SnapshotError,
+    StepDropped,
     StoreFull,
+    StreamClosed,
     Timeout,
     WrongType,
 )
@@ -42,7 +45,10 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "SnapshotError",
+    "StepDropped",
     "StoreFull",
+    "Stream",
+    "StreamClosed",
     "Timeout",
     "WrongType",
     "wait",

@@ -4,6 +4,7 @@
 
     MemstoreError
     ├── KeyNotFound          (also KeyError)      the key is not in the store
+    │   └── StepDropped                           a stream step was dropped (names the oldest held)
     ├── Timeout              (also TimeoutError)  a deadline passed
     │   └── NoAnswer         (also ConnectionLost) a shard did not answer in time
     ├── StoreFull            (also MemoryError)   --max-memory would be exceeded; nothing evicted
@@ -12,6 +13,7 @@
     ├── ConnectionLost       (also ConnectionError) a shard went away, or the client closed
     │   └── NoAnswer         (also Timeout)       (the same class as above)
     ├── AuthError                                 a shard refused the client's credentials
+    ├── StreamClosed                              an append to a closed stream
     ├── SnapshotError                             a snapshot could not be saved or restored
     └── RemoteError                               an unexpected failure inside a shard
         └── ModelError                            a model or script failed to load or run
@@ -21,6 +23,9 @@ the client, so ``except memstore.KeyNotFound`` works whichever shard raised it.
 """
 
 from __future__ import annotations
+
+import ast
+import re
 
 
 class MemstoreError(Exception):
@@ -36,6 +41,31 @@ class KeyNotFound(MemstoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class StepDropped(KeyNotFound):
+    """A stream step is no longer held: ``maxlen`` dropped it (or a trim or delete did).
+
+    Attributes ``stream`` (its name), ``step`` and ``oldest`` (the oldest step still held,
+    where reading may go on) are parsed from the message, so they survive the wire.
+    """
+
+    code = "step_dropped"
+    _FORM = re.compile(r"step (-?\d+) of stream (.*) was dropped; the oldest step held is (\d+)")
+
+    def __init__(self, *args: object):
+        super().__init__(*args)
+        found = self._FORM.search(str(args[0])) if args else None
+        self.stream: str | None = _literal(found[2]) if found else None
+        self.step: int | None = int(found[1]) if found else None
+        self.oldest: int | None = int(found[3]) if found else None
+
+    @classmethod
+    def of(cls, stream: str, step: int, oldest: int) -> StepDropped:
+        """The error for ``step`` of ``stream``, whose oldest held step is ``oldest``."""
+        return cls(
+            f"step {step} of stream {stream!r} was dropped; the oldest step held is {oldest}"
+        )
 
 
 class Timeout(MemstoreError, TimeoutError):
@@ -84,6 +114,12 @@ class AuthError(MemstoreError):
     code = "auth"
 
 
+class StreamClosed(MemstoreError):
+    """An append to a stream that was closed (readers finish after its last step)."""
+
+    code = "stream_closed"
+
+
 class SnapshotError(MemstoreError):
     """A snapshot could not be written, or a snapshot file is missing, torn or altered
     (the message names the file)."""
@@ -108,6 +144,7 @@ _BY_CODE = {
     for cls in (
         MemstoreError,
         KeyNotFound,
+        StepDropped,
         Timeout,
         StoreFull,
         ProtocolError,
@@ -115,11 +152,21 @@ _BY_CODE = {
         ConnectionLost,
         NoAnswer,
         AuthError,
+        StreamClosed,
         SnapshotError,
         RemoteError,
         ModelError,
     )
 }
+
+
+def _literal(text: str) -> str | None:
+    """A stream name as an error message quotes it (its ``repr``)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def from_wire(code: str, message: str) -> MemstoreError:

@@ -19,6 +19,8 @@ from memstore import errors
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 META = {"dtype": "|u1", "shape": [4], "order": "C"}
+#: A stream step's data key (the prefix the shard asks of them).
+STEP = "\x00step\x00" + "0" * 32
 #: A name no shard will ever serve.
 MADE_UP = "no_such_op_xyz"
 
@@ -155,6 +157,18 @@ def _requests(address: str, save_dir: str) -> list[tuple[str, dict, list, str]]:
         ("stage", {"txn": "a", "ttl": 30, "keys": ["s"], "metas": [META]}, [b"abcd"], "ok"),
         ("commit", {"txn": "a"}, [], "ok"),
         ("abort", {"txn": "b"}, [], "ok"),
+        ("stream_create", {"key": "st", "maxlen": 2, "policy": "drop_oldest"}, [], "ok"),
+        ("put", {"keys": [STEP], "metas": [META]}, [b"abcd"], "ok"),
+        ("stream_append", {"key": "st", "data": STEP, "kind": "tensor", "nbytes": 4}, [], "ok"),
+        ("stream_read", {"key": "st", "steps": [0]}, [], "ok"),
+        ("stream_wait", {"key": "st", "step": 0, "timeout": 0}, [], "ok"),
+        ("stream_group", {"key": "st", "group": "g"}, [], "ok"),
+        ("stream_take", {"key": "st", "group": "g", "timeout": 0}, [], "ok"),
+        ("stream_ack", {"key": "st", "group": "g", "steps": [0]}, [], "ok"),
+        ("stream_info", {"key": "st"}, [], "ok"),
+        ("stream_delete_steps", {"key": "st", "steps": [0]}, [], "ok"),
+        ("stream_trim", {"key": "st", "maxlen": 0}, [], "ok"),
+        ("stream_close", {"key": "st"}, [], "ok"),
         ("info", {}, [], "ok"),
         ("keys", {}, [], "ok"),
         ("save", {"dir": save_dir}, [], "ok"),

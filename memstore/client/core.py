@@ -28,6 +28,7 @@ from memstore.client.keys import RawKeys
 from memstore.client.models import ModelCalls
 from memstore.client.requests import Requests, hello_reply
 from memstore.client.shm import SharedMemoryPath
+from memstore.client.streams import Stream
 from memstore.client.transport import ignore_reply
 from memstore.config import ENV_KEY_IN, ENV_KEY_OUT, client_timeout, save_timeout
 from memstore.errors import ConnectionLost, NoAnswer, Timeout
@@ -389,6 +390,21 @@ class Client(DatasetCalls, ModelCalls):
     poll_list_length_gte = blocking(poll_list_length_gte_async)
     poll_list_length_lte = blocking(poll_list_length_lte_async)
     wait_tensor = blocking(wait_tensor_async)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        name: str,
+        maxlen: int | None = None,
+        policy: str | None = None,
+        *,
+        as_torch: bool = False,
+    ) -> Stream:
+        """The stream ``name``, created or attached (:class:`memstore.Stream`): bounded
+        to ``maxlen`` steps with ``policy`` ``"drop_oldest"``, ``"block"`` or ``"latest"``;
+        None attaches with the stream's own settings. Stream names are not prefixed."""
+        return Stream(self, name, maxlen, policy, as_torch=as_torch)
 
     # -- ensembles -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from memstore.config import MAX_SHARDS
 from memstore.errors import ProtocolError
 from memstore.server.host import ShardHost
 from memstore.server.rss import rss, rss_peak
+from memstore.server.streams import DATA_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class AdminOps(ShardHost):
             "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
             "shm_spare_bytes": self.shm.spare_bytes() if self.shm else 0,
             "saves": self.saves, "last_save": self.last_save, "saving": self._saver is not None,
+            **self._stream_totals(),
         })  # fmt: skip
 
     def _op_flush(self, request, identity):
@@ -105,7 +107,9 @@ class AdminOps(ShardHost):
         return wire.reply(request.id)
 
     def _op_keys(self, request, identity):
-        return wire.reply(request.id, {"keys": self.store.keys()})
+        """Every key, but streams' step data (counted in ``bytes``, listed by no one)."""
+        every = self.store.keys()
+        return wire.reply(request.id, {"keys": [k for k in every if not k.startswith(DATA_PREFIX)]})
 
     def _op_shutdown(self, request, identity):
         log.info("shard %s: shutdown requested", self.address)

@@ -1,9 +1,9 @@
 """What a shard's op mixins may use of the :class:`~memstore.server.shard.Shard` hosting them.
 
 The shard's operations live in mixins, one module per family (``data_ops``, ``admin_ops``,
-``model_ops``, ``persist_ops``). Each is typed against :class:`ShardHost`, so the names one
-of them takes from the shard, or from a sibling mixin, are written down here, once, rather
-than found by reading the shard. A name not declared here is not theirs to use.
+``model_ops``, ``persist_ops``, ``stream_ops``). Each is typed against :class:`ShardHost`, so
+the names one of them takes from the shard, or from a sibling mixin, are written down here,
+once, rather than found by reading the shard. A name not declared here is not theirs to use.
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ class ShardHost:
         """Shard: whether ``key`` lives on this shard under the current cluster."""
         raise NotImplementedError
 
+    def _owner(self, key: str) -> str | None:
+        """Shard: the address of the shard that owns ``key``; None when it is this one."""
+        raise NotImplementedError
+
     def _waiting_client_is_connected(self, identity: bytes) -> bool:
         """Shard: whether a client about to park a wait is still connected."""
         raise NotImplementedError
@@ -98,4 +102,16 @@ class ShardHost:
 
     def _restore_if_pending(self) -> None:
         """PersistOps: restore the snapshot given at start, once."""
+        raise NotImplementedError
+
+    def _stream_totals(self) -> dict:
+        """StreamOps: ``info``'s fields about the streams this shard holds."""
+        raise NotImplementedError
+
+    def _freeze_streams(self, entries: list) -> list:
+        """StreamOps: a snapshot's entries with each stream's state as plain data."""
+        raise NotImplementedError
+
+    def _restore_stream(self, key: str, entry: Entry) -> None:
+        """StreamOps: store a stream read from a snapshot."""
         raise NotImplementedError

@@ -18,7 +18,7 @@ import time
 
 from memstore import wire
 from memstore.errors import MemstoreError, ModelError, SnapshotError, StoreFull
-from memstore.kinds import REPLICATED
+from memstore.kinds import REPLICATED, STREAM
 from memstore.server import snapshot
 from memstore.server.executor import Executor
 from memstore.server.host import ShardHost
@@ -87,7 +87,7 @@ class PersistOps(ShardHost):
     def _start_save(self) -> None:
         directory, reply_to = self._save_queue.pop(0)
         started = time.perf_counter()
-        entries = self.store.snapshot()  # the only part the loop waits for
+        entries = self._freeze_streams(self.store.snapshot())  # what the loop waits for
         pause = time.perf_counter() - started
         shards = list(self.cluster) or [self.address]
         index = self.index if self.cluster else 0
@@ -197,6 +197,8 @@ class PersistOps(ShardHost):
         for key, entry in entries:
             if entry.kind in REPLICATED:
                 self._restore_code(key, entry)
+            elif entry.kind == STREAM:
+                self._restore_stream(key, entry)
             else:
                 self.store.put(key, entry)
         log.info(

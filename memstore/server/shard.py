@@ -7,7 +7,8 @@ the key changes or their deadline passes. Every request gets an answer — a bad
 
 This module holds the loop, the sockets, the connections, the request checks and the op
 table (:meth:`Shard._handler_table`); the operations themselves live in one mixin per
-family: :mod:`.admin_ops`, :mod:`.data_ops`, :mod:`.model_ops`, :mod:`.persist_ops`.
+family: :mod:`.admin_ops`, :mod:`.data_ops`, :mod:`.model_ops`, :mod:`.persist_ops`,
+:mod:`.stream_ops`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from memstore.config import (
     MODELS_ALL,
 )
 from memstore.errors import AuthError, MemstoreError, ProtocolError, RemoteError
-from memstore.kinds import DATASET, LIST, REPLICATED, TENSOR
+from memstore.kinds import DATASET, LIST, REPLICATED, STREAM, TENSOR
 from memstore.placement import key_shard
 from memstore.server.admin_ops import AdminOps
 from memstore.server.data_ops import DataOps
@@ -43,15 +44,16 @@ from memstore.server.output import OutputLimits, source_fd
 from memstore.server.peers import Peers
 from memstore.server.persist_ops import BEFORE_RESTORE, PersistOps
 from memstore.server.store import Store
+from memstore.server.stream_ops import StreamOps
 
 log = logging.getLogger(__name__)
 
 #: Longest the loop sleeps in poll, so ``stop()`` from another thread takes effect.
 _IDLE_POLL_MS = 500
-_KINDS = (TENSOR, DATASET, LIST, *REPLICATED, None)
+_KINDS = (TENSOR, DATASET, LIST, STREAM, *REPLICATED, None)
 
 
-class Shard(AdminOps, DataOps, ModelOps, PersistOps):
+class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
     """A shard server bound to one address (``tcp://host:port`` or ``ipc://path``).
 
     Its operations come from the mixins (:mod:`.admin_ops`, :mod:`.data_ops`,
@@ -107,6 +109,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         self.max_message = max_message
         self.model_timeout = model_timeout
         self.executor = self._make_executor(curve, model_threads, intra_op_threads)
+        self._init_streams(_peers(curve, 30.0))
         self._init_models()
         self._init_persist(restore, save_every, save_dir)
         self._init_counters()
@@ -122,10 +125,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
     ) -> Executor:
         """The model workers, reaching other shards as this cluster's CURVE client."""
         return Executor(
-            Peers(
-                timeout=max(30.0, self.model_timeout),
-                curve=curve.cluster_client() if curve is not None else None,
-            ),
+            _peers(curve, max(30.0, self.model_timeout)),
             self._owner,
             self._store_outputs,
             spill=self._output_file,
@@ -211,6 +211,18 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
             "abort": self._op_abort,
             # persist_ops.py: snapshots
             "save": self._op_save,
+            # stream_ops.py: streams
+            "stream_create": self._op_stream_create,
+            "stream_append": self._op_stream_append,
+            "stream_read": self._op_stream_read,
+            "stream_wait": self._op_stream_wait,
+            "stream_group": self._op_stream_group,
+            "stream_take": self._op_stream_take,
+            "stream_ack": self._op_stream_ack,
+            "stream_close": self._op_stream_close,
+            "stream_info": self._op_stream_info,
+            "stream_trim": self._op_stream_trim,
+            "stream_delete_steps": self._op_stream_delete_steps,
         }
 
     # -- the loop --------------------------------------------------------------------------
@@ -262,6 +274,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         self._running = False
         if not self._socket.closed:
             self._close_saves()
+            self._close_streams()
             self.executor.close()
             self._socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
             self._monitor.close(linger=0)
@@ -334,7 +347,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         frames = self.output.admit(identity, frames, source)
         if frames is None:
             if self.output.evicted != evicted:
-                self.store.drop_owner(identity)
+                self._client_left(identity)
             return
         send, last = self._socket.send, len(frames) - 1
         try:
@@ -396,8 +409,14 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
                 self.output.closed(fd)
                 for identity in self._fd_peers.pop(fd, ()):
                     del self._peer_fd[identity]
-                    dropped = self.store.drop_owner(identity)
-                    log.debug("shard %s: a client left, %d waits dropped", self.address, dropped)
+                    self._client_left(identity)
+
+    def _client_left(self, identity: bytes) -> None:
+        """A client connection closed (or was cut off): forget its waits, and give the
+        stream steps delivered to it and not acked to other members."""
+        dropped = self.store.drop_owner(identity)
+        self._release_deliveries(identity)
+        log.debug("shard %s: a client left, %d waits dropped", self.address, dropped)
 
     def _waiting_client_is_connected(self, identity: bytes) -> bool:
         """Note the connection a waiting client came on; False if it has closed already
@@ -484,6 +503,11 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps):
         if not store.max_memory:
             return float("inf")
         return store.max_memory - store.used - store.held - store.staged
+
+
+def _peers(curve: auth.ServerKeys | None, timeout: float) -> Peers:
+    """Requests to the other shards, as this cluster's CURVE client where it has one."""
+    return Peers(timeout=timeout, curve=curve.cluster_client() if curve is not None else None)
 
 
 def _model_policy(models: str | None, allow_pickle: bool) -> str:

@@ -268,6 +268,15 @@ class Store:
         self._wake(key, entry)
         return len(entry.meta)
 
+    def touch(self, key: str, nbytes: int | None = None) -> None:
+        """The value at ``key`` changed in place (a stream's state): charge it ``nbytes``
+        (if given) and wake the waiters whose condition now holds."""
+        entry = self._entries.get(key)
+        if entry is not None and nbytes is not None and nbytes != entry.nbytes:
+            self.used += nbytes - entry.nbytes
+            entry.nbytes = nbytes
+        self._wake(key, entry)
+
     def flush(self) -> None:
         keys = list(self._entries)
         for entry in self._entries.values():

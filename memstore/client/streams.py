@@ -1,0 +1,454 @@
+"""``client.stream(name)``: a bounded stream of steps, with readers and consumer groups.
+
+A step is a tensor, a dict of tensors or a :class:`~memstore.DataSet`. :meth:`Stream.append`
+puts the step's data first, as an ordinary value under a data key of its own (so steps
+spread over the shards, and large ones take the shared-memory path), then asks the
+stream's home shard (the owner of its name) to append that key: the home shard numbers the
+step then, so steps are numbered 0, 1, 2, ... in the order appends reach it, whichever
+producer sent them. Readers ask the home shard which data keys hold the steps they want,
+then get the data from the shards that hold it: ``window(k)`` is one request home and one
+request per shard. See docs/design.md, "Streams".
+
+Stream names are stored keys as they are: no ensemble prefix (producers and consumers of
+one stream must agree on its key). :class:`Stream` and :class:`Group` are parts of the
+client, using what :class:`~memstore.client.base.ClientBase` declares, as its mixins do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from memstore import tensors
+from memstore.client.base import ClientBase
+from memstore.client.blocking import blocking
+from memstore.config import MAX_WAIT_TIMEOUT
+from memstore.dataset import DataSet
+from memstore.errors import ConnectionLost, KeyNotFound, StepDropped, Timeout
+from memstore.futures import DoneFuture, Future, InlineResult, chain
+
+#: Data keys of steps (the shards hide them from key listings); no hash tag.
+DATA_PREFIX = "\x00step\x00"
+TENSOR_ITEM, DATASET_ITEM, DICT_ITEM = "tensor", "dataset", "dict"
+
+
+def _fields(header: dict, payload: list) -> dict:
+    return {k: v for k, v in header.items() if k not in ("v", "id", "ok")}
+
+
+def _default_member() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _is_future(value: Any) -> bool:
+    return isinstance(value, concurrent.futures.Future)
+
+
+class Stream:
+    """A stream of steps in the store (see the module); made by :meth:`Client.stream`.
+
+    Args:
+        client: the :class:`memstore.Client` to use.
+        name: the stream's key.
+        maxlen: steps kept (>= 1). None: those of the existing stream (a stream made with
+            none has 1024, until a create that names its settings replaces them).
+        policy: ``"drop_oldest"`` (an append past ``maxlen`` drops the oldest step),
+            ``"block"`` (it waits on the shard until every group acked the oldest step)
+            or ``"latest"`` (``maxlen`` 1, ``drop_oldest``). None: as ``maxlen``.
+        as_torch: steps' tensors come back as torch tensors rather than numpy arrays.
+
+    Creating one creates the stream, or attaches to it (``ProtocolError`` if it exists
+    with other settings). Thread-safe, like the client.
+    """
+
+    def __init__(
+        self,
+        client: ClientBase,
+        name: str,
+        maxlen: int | None = None,
+        policy: str | None = None,
+        *,
+        as_torch: bool = False,
+    ):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a stream name must be a non-empty string, got {name!r}")
+        self.name = self.key = name
+        self.as_torch = as_torch
+        self._requests = client._requests
+        self._shm = client._shm
+        self._keys = client.keys
+        self._timeout = client.timeout
+        self._order = InOrder()
+        fields = {"maxlen": maxlen, "policy": policy}
+        #: The settings the home shard answered with: maxlen, policy, oldest, next, closed.
+        self.settings = self._sync(self._home, "stream_create", fields)
+
+    def __repr__(self) -> str:
+        return f"Stream({self.name!r})"
+
+    def _sync(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._requests.inline.run(method, *args, **kwargs)
+
+    def _home(
+        self, op: str, fields: dict | None = None, decode: Callable = _fields, wait: float = 0.0
+    ) -> Future | InlineResult:
+        """One request to the stream's home shard."""
+        return self._requests.to_key(op, self.key, fields, decode=decode, wait=wait)
+
+    # -- appends ---------------------------------------------------------------------------
+
+    def append_async(self, item: Any, timeout: float | None = None) -> Future:
+        """Append ``item`` (a tensor, a dict of tensors or a DataSet); its step number.
+
+        Appends made through one Stream object are numbered in the order they were made,
+        async ones too; those of several objects or processes in the order they reach the
+        home shard. ``timeout``: seconds a ``block`` stream's append may wait for acks
+        (default: the client's timeout), then ``Timeout`` naming the stream and the slow
+        group. An append that fails deletes the data it put."""
+        data_key = DATA_PREFIX + uuid.uuid4().hex
+        kind, nbytes, stored = self._put_item(data_key, item)
+        seconds = self._timeout if timeout is None else float(timeout)
+        fields = {"data": data_key, "kind": kind, "nbytes": nbytes, "timeout": seconds}
+        ticket, out = self._order.ticket(), Future()
+
+        def failed(error: BaseException) -> None:
+            self._discard(data_key)
+            out.settle(error=error)
+
+        def send(error: BaseException | None) -> None:  # in ticket order
+            if error is not None:
+                return failed(error)
+            try:
+                sent = self._home("stream_append", fields, lambda h, p: h["step"], seconds)
+            except Exception as exc:
+                return failed(exc)
+            _when_done(sent, out.settle, failed)
+
+        _when_done(stored, lambda _: self._order.ready(ticket, send, None),
+                   lambda exc: self._order.ready(ticket, send, exc))  # fmt: skip
+        return out
+
+    def _put_item(self, data_key: str, item: Any) -> tuple[str, int, Any]:
+        """Store ``item`` under ``data_key``: (kind, bytes, the put's future)."""
+        if isinstance(item, dict):
+            dataset = DataSet(self.name)
+            for name, value in item.items():
+                dataset.add_tensor(name, value)
+            return DICT_ITEM, *self._put_dataset(data_key, dataset)
+        if isinstance(item, DataSet):
+            return DATASET_ITEM, *self._put_dataset(data_key, item)
+        meta, buffer = tensors.encode(item, data_key)
+        shard = self._requests.shard_of(data_key)
+        fields = {"keys": [data_key], "metas": [meta]}
+        stored = self._shm.put(shard, "put", fields, [buffer], [item], ("append", self.key))
+        return TENSOR_ITEM, memoryview(buffer).nbytes, stored
+
+    def _put_dataset(self, data_key: str, dataset: DataSet) -> tuple[int, Any]:
+        _, buffers = dataset.to_wire()
+        nbytes = sum(memoryview(b).nbytes for b in buffers)
+        return nbytes, self._keys.put_dataset_async(data_key, dataset)
+
+    def _discard(self, data_key: str) -> None:
+        """Delete the data of an append that failed (its answer is not waited for)."""
+        try:
+            self._requests.to_key("delete", data_key, {})
+        except Exception:  # the shard may be the reason the append failed
+            pass
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def read_async(self, step: int) -> Future:
+        """The item of ``step``; ``StepDropped`` (a ``KeyNotFound``) if it is no longer
+        held, naming the oldest step held."""
+        if type(step) is not int:
+            raise TypeError(f"stream {self.name!r}: a step is an int, got {step!r}")
+        return chain(
+            self._home("stream_read", {"steps": [step]}),
+            lambda reply: chain(self._fetch(reply), lambda got: got[0][1]),
+        )
+
+    def latest_async(self) -> Future:
+        """``(step, item)`` of the newest step held, or ``(None, None)``."""
+        return chain(
+            self._home("stream_read", {"last": 1}),
+            lambda reply: chain(self._fetch(reply), lambda got: got[0] if got else (None, None)),
+        )
+
+    def window_async(self, k: int) -> Future:
+        """The last ``k`` steps held, oldest first, as ``[(step, item)]``: one request to
+        the home shard, then one per shard holding them."""
+        if type(k) is not int or k < 0:
+            raise ValueError(f"stream {self.name!r}: window size must be an int >= 0, got {k!r}")
+        return chain(self._home("stream_read", {"last": k}), self._fetch)
+
+    def _fetch(self, reply: dict) -> Any:
+        """``[(step, item)]`` of a ``stream_read`` reply's items, fetched from their shards
+        (tensors: one ``get`` per shard; datasets go together, batched by the pump)."""
+        items = reply["items"]
+        per_shard: dict[int, list[int]] = {}
+        calls: list[Callable[[], Any]] = []
+        for i, (_, data_key, kind) in enumerate(items):
+            if kind == TENSOR_ITEM:
+                per_shard.setdefault(self._requests.shard_of(data_key), []).append(i)
+            else:
+                calls.append(lambda i=i: chain(self._get_dataset(items[i]), lambda v, i=i: {i: v}))
+        for shard, positions in per_shard.items():
+            calls.append(lambda s=shard, pos=positions: self._get_tensors(s, items, pos))
+
+        def combine(parts: list[dict]) -> list:
+            got = {i: v for part in parts for i, v in part.items()}
+            return [(items[i][0], got[i]) for i in range(len(items))]
+
+        if not calls:
+            return DoneFuture([])
+        oldest = max(reply.get("oldest", 0), items[-1][0] + 1)
+        return _dropped_as(lambda: self._requests.fan_out(calls, combine), self.name, items, oldest)
+
+    def _get_tensors(self, shard: int, items: list, positions: list[int]) -> Any:
+        keys = [items[i][1] for i in positions]
+
+        def build(header: dict, payload: list) -> dict:
+            return {
+                i: tensors.decode(m, f, as_torch=self.as_torch, name=self.name)
+                for i, m, f in zip(positions, header["metas"], payload, strict=True)
+            }
+
+        return self._shm.get(shard, "get", {"keys": keys}, build, ("get", self.key))
+
+    def _get_dataset(self, item: list) -> Any:
+        _, data_key, kind = item
+
+        def unpack(dataset: DataSet) -> Any:
+            if kind != DICT_ITEM:
+                return dataset
+            names = dataset.get_tensor_names()
+            return {n: dataset.get_tensor(n, as_torch=self.as_torch) for n in names}
+
+        return chain(self._keys.get_dataset_async(data_key, self.name), unpack)
+
+    def wait_async(self, step: int, timeout: float | None = None) -> Future:
+        """True as soon as ``step`` has been appended; False after ``timeout`` seconds
+        (default: the client's timeout) or once the stream is closed without it. The home
+        shard waits; the client does not poll."""
+        seconds = self._timeout if timeout is None else float(timeout)
+        return self._home(
+            "stream_wait",
+            {"step": step, "timeout": seconds},
+            lambda h, p: h["next"] > step,
+            seconds,
+        )
+
+    def iter(
+        self, start: int = 0, skip_dropped: bool = False, timeout: float | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """``(step, item)`` from ``start`` on, waiting on the shard for each new step;
+        ends once the stream is closed and its last step was read. A dropped step raises
+        ``StepDropped``, or with ``skip_dropped`` is skipped (on to the oldest held).
+        ``timeout``: seconds to wait for one step (None: no limit), then ``Timeout``."""
+        step, known_next = start, 0
+        while True:
+            if step >= known_next:
+                state = self._sync(self._wait_state, step, timeout)
+                known_next = state["next"]
+                if step >= known_next:
+                    if state["closed"]:
+                        return
+                    continue  # a wait of no limit goes on in chunks
+            try:
+                item = self.read(step)
+            except StepDropped as exc:
+                if not skip_dropped:
+                    raise
+                step = max(step + 1, exc.oldest or 0)
+                continue
+            yield step, item
+            step += 1
+
+    def _wait_state(self, step: int, timeout: float | None) -> Any:
+        seconds = MAX_WAIT_TIMEOUT if timeout is None else float(timeout)
+
+        def decode(header: dict, payload: list) -> dict:
+            if header["next"] <= step and not header["closed"] and timeout is not None:
+                raise Timeout(f"stream {self.name!r}: step {step} not appended within {seconds}s")
+            return header
+
+        fields = {"step": step, "timeout": seconds}
+        return self._home("stream_wait", fields, decode, seconds)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        return self.iter()
+
+    # -- the stream ------------------------------------------------------------------------
+
+    def close_async(self) -> Future:
+        """End the stream: appends fail with ``StreamClosed``; readers, iterators and group
+        members finish after the last step."""
+        return self._home("stream_close", {}, lambda h, p: None)
+
+    def info_async(self) -> Future:
+        """maxlen, policy, oldest, next, closed, steps, bytes, groups (each group's stats)."""
+        return self._home("stream_info")
+
+    def trim_async(self, maxlen: int) -> Future:
+        """Drop the oldest steps until at most ``maxlen`` are held; how many were dropped."""
+        return self._home("stream_trim", {"maxlen": maxlen}, lambda h, p: h["dropped"])
+
+    def delete_steps_async(self, steps: list[int]) -> Future:
+        """Drop these steps (those held); how many were."""
+        return self._home("stream_delete_steps", {"steps": list(steps)}, lambda h, p: h["deleted"])
+
+    def group(
+        self,
+        name: str,
+        member: str | None = None,
+        visibility: float = 30.0,
+        start: str | int = "oldest",
+    ) -> Group:
+        """Consumer group ``name`` (made if new, from ``start``: "oldest", "next" or a step),
+        as the member ``member`` (default: host, process and thread). Each step goes to one
+        member of a group; one taken and not acked within ``visibility`` seconds, or whose
+        member's connection closed, goes to another."""
+        return Group(self, name, member or _default_member(), visibility, start)
+
+    append = blocking(append_async)
+    read = blocking(read_async)
+    latest = blocking(latest_async)
+    window = blocking(window_async)
+    wait = blocking(wait_async)
+    close = blocking(close_async)
+    info = blocking(info_async)
+    trim = blocking(trim_async)
+    delete_steps = blocking(delete_steps_async)
+
+
+class Group:
+    """One member's handle on a consumer group of a :class:`Stream` (see ``Stream.group``)."""
+
+    def __init__(self, stream: Stream, name: str, member: str, visibility: float, start: Any):
+        self.stream, self.name, self.member = stream, name, member
+        self.visibility = float(visibility)
+        stream._sync(stream._home, "stream_group", {"group": name, "start": start})
+
+    def __repr__(self) -> str:
+        return f"Group({self.stream.name!r}, {self.name!r}, member={self.member!r})"
+
+    def _sync(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self.stream._sync(method, *args, **kwargs)
+
+    def take_async(self, timeout: float | None = None) -> Future:
+        """The next step for this member, ``(step, item)``, waiting on the shard up to
+        ``timeout`` seconds (None: no limit) then ``Timeout``; None at the end of the
+        stream (closed, every step delivered and acked). Ack it when done with it."""
+        seconds = MAX_WAIT_TIMEOUT if timeout is None else float(timeout)
+        fields = {"group": self.name, "member": self.member, "visibility": self.visibility,
+                  "timeout": seconds}  # fmt: skip
+        stream = self.stream
+
+        def delivered(reply: dict) -> Any:
+            if reply.get("end"):
+                return None
+            if "step" not in reply:
+                raise Timeout(
+                    f"group {self.name!r} of stream {stream.name!r}: no step within {seconds}s"
+                )
+            items = {"items": [[reply["step"], reply["data"], reply["kind"]]], "oldest": 0}
+            return chain(stream._fetch(items), lambda got: got[0])
+
+        return chain(stream._home("stream_take", fields, wait=seconds), delivered)
+
+    def ack_async(self, step: int | list[int]) -> Future:
+        """Mark ``step`` (or a list of steps) done for this group; how many were pending.
+        ``ProtocolError`` for a step never delivered to the group."""
+        steps = list(step) if isinstance(step, list | tuple) else [step]
+        fields = {"group": self.name, "steps": steps}
+        return self.stream._home("stream_ack", fields, lambda h, p: h["acked"])
+
+    def stats_async(self) -> Future:
+        """This group's counters: delivered, acked, redelivered, pending, lag (steps
+        appended and not yet delivered to the group)."""
+        return chain(self.stream.info_async(), lambda info: info["groups"][self.name])
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        """Takes until the end of the stream (steps dropped before they were read are
+        skipped); the caller acks each step."""
+        while True:
+            try:
+                got = self.take()
+            except StepDropped:
+                continue
+            if got is None:
+                return
+            yield got
+
+    take = blocking(take_async)
+    ack = blocking(ack_async)
+    stats = blocking(stats_async)
+
+
+class InOrder:
+    """Calls made in the order tickets were given, each once its own work is ready: the
+    appends of one Stream reach the home shard in the order they were made."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # a call may settle a future whose callback appends
+        self._given = self._next = 0
+        self._ready: dict[int, tuple[Callable[..., None], tuple]] = {}
+
+    def ticket(self) -> int:
+        with self._lock:
+            self._given += 1
+            return self._given - 1
+
+    def ready(self, ticket: int, call: Callable[..., None], *args: Any) -> None:
+        """``call(*args)`` once every earlier ticket's call was made."""
+        with self._lock:
+            self._ready[ticket] = (call, args)
+            while self._next in self._ready:
+                call, args = self._ready.pop(self._next)
+                self._next += 1
+                call(*args)
+
+
+def _when_done(
+    result: Any, on_value: Callable[[Any], Any], on_error: Callable[[BaseException], Any]
+) -> None:
+    """``on_value(value)`` or ``on_error(error)`` once ``result`` (a future, or a value the
+    fast path already has) is done."""
+    if not _is_future(result):
+        on_value(result.result() if isinstance(result, InlineResult) else result)
+        return
+
+    def done(f: concurrent.futures.Future) -> None:
+        if f.cancelled():
+            on_error(ConnectionLost("the request was cancelled"))
+        elif f.exception(0) is not None:
+            on_error(f.exception(0))
+        else:
+            on_value(f.result(0))
+
+    result.add_done_callback(done)
+
+
+def _dropped_as(fetch: Callable[[], Any], stream: str, items: list, oldest: int) -> Any:
+    """``fetch()``, a data key gone (its step dropped since it was listed) reported as
+    ``StepDropped`` of the first listed step."""
+
+    def dropped(error: BaseException) -> BaseException:
+        if isinstance(error, KeyNotFound) and not isinstance(error, StepDropped):
+            return StepDropped.of(stream, items[0][0], oldest)
+        return error
+
+    try:
+        result = fetch()
+    except KeyNotFound as exc:
+        raise dropped(exc) from None
+    if not _is_future(result):
+        return result
+    out = Future()
+    _when_done(result, out.settle, lambda error: out.settle(error=dropped(error)))
+    return out
