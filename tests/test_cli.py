@@ -91,19 +91,25 @@ def test_start_status_info_client_stop(started, monkeypatch):
         assert client.addresses == addresses
         client.put_tensors({f"k{i}": np.full(3, i) for i in range(10)})
         np.testing.assert_array_equal(client.get_tensor("k7"), [7, 7, 7])
+        sim = client.stream("sim", maxlen=4)
+        for t in range(6):
+            sim.append(np.full(2, t))
 
     status = run(MEMSTORE, "status", "--address-file", str(address_file))
     assert status.returncode == 0, status.stderr
     lines = status.stdout.strip().splitlines()
-    assert lines[0].split() == ["address", "keys", "bytes", "clients", "uptime"]
+    assert lines[0].split() == ["address", "keys", "streams", "steps", "bytes", "clients", "uptime"]
     assert [line.split()[0] for line in lines[1:]] == addresses
-    assert sum(int(line.split()[1]) for line in lines[1:]) == 10
+    # keys counts entries: the 10 tensors, the stream's state and its 4 held steps' data
+    assert sum(int(line.split()[1]) for line in lines[1:]) == 15
+    assert sum(int(line.split()[2]) for line in lines[1:]) == 1
+    assert sum(int(line.split()[3]) for line in lines[1:]) == 4
 
     info = run(MEMSTORE, "info", "--address-file", str(address_file))
     assert info.returncode == 0, info.stderr
     infos = json.loads(info.stdout)
     assert [i["address"] for i in infos] == addresses
-    assert sum(i["keys"] for i in infos) == 10
+    assert sum(i["streams"] for i in infos) == 1
     assert all({"bytes", "clients", "uptime", "ops"} <= set(i) for i in infos)
 
     stop = run(MEMSTORE, "stop", "--address-file", str(address_file))

@@ -229,12 +229,17 @@ def _infos(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``memstore status``: a table of keys, bytes, clients and uptime per shard."""
+    """``memstore status``: a table of keys, streams (their home here) and the steps they
+    hold, bytes, clients and uptime per shard."""
     infos = _infos(args)
-    print(f"{'address':<36} {'keys':>9} {'bytes':>14} {'clients':>8} {'uptime':>10}")
+    print(
+        f"{'address':<36} {'keys':>9} {'streams':>8} {'steps':>9} {'bytes':>14} "
+        f"{'clients':>8} {'uptime':>10}"
+    )
     for info in infos:
         print(
-            f"{info['address']:<36} {info['keys']:>9} {info['bytes']:>14} "
+            f"{info['address']:<36} {info['keys']:>9} {info.get('streams', 0):>8} "
+            f"{info.get('stream_steps', 0):>9} {info['bytes']:>14} "
             f"{info['clients']:>8} {_duration(info['uptime']):>10}"
         )
     return 0
@@ -312,7 +317,7 @@ def parser() -> argparse.ArgumentParser:
     save = _add_command(sub, "save", cmd_save, "snapshot every shard into a directory")
     save.add_argument("dir", nargs="?", help="snapshot directory (default: the shards' --save-dir)")
     _add_command(sub, "stop", cmd_stop, "stop the shards")
-    _add_command(sub, "status", cmd_status, "keys, bytes, clients per shard")
+    _add_command(sub, "status", cmd_status, "keys, streams, bytes, clients per shard")
     _add_command(sub, "info", cmd_info, "every shard's statistics as JSON")
     gateway = _add_command(
         sub, "gateway", cmd_gateway, "serve the Redis protocol (RESP2) for SmartRedis"
