@@ -170,7 +170,7 @@ TINY = Preset(
     streams_lag_steps=10,
     streams_stall_maxlen=4,
     streams_stall_steps=20,
-    streams_slow_s=0.02,
+    streams_slow_s=0.05,
     max_ops=100_000,
     timeout_s=30.0,
 )

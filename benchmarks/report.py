@@ -193,7 +193,7 @@ def streams_table(result: dict) -> str:
         )
     lines.append(
         f"stall: drop_oldest, maxlen {p['stall_maxlen']}, {p['stall_shards']} shards; "
-        "producer append ms, shards' peak bytes vs maxlen x (step + "
+        "producer append ms, shards' peak bytes vs (maxlen + 1) x (step + "
         f"{size_label(streams.STEP_OVERHEAD)}) + {size_label(streams.STREAM_OVERHEAD)}"
     )
     for row in result["stall"]:

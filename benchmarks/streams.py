@@ -51,9 +51,11 @@ STREAM_OVERHEAD = 4 * KiB
 MEMORY_EVERY_S = 0.01
 
 
-def memory_bound(maxlen: int, size: int) -> int:
-    """What the shards may hold for a stream of ``maxlen`` steps of ``size`` bytes."""
-    return maxlen * (size + STEP_OVERHEAD) + STREAM_OVERHEAD
+def memory_bound(maxlen: int, size: int, producers: int = 1) -> int:
+    """What the shards may hold for a stream of ``maxlen`` steps of ``size`` bytes: each
+    producer's step in flight too, whose data is stored before its append drops the
+    oldest step (docs/design.md, "Streams")."""
+    return (maxlen + producers) * (size + STEP_OVERHEAD) + STREAM_OVERHEAD
 
 
 def steps(preset) -> int:
