@@ -33,6 +33,7 @@ from benchmarks import (
     online,
     report,
     scaling,
+    streams,
     threads,
     throughput,
 )
@@ -42,7 +43,18 @@ from benchmarks.presets import PRESETS, Preset
 
 WORKLOADS = {
     m.NAME: m
-    for m in (latency, bandwidth, throughput, threads, scaling, inference, online, curve, gateway)
+    for m in (
+        latency,
+        bandwidth,
+        throughput,
+        threads,
+        scaling,
+        inference,
+        online,
+        streams,
+        curve,
+        gateway,
+    )
 }
 #: Workloads only run when asked for (``--only``, or ``--secure`` for curve; the gateway needs
 #: .venv-smartredis: make test-smartredis)

@@ -26,6 +26,7 @@ from benchmarks.throughput import PIPELINED, SYNC, lookup
 
 #: what each issue's targets are about, for the report's headings
 ISSUES = {
+    22: "streams",
     12: "same-node shared memory",
     11: "client transport",
     6: "benchmark suite",
@@ -123,6 +124,55 @@ def threads_rate(mode: str) -> Lookup:
 
 def inference_rate(mode: str) -> Lookup:
     return _row_rate("inference", mode=mode)
+
+
+def _streams_size(results: dict, asked: int) -> int | None:
+    """``asked`` if the streams workload measured it, else its largest size."""
+    sizes = results.get("streams", {}).get("params", {}).get("sizes", [])
+    return asked if asked in sizes else max(sizes, default=None)
+
+
+def streams_row(kind: str, size: int, field: str, consumers: int = 1) -> Lookup:
+    """One figure of the streams summary (at ``size``, or the largest size measured)."""
+
+    def read(results: dict) -> float | None:
+        rows = results.get("streams", {}).get("summary") or []
+        row = lookup(rows, system=kind, size=_streams_size(results, size), consumers=consumers)
+        return row.get(field) if row else None
+
+    return read
+
+
+def stall(variant: str) -> Lookup:
+    """The producer's append p99 in the streams workload's stall phase, ``variant`` consumer."""
+
+    def read(results: dict) -> float | None:
+        for row in results.get("streams", {}).get("stall") or []:
+            if row["variant"] == variant:
+                return row["append"].get("p99")
+        return None
+
+    return read
+
+
+def stall_bytes(field: str) -> Lookup:
+    """The most of ``field`` (``peak_bytes``, ``bound_bytes``) over the stall phase's runs, MB."""
+
+    def read(results: dict) -> float | None:
+        rows = results.get("streams", {}).get("stall") or []
+        return max((row[field] / 1e6 for row in rows), default=None)
+
+    return read
+
+
+def _streams_note(size: int) -> Callable[[dict], str]:
+    def note(results: dict) -> str:
+        measured = _streams_size(results, size)
+        if measured is None or measured == size:
+            return ""
+        return f"streams largest size {size_label(measured)}, the target names {size_label(size)}"
+
+    return note
 
 
 def _param(workload: str, field: str, asked: int, show: Callable = str) -> Callable[[dict], str]:
@@ -223,6 +273,21 @@ GOALS: tuple[Goal, ...] = (
     Goal(12, "1 MiB put, shm vs socket path",
          bandwidth_at(MEMSTORE_SHM, "put", MiB), bandwidth_at(MEMSTORE, "put", MiB), "GB/s",
          ">=", 3.0, optional=True),
+    Goal(22, "1 MiB steps, 1 producer x 1 consumer, steps/s vs Redis Streams",
+         streams_row(MEMSTORE_SHM, MiB, "steps_per_s"), streams_row(REDIS, MiB, "steps_per_s"),
+         "steps/s", ">=", 3.0, (_streams_note(MiB),), optional=True),
+    Goal(22, "1 KiB steps, consumer lag p99 vs Redis Streams",
+         streams_row(MEMSTORE_SHM, KiB, "lag_p99_ms"), streams_row(REDIS, KiB, "lag_p99_ms"),
+         "ms", "<=", 1.0, optional=True),
+    Goal(22, "1 MiB steps, consumer lag p99 vs Redis Streams",
+         streams_row(MEMSTORE_SHM, MiB, "lag_p99_ms"), streams_row(REDIS, MiB, "lag_p99_ms"),
+         "ms", "<=", 1.0, (_streams_note(MiB),), optional=True),
+    Goal(22, "drop_oldest append p99, slow consumer vs fast",
+         stall("slow"), stall("fast"), "ms", "<=", 2.0,
+         optional=True),
+    Goal(22, "shards' peak bytes vs (maxlen + 1) x (step + 3 KiB) + 4 KiB",
+         stall_bytes("peak_bytes"), stall_bytes("bound_bytes"), "MB", "<=", 1.0,
+         optional=True),
     Goal(4, "run_model, batching on vs off",
          inference_rate("batching on"), inference_rate("batching off"), "ops/s", ">=", 3.0,
          optional=True),

@@ -278,6 +278,7 @@ def _pool_size(preset: Preset) -> int:
         *preset.scaling_clients,
         preset.inference_clients,
         preset.online_producers + preset.online_consumers,
+        1 + max(preset.streams_consumers),  # one producer and its consumers
     )
 
 

@@ -71,6 +71,22 @@ class Preset:
     threads_keys: int = 64
     threads_rounds: int = 2
     threads_s: float = 1.0
+    # streams: one producer, N consumers in a group, per step size; a rate phase of at most
+    # `streams_steps` steps and `streams_bytes` bytes, a lag phase of `streams_lag_steps` at
+    # `streams_rate_hz`, each producer for at most `streams_s`; the stall phase appends
+    # `streams_stall_steps` to a drop_oldest stream of `streams_stall_maxlen`, its consumer
+    # holding each step `streams_slow_s` (the slow case).
+    streams_sizes: tuple[int, ...] = (1 * KiB, 1 * MiB)
+    streams_consumers: tuple[int, ...] = (1, 2)
+    streams_rounds: int = 1
+    streams_steps: int = 2000
+    streams_bytes: int = 256 * MiB
+    streams_s: float = 1.0
+    streams_rate_hz: float = 100.0
+    streams_lag_steps: int = 60
+    streams_stall_maxlen: int = 8
+    streams_stall_steps: int = 100
+    streams_slow_s: float = 0.05
     # no rate loop (throughput, threads) makes more calls than this per client or thread
     max_ops: int = 1_000_000
     # a request that takes longer than this fails the run instead of hanging it
@@ -145,6 +161,16 @@ TINY = Preset(
     threads_keys=16,
     threads_rounds=1,
     threads_s=0.3,
+    streams_sizes=(1 * KiB, 256 * KiB),
+    streams_consumers=(1, 2),
+    streams_steps=40,
+    streams_bytes=8 * MiB,
+    streams_s=0.5,
+    streams_rate_hz=50.0,
+    streams_lag_steps=10,
+    streams_stall_maxlen=4,
+    streams_stall_steps=20,
+    streams_slow_s=0.05,
     max_ops=100_000,
     timeout_s=30.0,
 )
@@ -217,6 +243,13 @@ FULL = Preset(
     online_size=4 * MiB,
     threads_rounds=3,
     threads_s=2.0,
+    streams_consumers=(1, 2, 4),
+    streams_rounds=3,
+    streams_steps=5000,
+    streams_bytes=1024 * MiB,
+    streams_s=2.0,
+    streams_lag_steps=200,
+    streams_stall_steps=400,
     timeout_s=120.0,
 )
 

@@ -7,7 +7,7 @@ themselves are :mod:`benchmarks.goals`.
 
 from __future__ import annotations
 
-from benchmarks import curve, threads
+from benchmarks import curve, streams, threads
 from benchmarks.gateway import table as gateway_table
 from benchmarks.goals import ISSUES, Ratio, ratios
 from benchmarks.presets import size_label
@@ -18,7 +18,7 @@ from benchmarks.throughput import PIPELINED, SYNC, lookup
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
-    if unit == "ops/s":
+    if unit in ("ops/s", "steps/s"):
         return f"{value:,.0f} {unit}"
     if unit == "us":
         return f"{value:,.1f} us"
@@ -172,6 +172,40 @@ def threads_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def streams_table(result: dict) -> str:
+    p = result["params"]
+    lines = [
+        f"streams: 1 producer, N consumers in a group (take + read + ack); rate: as fast as "
+        f"it goes; lag (ms): append at {p['lag_rate_hz']:g} Hz -> a consumer holds the step",
+        f"{'size':>8} {'N':>2} {'system':<18} {'steps/s':>9} {'MB/s':>8} {'lag p50':>8} "
+        f"{'lag p99':>8} {'vs Redis':>9}",
+    ]
+    rows = result["summary"]
+    for row in rows:
+        redis = lookup(rows, system=REDIS, size=row["size"], consumers=row["consumers"])
+        ratio = "-"
+        if redis and redis["steps_per_s"] and row["system"] != REDIS:
+            ratio = f"{row['steps_per_s'] / redis['steps_per_s']:.2f}x"
+        lines.append(
+            f"{size_label(row['size']):>8} {row['consumers']:>2} {LABELS[row['system']]:<18} "
+            f"{row['steps_per_s']:>9,.0f} {row['mb_per_s']:>8.1f} {row['lag_p50_ms']:>8.2f} "
+            f"{row['lag_p99_ms']:>8.2f} {ratio:>9}"
+        )
+    lines.append(
+        f"stall: drop_oldest, maxlen {p['stall_maxlen']}, {p['stall_shards']} shards; "
+        "producer append ms, shards' peak bytes vs (maxlen + 1) x (step + "
+        f"{size_label(streams.STEP_OVERHEAD)}) + {size_label(streams.STREAM_OVERHEAD)}"
+    )
+    for row in result["stall"]:
+        held = f"{row['peak_bytes'] / 1e6:.1f} / {row['bound_bytes'] / 1e6:.1f} MB"
+        lines.append(
+            f"  {row['variant']} consumer (holds {row['hold_s'] * 1e3:g} ms): append p50 "
+            f"{row['append']['p50']:.2f} p99 {row['append']['p99']:.2f}; {row['appended']} "
+            f"appended, {row['taken']} taken; peak {held}"
+        )
+    return "\n".join(lines)
+
+
 TABLES = {
     "latency": latency_table,
     "bandwidth": bandwidth_table,
@@ -180,6 +214,7 @@ TABLES = {
     "online": online_table,
     "inference": inference_table,
     "threads": threads_table,
+    "streams": streams_table,
     "curve": curve.table,
     "gateway": gateway_table,
 }

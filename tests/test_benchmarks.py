@@ -128,3 +128,45 @@ def test_the_shm_benchmark_measures_each_target_and_the_crossover():
     assert all(row[k] > 0 for k in ("shm_put", "shm_get", "socket_put", "socket_get"))
     targets = bench.targets(bench.measure(1))
     assert len(targets) == 8 and all(ratio > 0 for _, ratio, _ in targets)
+
+
+def test_streams_against_redis_streams_in_one_run(tmp_path, capsys):
+    """``--only streams``: every step appended is consumed once, on memstore (sockets and
+    shared memory) and Redis Streams alike; the stall phase and issue 22's targets."""
+    pytest.importorskip("redis")
+    from benchmarks.presets import TINY
+    from benchmarks.streams import memory_bound
+
+    run = _run(tmp_path, "--only", "streams", "--no-plots")
+    if "skipped" in run["redis"]:
+        pytest.skip(run["redis"])
+    result = run["results"]["streams"]
+    assert "error" not in result, result.get("traceback")
+    systems = {"memstore", "memstore-shm", "redis"}
+    for record in result["samples"]:
+        assert record["appended"] == record["steps"] > 0, record  # each step taken once
+        assert len(record["lag_ms"]) == record["steps"] and min(record["lag_ms"]) > 0
+    phases = {(r["system"], r["phase"], r["size"], r["consumers"]) for r in result["samples"]}
+    assert phases == {
+        (system, phase, size, n)
+        for system in systems
+        for phase in ("rate", "lag")
+        for size in TINY.streams_sizes
+        for n in TINY.streams_consumers
+    }
+    for row in result["summary"]:
+        assert row["steps_per_s"] > 0 and row["mb_per_s"] > 0
+        assert row["lag_n"] == TINY.streams_lag_steps
+        assert 0 < row["lag_p50_ms"] <= row["lag_p99_ms"]
+    slow, fast = sorted(result["stall"], key=lambda row: row["variant"], reverse=True)
+    assert (slow["variant"], fast["variant"]) == ("slow", "fast")
+    for row in (slow, fast):
+        assert row["appended"] == TINY.streams_stall_steps
+        assert 0 < row["taken"] <= row["appended"]
+        assert row["bound_bytes"] == memory_bound(TINY.streams_stall_maxlen, row["size"])
+        assert row["peak_bytes"] > TINY.streams_stall_maxlen * row["size"]  # the window filled
+    assert slow["taken"] < slow["appended"]  # the slow consumer lagged: steps were dropped
+    goals = [t for t in run["targets"] if t["issue"] == 22]
+    assert len(goals) == 5 and all(t["ratio"] > 0 for t in goals), goals
+    out = capsys.readouterr().out
+    assert "streams: 1 producer" in out and "issue 22 (streams)" in out

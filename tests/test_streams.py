@@ -711,3 +711,28 @@ def test_stream_against_a_model(cluster):
     finally:
         for client in clients:
             client.close()
+
+
+# -- blocking calls on the fast path (the streams benchmark's finding) -------------------------
+
+
+def _pump_threads() -> int:
+    return sum(t.name == "memstore-pump" for t in threading.enumerate())
+
+
+def test_blocking_append_and_take_never_start_the_pump(cluster):
+    """A blocking append (put, then append) and take (take, then get) send their second
+    request inline too: a client making only these calls starts no pump thread, whose
+    hand-off cost about a round trip per call."""
+    before = _pump_threads()
+    with cluster.client(timeout=10) as c:
+        s = c.stream("fast.path", maxlen=4)
+        group = s.group("g")
+        assert [s.append(np.full(8, i)) for i in range(6)] == list(range(6))
+        got = []
+        for _ in range(4):
+            step, item = group.take(timeout=5)
+            got.append((step, int(item[0])))
+            assert group.ack(step) == 1
+        assert got == [(2, 2), (3, 3), (4, 4), (5, 5)]  # 0 and 1 dropped at maxlen 4
+        assert _pump_threads() <= before

@@ -115,6 +115,7 @@ class Stream:
         seconds = self._timeout if timeout is None else float(timeout)
         fields = {"data": data_key, "kind": kind, "nbytes": nbytes, "timeout": seconds}
         ticket, out = self._order.ticket(), Future()
+        inline = InlineAgain(stored)
 
         def failed(error: BaseException) -> None:
             self._discard(data_key)
@@ -124,6 +125,7 @@ class Stream:
             if error is not None:
                 return failed(error)
             try:
+                inline.grant(self._requests.inline)
                 sent = self._home("stream_append", fields, lambda h, p: h["step"], seconds)
             except Exception as exc:
                 return failed(exc)
@@ -131,6 +133,7 @@ class Stream:
 
         _when_done(stored, lambda _: self._order.ready(ticket, send, None),
                    lambda exc: self._order.ready(ticket, send, exc))  # fmt: skip
+        inline.over()
         return out
 
     def _put_item(self, data_key: str, item: Any) -> tuple[str, int, Any]:
@@ -348,6 +351,8 @@ class Group:
         fields = {"group": self.name, "member": self.member, "visibility": self.visibility,
                   "timeout": seconds}  # fmt: skip
         stream = self.stream
+        sent = stream._home("stream_take", fields, wait=seconds)
+        inline = InlineAgain(sent)
 
         def delivered(reply: dict) -> Any:
             if reply.get("end"):
@@ -357,9 +362,12 @@ class Group:
                     f"group {self.name!r} of stream {stream.name!r}: no step within {seconds}s"
                 )
             items = {"items": [[reply["step"], reply["data"], reply["kind"]]], "oldest": 0}
+            inline.grant(stream._requests.inline)
             return chain(stream._fetch(items), lambda got: got[0])
 
-        return chain(stream._home("stream_take", fields, wait=seconds), delivered)
+        result = chain(sent, delivered)
+        inline.over()
+        return result
 
     def ack_async(self, step: int | list[int]) -> Future:
         """Mark ``step`` (or a list of steps) done for this group; how many were pending.
@@ -390,14 +398,46 @@ class Group:
     stats = blocking(stats_async)
 
 
+class InlineAgain:
+    """Whether a blocking call's second request may take the fast path too.
+
+    A blocking call's first request alone goes inline (``InlineTurn``); the next one, sent
+    from a callback, goes through the pump, whose thread hand-off costs about a round trip.
+    When the first was answered inline, the callback runs right here on the caller's
+    thread, still inside the blocking call, so the second may go inline as well: the
+    transport takes the fast path only with nothing of this client in flight to that shard,
+    which keeps requests in order. Anywhere else (later, another thread, the pump) it
+    goes through the pump as before.
+    """
+
+    def __init__(self, first: Any, allowed: bool = True):
+        self._thread = threading.get_ident()
+        self._now = allowed and isinstance(first, InlineResult)
+
+    def grant(self, turn: Any) -> None:
+        """Give this thread the inline turn again, if still inside the call."""
+        if self._now and threading.get_ident() == self._thread:
+            self._now = False
+            turn.granted = True
+
+    def over(self) -> None:
+        """The call returned: later callbacks go through the pump."""
+        self._now = False
+
+
 class InOrder:
     """Calls made in the order tickets were given, each once its own work is ready: the
-    appends of one Stream reach the home shard in the order they were made."""
+    appends of one Stream reach the home shard in the order they were made.
+
+    One thread at a time makes the calls (the one whose ticket completed the sequence),
+    outside the lock: a call may send inline and wait for the answer, and a thread that
+    only hands its call over (the pump, settling a put) never waits for that."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()  # a call may settle a future whose callback appends
+        self._lock = threading.Lock()
         self._given = self._next = 0
         self._ready: dict[int, tuple[Callable[..., None], tuple]] = {}
+        self._calling = False  # a thread is making the ready calls
 
     def ticket(self) -> int:
         with self._lock:
@@ -408,10 +448,22 @@ class InOrder:
         """``call(*args)`` once every earlier ticket's call was made."""
         with self._lock:
             self._ready[ticket] = (call, args)
-            while self._next in self._ready:
-                call, args = self._ready.pop(self._next)
-                self._next += 1
+            if self._calling:  # that thread makes this call when its turn comes
+                return
+            self._calling = True
+        try:
+            while True:
+                with self._lock:
+                    if self._next not in self._ready:
+                        self._calling = False
+                        return
+                    call, args = self._ready.pop(self._next)
+                    self._next += 1
                 call(*args)
+        except BaseException:
+            with self._lock:
+                self._calling = False
+            raise
 
 
 def _when_done(
