@@ -56,7 +56,7 @@ exec nsenter -t "$pid" --net --uts --mount -- sh -c "$*"
 
 #: The holder: mounts, hostname, loopback up, then sleeps (pid = this process: no fork).
 HOLDER = (
-    "mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm && mount --bind \"$1\" /etc/hosts "
+    'mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm && mount --bind "$1" /etc/hosts '
     '&& hostname "$2" && ip link set lo up && echo ready && exec sleep 86400'
 )
 

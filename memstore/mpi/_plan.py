@@ -92,11 +92,11 @@ def bind_host(host: str | None, nodes: int, external: bool = False) -> str:
     """The IP address shards bind and advertise.
 
     ``host`` (an IP address, an interface name such as ``ib0``, or a host name) wins: an
-    interface name means the same network on every node, where one address could not. Without it a job on one node stays on
-    loopback, unless it serves ``external`` clients (it writes an address file for other
-    jobs, which may run on other nodes); otherwise shards use this node's address: its host
-    name's, or the address of the interface with the default route when the name maps to
-    loopback (as Debian's ``127.0.1.1`` entry does).
+    interface name means the same network on every node, where one address could not.
+    Without it a job on one node stays on loopback, unless it serves ``external`` clients
+    (it writes an address file for other jobs, which may run on other nodes); otherwise
+    shards use this node's address: its host name's, or the address of the interface with
+    the default route when the name maps to loopback (as Debian's ``127.0.1.1`` entry does).
     """
     if host:
         return _resolve(host)
