@@ -136,8 +136,8 @@ class VirtualCluster:
     # -- bring up ----------------------------------------------------------------------------
 
     def start(self) -> VirtualCluster:
-        check_available()
         try:
+            check_available()
             with open(LOCK, "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 self._make_bridges()
