@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cluster_jobs import TENSOR_BYTES, keys_per_shard
+from slurm_cluster import SlurmUnavailable
 from vnodes import VirtualCluster, VnodesUnavailable
+from vnodes_slurm import NodesSlurm
 
 from memstore import Client
 from memstore.errors import ConnectionLost, MemstoreError
@@ -168,6 +170,32 @@ def test_separate_jobs_address_file_and_gateways(vc, out):
             os.killpg(job.pid, signal.SIGKILL)
         job.wait(JOB_TIMEOUT)
         job.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def slurm(vc):
+    """Slurm with a slurmd in each virtual node (installed with apt-get when missing)."""
+    cluster = NodesSlurm(vc)
+    try:
+        cluster.start()
+    except (SlurmUnavailable, OSError) as exc:
+        pytest.skip(f"no Slurm across the nodes: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_srun_pmi2_spmd_across_three_nodes(vc, slurm, out):
+    """``srun -N 3 --ntasks-per-node 2 --mpi=pmi2`` from node1: ``mpi.init`` as under
+    mpiexec, one shard per node on its address, shared memory only within a node."""
+    line = vc.argv_on("node1", ["srun", "-N", "3", "--ntasks-per-node", "2", "--mpi=pmi2",
+                                PY, JOBS, "spmd", out])  # fmt: skip
+    assert len(oks(run(line, SLURM_CONF=str(slurm.conf)))) == 3
+    report = json.loads(Path(out).read_text())
+    assert [ip_of(a) for a in report["addresses"]] == [n.address for n in vc.nodes]
+    assert report["hosts"] == NODES
+    check_shm_path(report, vc)
 
 
 # -- faults --------------------------------------------------------------------------------
