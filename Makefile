@@ -8,7 +8,7 @@ SR_VENV ?= .venv-smartredis
 SR_STAMP := $(SR_VENV)/.installed-smartredis
 PYTEST_ARGS ?=
 
-.PHONY: demo soak test test-smartredis test-all test-mpi test-slurm lint format clean bench bench-full bench-transport
+.PHONY: demo soak test test-smartredis test-all test-mpi test-slurm test-cluster lint format clean bench bench-full bench-transport
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ demo: $(STAMP)  ## the online-learning example: simulation, training, in-store i
 test: $(STAMP) $(SR_STAMP)  ## the default suite (excludes slow, gpu and slurm tests)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-all: $(STAMP)  ## everything but slurm, slow tests included (gpu tests skip without CUDA)
-	$(PY) -m pytest -q -m "not slurm" $(PYTEST_ARGS)
+test-all: $(STAMP)  ## everything but slurm and cluster, slow tests included (gpu tests skip without CUDA)
+	$(PY) -m pytest -q -m "not slurm and not cluster" $(PYTEST_ARGS)
 
 soak: $(STAMP)  ## the ~2-minute soak (4 shards, kill + restore, killed client); JSON report
 	$(PY) -m pytest -q -s -m slow tests/test_soak.py $(PYTEST_ARGS)
@@ -46,6 +46,13 @@ test-slurm: $(STAMP)  ## srun, sbatch and scancel under a real single-node Slurm
 		echo "apt-get could not install slurm-wlm munge: the slurm tests will skip"; \
 	fi
 	$(PY) -m pytest -q -m slurm tests/test_slurm.py $(PYTEST_ARGS)
+
+# The `cluster` tests build three virtual nodes from Linux namespaces (tests/vnodes.py: a
+# network, UTS and mount namespace each, on bridges with addresses in 198.18.0.0/24) and
+# run mpiexec jobs and shards across them; everything is removed at the end. Root only,
+# so NOT in `make test`: run them here. Without root or namespaces they skip.
+test-cluster: $(STAMP)  ## SPMD, MPMD, address files, gateways and node faults across 3 virtual nodes (root)
+	$(PY) -m pytest -q -m cluster tests/test_cluster_nodes.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check memstore tests benchmarks examples

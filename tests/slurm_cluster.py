@@ -48,7 +48,7 @@ def _sbin(name: str) -> str | None:
     return None
 
 
-def _which(name: str) -> str:
+def daemon_path(name: str) -> str:
     return shutil.which(name) or _sbin(name) or name
 
 
@@ -76,7 +76,19 @@ def ensure_installed() -> None:
                                f"{done.stderr.strip()[-500:]}")  # fmt: skip
 
 
-def _free_port() -> int:
+def stop_daemon(daemon: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; nothing if it has ended."""
+    if daemon.poll() is not None:
+        return
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait(STOP_TIMEOUT)
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -111,14 +123,16 @@ class SlurmCluster:
         ensure_installed()
         try:
             self._write_config()
-            self._spawn("munged", _which("munged"), "--foreground", "--force",
+            self._spawn("munged", daemon_path("munged"), "--foreground", "--force",
                         f"--socket={self.socket}", f"--key-file={self.root / 'munge.key'}",
                         f"--log-file={self.root / 'munged.log'}",
                         f"--pid-file={self.root / 'munged.pid'}",
                         f"--seed-file={self.root / 'munged.seed'}")  # fmt: skip
             self._until(self.socket.exists, "munged made no socket", "munged")
-            self._spawn("slurmctld", _which("slurmctld"), "-D", "-i", "-f", str(self.conf))
-            self._spawn("slurmd", _which("slurmd"), "-D", "-f", str(self.conf), "-N", self.node)
+            self._spawn("slurmctld", daemon_path("slurmctld"), "-D", "-i", "-f", str(self.conf))
+            self._spawn(
+                "slurmd", daemon_path("slurmd"), "-D", "-f", str(self.conf), "-N", self.node
+            )
             self._until(self._idle, "the node never became idle", "slurmctld", "slurmd")
         except BaseException:
             self.stop()
@@ -136,8 +150,8 @@ class SlurmCluster:
             "\n".join([
                 "ClusterName=memstore-test",
                 f"SlurmctldHost={self.node}(127.0.0.1)",
-                f"SlurmctldPort={_free_port()}",
-                f"SlurmdPort={_free_port()}",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
                 "SlurmUser=root",
                 "SlurmdUser=root",
                 "AuthType=auth/munge",
@@ -252,15 +266,8 @@ class SlurmCluster:
             except (OSError, subprocess.SubprocessError):
                 pass
         for name in ("slurmd", "slurmctld", "munged"):  # the order they depend on each other
-            daemon = self.daemons.get(name)
-            if daemon is None or daemon.poll() is not None:
-                continue
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait(STOP_TIMEOUT)
+            if name in self.daemons:
+                stop_daemon(self.daemons[name])
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> SlurmCluster:

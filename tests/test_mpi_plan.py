@@ -82,6 +82,7 @@ def test_bind_host():
     assert bind_host(None, 1) == "127.0.0.1"
     assert bind_host("127.0.0.1", 3) == "127.0.0.1"
     assert bind_host("localhost", 1) == "127.0.0.1"
+    assert bind_host("lo", 3) == "127.0.0.1"  # an interface name: its address on each node
     assert bind_host(None, 2) != ""  # this node's address (whatever the machine has)
 
 

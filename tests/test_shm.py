@@ -166,6 +166,9 @@ def test_info_and_cap_count_shm_bytes(shm_root):
         client.put_tensor("a", np.ones(1 << 18))  # 2 MiB
         info = client.get_db_node_info()[0]
         assert info["shm_bytes"] == info["bytes"] >= 2 << 20
+        assert info["shm_gets"] == 0
+        client.get_tensor("a")
+        assert client.get_db_node_info()[0]["shm_gets"] == 1  # answered with the file's name
         with pytest.raises(StoreFull):
             client.put_tensor("b", np.ones(1 << 18))
         assert len(_stored_files(client, 1)) == 1  # the refused file was not kept

@@ -7,9 +7,11 @@ list, so every rank reaches the same answer without another message.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import socket
+import struct
 import tempfile
 from dataclasses import dataclass
 
@@ -19,6 +21,8 @@ SERVER, INIT, CONNECT = "server", "init", "connect"
 
 #: Longest ``ipc://`` path most kernels accept (``sun_path`` is 108 bytes with its NUL).
 _MAX_IPC_PATH = 100
+#: The ioctl that reads an interface's IPv4 address (linux/sockios.h).
+_SIOCGIFADDR = 0x8915
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,12 @@ def assign_roles(members: list[Member]) -> list[Role]:
 def bind_host(host: str | None, nodes: int, external: bool = False) -> str:
     """The IP address shards bind and advertise.
 
-    ``host`` (an IP address or a host name) wins. Without it a job on one node stays on
-    loopback, unless it serves ``external`` clients (it writes an address file for other
-    jobs, which may run on other nodes); otherwise shards use this node's address: its host
-    name's, or the address of the interface with the default route when the name maps to
-    loopback (as Debian's ``127.0.1.1`` entry does).
+    ``host`` (an IP address, an interface name such as ``ib0``, or a host name) wins: an
+    interface name means the same network on every node, where one address could not.
+    Without it a job on one node stays on loopback, unless it serves ``external`` clients
+    (it writes an address file for other jobs, which may run on other nodes); otherwise
+    shards use this node's address: its host name's, or the address of the interface with
+    the default route when the name maps to loopback (as Debian's ``127.0.1.1`` entry does).
     """
     if host:
         return _resolve(host)
@@ -108,7 +113,20 @@ def _resolve(host: str) -> str:
         ipaddress.ip_address(host)
         return host
     except ValueError:
-        return socket.gethostbyname(host)
+        pass
+    if host in {name for _, name in socket.if_nameindex()}:
+        return interface_ip(host)
+    return socket.gethostbyname(host)
+
+
+def interface_ip(name: str) -> str:
+    """The IPv4 address of this node's interface ``name`` (``SIOCGIFADDR``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()))
+        except OSError as exc:
+            raise OSError(f"interface {name!r} has no IPv4 address ({exc.strerror})") from None
+    return socket.inet_ntoa(answer[20:24])  # the ifreq's sockaddr_in: family, port, address
 
 
 def _default_route_ip() -> str | None:

@@ -95,6 +95,7 @@ class AdminOps(ShardHost):
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
             "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,
             "shm_spare_bytes": self.shm.spare_bytes() if self.shm else 0,
+            "shm_gets": self.shm_gets,
             "saves": self.saves, "last_save": self.last_save, "saving": self._saver is not None,
             **self._stream_totals(),
         })  # fmt: skip

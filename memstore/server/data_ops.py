@@ -105,6 +105,7 @@ class DataOps(ShardHost):
         """A get's reply names the files a client maps (and this shard's offer) instead of
         sending their bytes: the frames, those of files empty."""
         fields["files"], fields["shm"] = names, self.shm.offer()
+        self.shm_gets += sum(n is not None for n in names)
         return [f if n is None else b"" for n, f in zip(names, frames, strict=True)]
 
     def _op_delete(self, request, identity):

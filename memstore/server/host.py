@@ -49,6 +49,7 @@ class ShardHost:
     started: float  # time.time() at start
     output: OutputLimits
     shm: shm.ShardArea | None
+    shm_gets: int  # tensors a get answered with a shared-memory file name
     _running: bool  # False ends the loop after this turn
 
     # -- set by PersistOps._init_persist -----------------------------------------------------

@@ -141,6 +141,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
         self.ops = 0
         self.messages = 0  # requests arrive in fewer messages when clients batch them
         self.clients = 0
+        self.shm_gets = 0  # tensors a get answered with a file name: proof of the shm path
         self.started = time.time()
         self._running = False
         self._in_batch = False
