@@ -217,17 +217,28 @@ class Executor:
 
         def work():
             try:
-                import torch
-
-                if self._intra_op_threads and torch.get_num_threads() != self._intra_op_threads:
-                    torch.set_num_threads(self._intra_op_threads)
-                loaded = load(name, kind, meta, payload, self.allow_pickle)
-                self.call_on_loop(lambda: on_done(loaded, None))
-            except Exception as exc:
-                error = model_error(name, "could not be loaded", exc, kind)
-                self.call_on_loop(lambda: on_done(None, error))
+                loaded, error = self.load_now(name, kind, meta, payload), None
+            except ModelError as exc:
+                loaded, error = None, exc
+            self.call_on_loop(lambda: on_done(loaded, error))
 
         self._pool("loader").submit(work)
+
+    def load_now(self, name: str, kind: str, meta: dict, payload: list) -> Loaded:
+        """Load a model/script on the calling thread: a worker, or a restore before the
+        shard serves (so that a restored model runs as soon as it is listed).
+
+        Raises:
+            ModelError: the code does not load, naming it.
+        """
+        try:
+            import torch
+
+            if self._intra_op_threads and torch.get_num_threads() != self._intra_op_threads:
+                torch.set_num_threads(self._intra_op_threads)
+            return load(name, kind, meta, payload, self.allow_pickle)
+        except Exception as exc:
+            raise model_error(name, "could not be loaded", exc, kind) from None
 
     def install(self, loaded: Loaded) -> None:
         """Make ``loaded`` the runnable version of its name (loop thread)."""
