@@ -159,9 +159,10 @@ def heartbeat() -> float:
 def heartbeat_options() -> list[tuple[int, int]]:
     """ZeroMQ socket options that make :func:`heartbeat` so, for every socket to a peer.
 
-    ZMTP pings every third of it and drops a connection that is silent for two thirds
-    (``HEARTBEAT_TTL`` asks the peer to do the same); a connection whose handshake stalls
-    (the TCP connect answered by a stopped peer's kernel) is dropped after the whole of it.
+    ZMTP pings every quarter of it and drops a connection that is silent for half of it
+    (``HEARTBEAT_TTL`` asks the peer to do the same), so a silence is noticed after 3/4 of
+    it at most; a connection whose handshake stalls (the TCP connect answered by a stopped
+    peer's kernel) is dropped after the whole of it.
     Pings and pongs are answered by libzmq's I/O thread, never by Python, so a busy shard
     or client still answers them.
     """
@@ -170,7 +171,7 @@ def heartbeat_options() -> list[tuple[int, int]]:
         return []
     import zmq  # here: config is read by code that never touches a socket
 
-    ping_ms, silent_ms = max(1, round(seconds * 333)), max(2, round(seconds * 667))
+    ping_ms, silent_ms = max(1, round(seconds * 250)), max(2, round(seconds * 500))
     return [
         (zmq.HEARTBEAT_IVL, ping_ms),
         (zmq.HEARTBEAT_TIMEOUT, silent_ms),

@@ -24,7 +24,7 @@ import memstore
 from memstore import config
 from memstore.placement import key_shard
 
-HEARTBEAT = 1.5  # seconds: pings every 0.5 s, a peer silent for 1 s is dropped
+HEARTBEAT = 1.5  # seconds: pings every 0.375 s, a peer silent for 0.75 s is dropped
 TIMEOUT = 30.0  # the client's timeout, which a silent shard must not cost
 #: Longest a request to a silent shard may take to fail: detection (<= HEARTBEAT) plus
 #: slack for a loaded 2-core machine, and still far under TIMEOUT.
