@@ -64,6 +64,11 @@ def _fails_naming(call, address: str, error=memstore.ConnectionLost) -> float:
     return time.monotonic() - started
 
 
+def _fill(client, keys: list[str]) -> None:
+    for key in keys:
+        client.put_tensor(key, np.array([1.0, 2.0], dtype=np.float32))
+
+
 def _healthy_reader(client, keys: list[str], stop: threading.Event, report: dict) -> None:
     """Reads the healthy shards' keys until told to stop: the worst latency, any error."""
     worst, reads = 0.0, 0
@@ -84,8 +89,7 @@ def test_silent_shard_fails_fast_other_shards_serve_and_it_comes_back(cluster):
     keys = _keys()
     silent, address = cluster.shards[1].process, cluster.addresses[1]
     with cluster.client(timeout=TIMEOUT) as client:
-        for key in keys:
-            client.put_tensor(key, np.array([1.0, 2.0], dtype=np.float32))
+        _fill(client, keys)
         parked: dict = {}
 
         def park() -> None:  # a poll parked on the shard when it goes silent
@@ -140,8 +144,7 @@ def test_several_threads_see_the_silent_shard_fail_fast(cluster):
     keys = _keys()
     silent, address = cluster.shards[2].process, cluster.addresses[2]
     with cluster.client(timeout=TIMEOUT) as client:
-        for key in keys:
-            client.put_tensor(key, np.array([1.0, 2.0], dtype=np.float32))
+        _fill(client, keys)
         took: list[float] = []
         errors: list[BaseException] = []
 
