@@ -181,24 +181,25 @@ def test_model_run_with_an_input_on_a_silent_shard_is_a_model_error(monkeypatch)
     monkeypatch.setenv(config.ENV_HEARTBEAT, str(HEARTBEAT))
     with memstore.LocalCluster(shards=2) as cluster, cluster.client(timeout=TIMEOUT) as client:
         here, there = _keys(2)  # the run goes to the first input's shard, 0
+        beside = f"{{{here}}}.sum"  # an output on shard 0 too
         client.set_script("add", "def add(a, b):\n    return a + b\n")
         client.put_tensor(here, np.ones(2, dtype=np.float32))
         client.put_tensor(there, np.ones(2, dtype=np.float32))
-        client.run_script("add", "add", [here, there], [here + ".sum"])
-        out_there = _keys(2, prefix="out")[1]
+        client.run_script("add", "add", [here, there], [beside])
+        client.delete_tensor(beside)
         with _stopped(cluster.shards[1].process):
-            fetch = _fails_naming(
-                lambda: client.run_script("add", "add", [here, here], [out_there]),
+            stage = _fails_naming(  # an output the silent shard owns
+                lambda: client.run_script("add", "add", [here, here], [_keys(2, "out")[1]]),
                 cluster.addresses[1],
                 memstore.ModelError,
             )
-            stage = _fails_naming(
-                lambda: client.run_script("add", "add", [here, there], [here + ".x"]),
+            fetch = _fails_naming(  # an input it holds
+                lambda: client.run_script("add", "add", [here, there], [beside]),
                 cluster.addresses[1],
                 memstore.ModelError,
             )
+            assert not client.tensor_exists(beside)  # all or nothing
         assert fetch < DETECTED and stage < DETECTED, (fetch, stage)
-        assert not client.tensor_exists(here + ".x")  # all or nothing
 
 
 _PARKED_CLIENT = """
