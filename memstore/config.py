@@ -6,6 +6,7 @@
 | ``SSDB`` | the SmartRedis variable, same format, read when ``MEMSTORE_ADDRESS`` is unset | — |
 | ``MEMSTORE_ADDRESS_FILE`` | file whose first line holds the addresses | — |
 | ``MEMSTORE_TIMEOUT`` | seconds a client waits for a shard's answer | 30 |
+| ``MEMSTORE_HEARTBEAT`` | seconds within which a silent peer (dead node, cut link) is dropped | 3 |
 | ``MEMSTORE_CLIENT_SOCKETS`` | fast-path sockets per client and shard | 8 |
 | ``MEMSTORE_CLIENT_MAX_INFLIGHT`` | most unanswered async requests per client (0: no cap) | 10000 |
 | ``MEMSTORE_MPI_TIMEOUT`` | seconds all ranks have to reach ``memstore.mpi.init/connect`` | 120 |
@@ -40,6 +41,9 @@ DEFAULT_ADDRESS_FILE = "memstore.addr"
 #: ``MEMSTORE_TIMEOUT`` says otherwise when the client is made (see :func:`client_timeout`).
 DEFAULT_TIMEOUT = 30.0
 ENV_TIMEOUT = "MEMSTORE_TIMEOUT"
+#: Seconds within which a silent peer is dropped (:func:`heartbeat`).
+DEFAULT_HEARTBEAT = 3.0
+ENV_HEARTBEAT = "MEMSTORE_HEARTBEAT"
 #: Seconds ``set_model`` & co. wait beyond the client's timeout: every shard loads the model
 #: (a large TorchScript file or a model moved to a GPU takes a while).
 MODEL_LOAD_WAIT = 300.0
@@ -127,6 +131,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_off(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise ValueError(text)
@@ -136,6 +147,37 @@ def _count(text: str) -> int:
 def client_timeout() -> float:
     """Seconds a client waits for an answer: ``MEMSTORE_TIMEOUT``, else 30."""
     return _setting(ENV_TIMEOUT, DEFAULT_TIMEOUT, _seconds, "a positive number of seconds")
+
+
+def heartbeat() -> float:
+    """Seconds within which a silent peer (a crashed node, a cut link: no FIN, no RST) is
+    noticed and its connection dropped: ``MEMSTORE_HEARTBEAT``, else 3; 0 turns it off
+    (then only the request's own timeout ends a wait on such a peer)."""
+    return _setting(ENV_HEARTBEAT, DEFAULT_HEARTBEAT, _seconds_or_off, "seconds (0: off)")
+
+
+def heartbeat_options() -> list[tuple[int, int]]:
+    """ZeroMQ socket options that make :func:`heartbeat` so, for every socket to a peer.
+
+    ZMTP pings every quarter of it and drops a connection that is silent for half of it
+    (``HEARTBEAT_TTL`` asks the peer to do the same), so a silence is noticed after 3/4 of
+    it at most; a connection whose handshake stalls (the TCP connect answered by a stopped
+    peer's kernel) is dropped after the whole of it.
+    Pings and pongs are answered by libzmq's I/O thread, never by Python, so a busy shard
+    or client still answers them.
+    """
+    seconds = heartbeat()
+    if not seconds:
+        return []
+    import zmq  # here: config is read by code that never touches a socket
+
+    ping_ms, silent_ms = max(1, round(seconds * 250)), max(2, round(seconds * 500))
+    return [
+        (zmq.HEARTBEAT_IVL, ping_ms),
+        (zmq.HEARTBEAT_TIMEOUT, silent_ms),
+        (zmq.HEARTBEAT_TTL, max(100, silent_ms)),  # deciseconds on the wire
+        (zmq.HANDSHAKE_IVL, max(1, round(seconds * 1000))),
+    ]
 
 
 def client_max_inflight() -> int:

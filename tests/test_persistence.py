@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 import memstore
 from memstore.kinds import LIST, TENSOR
@@ -20,6 +21,11 @@ from memstore.placement import key_shard
 from memstore.server.store import Entry, Store
 
 SCRIPT = "def twice(x):\n    return x * 2\n"
+
+
+class PlusOne(torch.nn.Module):
+    def forward(self, x):
+        return x + 1
 
 
 def _values() -> dict[str, np.ndarray]:
@@ -45,6 +51,8 @@ def _fill(client: memstore.Client) -> dict[str, np.ndarray]:
         item.add_tensor("x", np.full(2, i, dtype=np.float32))
         client.append_to_list("queue", item)
     client.set_script("double", SCRIPT)
+    client.set_model("plus1", torch.jit.script(PlusOne()))
+    client.set_model("plus1.batched", torch.jit.script(PlusOne()), batch_size=8)
     return values
 
 
@@ -59,17 +67,22 @@ def _check(client: memstore.Client, values: dict[str, np.ndarray]) -> None:
     items = client.get_datasets_from_list("queue")
     assert [d.get_tensor("x").tolist() for d in items] == [[i, i] for i in range(3)]
     assert client.get_script("double") == SCRIPT
-    client.put_tensor("{x}.in", np.arange(3, dtype=np.float32))
-    deadline = time.monotonic() + 30
-    while True:  # a restored script is runnable once a worker has compiled it again
-        try:
-            client.run_script("double", "twice", ["{x}.in"], ["{x}.out"])
-            break
-        except (memstore.ModelError, memstore.KeyNotFound):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    assert client.get_tensor("{x}.out").tolist() == [0, 2, 4]
+    _run_everywhere(client)
+
+
+def _run_everywhere(client: memstore.Client) -> None:
+    """The restored model, batched model and script run at once on every shard (each
+    takes its run on the shard of its first input), with the right outputs."""
+    shards = len(client.get_db_node_info())
+    for shard in range(shards):
+        key = next(f"in{i}" for i in range(10_000) if key_shard(f"in{i}", shards) == shard)
+        client.put_tensor(key, np.arange(3, dtype=np.float32))
+        client.run_script("double", "twice", [key], [f"{key}.twice"])
+        client.run_model("plus1", [key], [f"{key}.plus1"])
+        client.run_model("plus1.batched", [key], [f"{key}.batched"])
+        assert client.get_tensor(f"{key}.twice").tolist() == [0, 2, 4], shard
+        assert client.get_tensor(f"{key}.plus1").tolist() == [1, 2, 3], shard
+        assert client.get_tensor(f"{key}.batched").tolist() == [1, 2, 3], shard
 
 
 def test_save_and_restore_every_kind_bit_identical(tmp_path):
@@ -105,8 +118,9 @@ def test_restore_three_shards_onto_two_rehashes_keys(tmp_path):
         infos = sorted(client.get_db_node_info(), key=lambda i: i["index"])
         stored = [*values, "ds", "queue", "item0", "item1", "item2"]  # list items are datasets
         owned = [key_shard(k, 2) for k in stored]
-        # Each shard holds the keys it owns under 2 shards, plus the script (replicated).
-        assert [i["keys"] for i in infos] == [owned.count(0) + 1, owned.count(1) + 1]
+        # Each shard holds the keys it owns under 2 shards, plus the script and the two
+        # models (replicated).
+        assert [i["keys"] for i in infos] == [owned.count(0) + 3, owned.count(1) + 3]
         _check(client, values)
 
 
@@ -262,12 +276,14 @@ def test_save_every_writes_snapshots_and_a_dead_shard_comes_back(tmp_path):
     with cluster, cluster.client(timeout=30) as client:
         values = _fill(client)
         deadline = time.monotonic() + 30
-        while True:  # both shards saved after the data went in
-            infos = client.get_db_node_info()
-            saves = [i["last_save"] for i in infos]
-            if all(s and s["keys"] == i["keys"] for s, i in zip(saves, infos, strict=True)):
+        while True:  # the manifest's generation holds every key (counts only grew)
+            infos = sorted(client.get_db_node_info(), key=lambda i: i["index"])
+            path = tmp_path / "manifest.json"
+            manifest = json.loads(path.read_text()) if path.exists() else {"files": {}}
+            saved = [manifest["files"].get(str(i), {}).get("keys") for i in range(2)]
+            if saved == [i["keys"] for i in infos]:
                 break
-            assert time.monotonic() < deadline, infos
+            assert time.monotonic() < deadline, (infos, manifest)
             time.sleep(0.2)
         cluster.shards[1].process.kill()  # a node dies
         cluster.shards[1].process.wait(30)

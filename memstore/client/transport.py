@@ -25,6 +25,7 @@ held.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import logging
@@ -39,7 +40,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
-from memstore.config import MAX_FRAMES
+from memstore.config import MAX_FRAMES, heartbeat_options
 from memstore.errors import (
     AuthError,
     ConnectionLost,
@@ -192,16 +193,25 @@ class Reply(Future):
 
 class _Connection:
     """One DEALER to one shard, with the monitor that reports its disconnects and failed
-    handshakes (``refused``: why the shard refused this client's credentials, if it did)."""
+    handshakes (``refused``: why the shard refused this client's credentials, if it did;
+    ``silent``: a handshake timed out, the shard's host accepts but nobody answers)."""
 
     __slots__ = (
-        "batches", "fresh", "midway", "monitor", "rcvtimeo", "refused", "shard", "socket"
+        "batches", "fresh", "midway", "monitor", "rcvtimeo", "refused", "shard", "silent",
+        "socket",
     )  # fmt: skip
 
-    def __init__(self, context: zmq.Context, address: str, shard: int, curve: Any = None):
+    def __init__(
+        self,
+        context: zmq.Context,
+        address: str,
+        shard: int,
+        curve: Any = None,
+        options: list[tuple[int, int]] = (),
+    ):
         socket = context.socket(zmq.DEALER)
         try:
-            self._setup(socket, address, curve)
+            self._setup(socket, address, curve, options)
         except BaseException:  # a signal while it is made: close what exists, leak nothing
             if hasattr(self, "monitor"):
                 socket.disable_monitor()
@@ -210,6 +220,7 @@ class _Connection:
             raise
         self.socket, self.shard, self.fresh, self.rcvtimeo = socket, shard, True, _SLICE_MS
         self.refused: str | None = None
+        self.silent = False
         #: An exchange on the fast path is under way: an exception that interrupts it (a
         #: signal) may leave a half-sent or half-read message, so the socket is closed.
         self.midway = False
@@ -217,7 +228,7 @@ class _Connection:
         #: answers a connection's messages in order; a batch's envelope reply has id 0).
         self.batches: deque[list[Reply]] = deque()
 
-    def _setup(self, socket: zmq.Socket, address: str, curve: Any) -> None:
+    def _setup(self, socket: zmq.Socket, address: str, curve: Any, options: list) -> None:
         if curve is not None:  # memstore.auth.ClientKeys: before connect, or it is ignored
             curve.apply(socket)
         socket.setsockopt(zmq.LINGER, 0)
@@ -228,6 +239,8 @@ class _Connection:
         # away): requests to it fail fast meanwhile, so recovery time is what users wait.
         socket.setsockopt(zmq.RECONNECT_IVL, 20)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        for option, value in options:  # heartbeats: a silent shard is dropped, see config
+            socket.setsockopt(option, value)
         self.monitor = socket.get_monitor_socket(
             _MONITORED,
             addr=f"inproc://memstore.monitor.{os.getpid()}.{next(_monitor_ids)}",
@@ -239,11 +252,14 @@ class _Connection:
         """Whether the connection dropped since the last look (drains the monitor)."""
         dropped = False
         while self.monitor.get(_EVENTS) & _POLLIN:
-            event = recv_monitor_message(self.monitor)["event"]
+            message = recv_monitor_message(self.monitor)
+            event = message["event"]
             if event == zmq.EVENT_DISCONNECTED:
                 dropped = True
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.refused = None
+                self.refused, self.silent = None, False
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and message["value"] == errno.EAGAIN:
+                self.silent = True  # HANDSHAKE_IVL passed: no answer, not a refusal
             else:
                 self.refused = _HANDSHAKE_FAILURES.get(event, "the handshake failed")
         return dropped
@@ -293,7 +309,8 @@ class Transport:
         self._free: list[list[_Connection]] = [[] for _ in range(n)]
         self._made = [0] * n
         self._busy = [0] * n  # requests queued or in flight on the pump, per shard
-        self._down = [False] * n  # a send found the shard disconnected
+        self._down = [False] * n  # a send found the shard disconnected, or it dropped
+        self._heartbeat = heartbeat_options()  # read once: a silent shard is dropped
         self._pump_conns: list[_Connection | None] = [None] * n
         self._open_locks = [threading.Lock() for _ in range(n)]
         self._lock = threading.Lock()  # counters, the pump's start and close; never held long
@@ -364,11 +381,15 @@ class Transport:
                 return None
             self._made[shard] += 1
         try:
-            return _Connection(self._context, self.addresses[shard], shard, self._curve)
+            return self._connection(shard)
         except BaseException:
             with self._lock:
                 self._made[shard] -= 1
             raise
+
+    def _connection(self, shard: int) -> _Connection:
+        address = self.addresses[shard]
+        return _Connection(self._context, address, shard, self._curve, self._heartbeat)
 
     def _checkin(self, conn: _Connection) -> None:
         """Back to the pool, or closed if an exception (a signal: ``KeyboardInterrupt``)
@@ -407,6 +428,7 @@ class Transport:
                 reply = socket.recv_multipart(copy=False)
             except zmq.Again:
                 if conn.dropped():
+                    self._down[conn.shard] = True  # fresh sockets fail at once, too
                     raise self._lost(conn.shard, what) from None
                 if self._closed:
                     raise ConnectionLost(f"client closed before {describe(what)} was answered")
@@ -459,6 +481,8 @@ class Transport:
                 conn.dropped()
                 if conn.refused is not None:
                     raise self._not_connected(conn, what)
+                if conn.silent:  # its host accepts, but the shard does not answer
+                    return False
         return False
 
     def _not_connected(self, conn: _Connection, what: What) -> MemstoreError:
@@ -469,6 +493,12 @@ class Transport:
                 f"shard {address} refused this client's credentials ({conn.refused}): "
                 f"{describe(what)} was not sent. Give the cluster's keys (MEMSTORE_CURVE_DIR, "
                 "or MEMSTORE_CURVE_SERVER_KEY and MEMSTORE_CURVE_CLIENT_KEY; docs/security.md)"
+            )
+        if conn.silent:
+            return ConnectionLost(
+                f"shard {address} does not answer (its host accepts the connection, the "
+                f"shard is silent: stopped, or its node hung?): {describe(what)} was not "
+                "sent; the client reconnects by itself"
             )
         return ConnectionLost(
             f"shard {address} is not connected: {describe(what)} was not sent (is it "
@@ -551,7 +581,7 @@ class Transport:
         with self._open_locks[shard]:
             if self._pump_conns[shard] is not None:
                 return
-            conn = _Connection(self._context, self.addresses[shard], shard, self._curve)
+            conn = self._connection(shard)
             try:
                 connected = not self._down[shard] and self._await_connection(conn, deadline, what)
             except BaseException:
@@ -752,6 +782,7 @@ class Transport:
 
     def _fail_shard(self, shard: int) -> None:
         """Fail every request in flight to a shard whose connection dropped."""
+        self._down[shard] = True  # until a send gets through again
         conn = self._pump_conns[shard]
         if conn is not None:
             conn.batches.clear()  # their envelope replies were lost with the connection
@@ -775,8 +806,9 @@ class Transport:
 
     def _lost(self, shard: int, what: What) -> ConnectionLost:
         return ConnectionLost(
-            f"shard {self.addresses[shard]} closed the connection before answering "
-            f"{describe(what)}: did it stop or crash? (a write may or may not have happened)"
+            f"shard {self.addresses[shard]} closed the connection, or went silent past "
+            f"MEMSTORE_HEARTBEAT, before answering {describe(what)}: did it stop or crash, "
+            "or its node or network fail? (a write may or may not have happened)"
         )
 
     def _overdue(self, shard: int, what: What) -> NoAnswer:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memstore import tensors
-from memstore.errors import KeyNotFound, MemstoreError, ModelError
+from memstore.errors import ConnectionLost, KeyNotFound, MemstoreError, ModelError
 from memstore.server.batching import Batcher, BatchOptions
 from memstore.server.models import Loaded, load, model_error
 from memstore.server.peers import Peers
@@ -217,17 +217,28 @@ class Executor:
 
         def work():
             try:
-                import torch
-
-                if self._intra_op_threads and torch.get_num_threads() != self._intra_op_threads:
-                    torch.set_num_threads(self._intra_op_threads)
-                loaded = load(name, kind, meta, payload, self.allow_pickle)
-                self.call_on_loop(lambda: on_done(loaded, None))
-            except Exception as exc:
-                error = model_error(name, "could not be loaded", exc, kind)
-                self.call_on_loop(lambda: on_done(None, error))
+                loaded, error = self.load_now(name, kind, meta, payload), None
+            except ModelError as exc:
+                loaded, error = None, exc
+            self.call_on_loop(lambda: on_done(loaded, error))
 
         self._pool("loader").submit(work)
+
+    def load_now(self, name: str, kind: str, meta: dict, payload: list) -> Loaded:
+        """Load a model/script on the calling thread: a worker, or a restore before the
+        shard serves (so that a restored model runs as soon as it is listed).
+
+        Raises:
+            ModelError: the code does not load, naming it.
+        """
+        try:
+            import torch
+
+            if self._intra_op_threads and torch.get_num_threads() != self._intra_op_threads:
+                torch.set_num_threads(self._intra_op_threads)
+            return load(name, kind, meta, payload, self.allow_pickle)
+        except Exception as exc:
+            raise model_error(name, "could not be loaded", exc, kind) from None
 
     def install(self, loaded: Loaded) -> None:
         """Make ``loaded`` the runnable version of its name (loop thread)."""
@@ -327,9 +338,7 @@ class Executor:
         fetched: dict[str, tuple[dict, Any]] = {}
         if by_shard:
             shards = list(by_shard)
-            replies = self._peers.request_all(
-                [(a, "get", {"keys": by_shard[a]}, []) for a in shards]
-            )
+            replies = self._ask_peers(job, [(a, "get", {"keys": by_shard[a]}, []) for a in shards])
             for address, (header, frames) in zip(shards, replies):
                 fetched.update(zip(by_shard[address], zip(header["metas"], frames)))
         found = []
@@ -340,6 +349,14 @@ class Executor:
             found.append(tensors.decode(meta, frame, as_torch=True, name=key).clone())
         device = job.model.device
         return found if device == "cpu" else [t.to(device) for t in found]
+
+    def _ask_peers(self, job: Job, requests: list) -> list:
+        """Requests a run makes to other shards; one that is gone or silent fails the run
+        with a ModelError naming it (what a caller of run_model catches)."""
+        try:
+            return self._peers.request_all(requests)
+        except ConnectionLost as exc:
+            raise ModelError(f"{job.model.kind} {job.model.name!r}: {exc}") from None
 
     def execute(self, model: Loaded, fn_name: str | None, inputs: list) -> list:
         """Run once; returns the outputs as CPU tensors."""
@@ -399,7 +416,7 @@ class Executor:
                 for address, items in remote.items()
             ]
             try:
-                self._peers.request_all(requests)
+                self._ask_peers(job, requests)
             except BaseException:
                 _discard_files(local)
                 self._end_stages(job.txn, list(remote), "abort")

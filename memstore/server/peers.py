@@ -7,6 +7,11 @@ and peer, the wire format of :mod:`memstore.wire`, a deadline on every request.
 
 Sockets belong to the thread that made them (ZeroMQ sockets are not thread-safe);
 :meth:`Peers.close_thread` closes the calling thread's, and a worker calls it on its way out.
+
+A peer that stops answering fails the request naming it within ``MEMSTORE_HEARTBEAT``
+rather than at the deadline: heartbeats drop a silent connection (its monitor says so), and
+``ZMQ_IMMEDIATE`` with a send timeout of the same length refuses to queue a request for a
+peer that is not connected, so nothing is delivered to it later (no late commit).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
+from memstore.config import heartbeat, heartbeat_options
 from memstore.errors import ConnectionLost, MemstoreError, from_wire
 
 #: Reply header and payload frames.
@@ -39,6 +46,9 @@ class Peers:
         self._context = zmq.Context.instance()
         self._local = threading.local()
         self._ids = itertools.count(1)
+        self._heartbeat = heartbeat_options()
+        # How long a send waits for a connection: a live peer connects in milliseconds.
+        self._connect_ms = round(1000 * min(timeout, heartbeat() or timeout))
 
     def request_all(self, requests: list[tuple[str, str, dict, list]]) -> list[Reply]:
         """Send ``(address, op, fields, payload)`` requests together; their replies in order.
@@ -48,25 +58,44 @@ class Peers:
                 the caller knows what each peer did), or ``ConnectionLost`` at the deadline.
         """
         pending: dict[int, int] = {}
+        for address in {address for address, *_ in requests}:
+            _dropped(self._link(address)[1])  # drops before these requests do not count
         for position, (address, op, fields, payload) in enumerate(requests):
             req_id = next(self._ids)
-            socket = self._socket(address)
-            socket.send_multipart(wire.request(req_id, op, fields, payload), copy=False)
+            socket = self._link(address)[0]
+            try:
+                socket.send_multipart(wire.request(req_id, op, fields, payload), copy=False)
+            except zmq.Again:
+                raise ConnectionLost(
+                    f"shard {address} is not connected to this shard (not within "
+                    f"{self._connect_ms / 1000:g}s: stopped, or its node or network down?)"
+                ) from None
             pending[req_id] = position
         replies: list[Reply | None] = [None] * len(requests)
         deadline = time.monotonic() + self.timeout
-        poller = zmq.Poller()
+        poller, monitors = zmq.Poller(), {}
         for address in {address for address, *_ in requests}:
-            poller.register(self._socket(address), zmq.POLLIN)
+            socket, monitor = self._link(address)
+            poller.register(socket, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            monitors[monitor] = address
         while pending:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
-                waiting = sorted({requests[p][0] for p in pending.values()})
+                waiting = sorted(_waiting(requests, pending))
                 raise ConnectionLost(
                     f"shard(s) {', '.join(waiting)} did not answer a model worker within "
                     f"{self.timeout}s"
                 )
             for socket, _ in poller.poll(left_ms):
+                if socket in monitors:
+                    if _dropped(socket) and monitors[socket] in _waiting(requests, pending):
+                        raise ConnectionLost(
+                            f"shard {monitors[socket]} dropped its connection to this shard "
+                            "before answering (it stopped, or was silent past "
+                            "MEMSTORE_HEARTBEAT: its node or network down?)"
+                        )
+                    continue
                 while True:
                     try:
                         frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -85,23 +114,46 @@ class Peers:
         """Close the calling thread's sockets."""
         sockets = getattr(self._local, "sockets", {})
         self._local.sockets = {}
-        for socket in sockets.values():
+        for socket, monitor in sockets.values():
+            socket.disable_monitor()  # before closing its PAIR, or libzmq can wedge
+            monitor.close(linger=0)
             socket.close(linger=0)
 
-    def _socket(self, address: str) -> zmq.Socket:
+    def _link(self, address: str) -> tuple[zmq.Socket, zmq.Socket]:
+        """This thread's socket to ``address`` and the monitor that reports its drops."""
         sockets = getattr(self._local, "sockets", None)
         if sockets is None:
             sockets = self._local.sockets = {}
-        socket = sockets.get(address)
-        if socket is None:
+        link = sockets.get(address)
+        if link is None:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.IMMEDIATE, 1)  # nothing queued for a peer not connected
+            socket.setsockopt(zmq.SNDTIMEO, self._connect_ms)
+            for option, value in self._heartbeat:
+                socket.setsockopt(option, value)
             if self._curve is not None:
                 self._curve.apply(socket)
+            monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             try:
                 socket.connect(address)
             except zmq.ZMQError as exc:
-                socket.close()
+                socket.disable_monitor()
+                monitor.close(linger=0)
+                socket.close(linger=0)
                 raise MemstoreError(f"model worker cannot reach shard {address}: {exc}") from None
-            sockets[address] = socket
-        return socket
+            link = sockets[address] = (socket, monitor)
+        return link
+
+
+def _dropped(monitor: zmq.Socket) -> bool:
+    """Whether the monitored connection dropped since the last look (drains the monitor)."""
+    dropped = False
+    while monitor.poll(0):
+        dropped |= recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+    return dropped
+
+
+def _waiting(requests: list, pending: dict[int, int]) -> set[str]:
+    """The addresses that still owe a reply."""
+    return {requests[position][0] for position in pending.values()}

@@ -209,23 +209,21 @@ class PersistOps(ShardHost):
         return len(entries)
 
     def _restore_code(self, key: str, entry: Entry) -> None:
-        """A model or script: stored now, runnable once a worker has loaded it again."""
+        """A model or script: loaded here, on the loop before the shard serves, so that it
+        runs as soon as ``model_exists`` lists it (loaded on a worker, it was listed about a
+        second before it ran, and a run in that second was ``KeyNotFound``)."""
         try:
             self._check_allowed(entry.kind, key, entry.meta.get("format"))
         except ModelError as exc:
             log.warning("not restoring %s %r: %s", entry.kind, key, exc)
             return
+        try:
+            loaded = self.executor.load_now(key, entry.kind, entry.meta, list(entry.frames))
+        except ModelError as exc:
+            log.error("not restoring %s %r: it does not load: %s", entry.kind, key, exc)
+            return
         self.store.put(key, entry)
-
-        def loaded(model, error: MemstoreError | None) -> None:
-            if error is None:
-                self.executor.install(model)
-            else:
-                log.error("restored %s %r does not load: %s", entry.kind, key, error)
-                if self.store.exists(key, entry.kind):
-                    self.store.delete(key, entry.kind)
-
-        self.executor.load(key, entry.kind, entry.meta, list(entry.frames), loaded)
+        self.executor.install(loaded)
 
 
 def _entries(directory: str, kept: dict[str, snapshot.Loaded]) -> list[tuple[str, Entry]]:

@@ -31,6 +31,7 @@ from memstore.config import (
     MAX_KEY_BYTES,
     MODEL_POLICIES,
     MODELS_ALL,
+    heartbeat_options,
 )
 from memstore.errors import AuthError, MemstoreError, ProtocolError, RemoteError
 from memstore.kinds import DATASET, LIST, REPLICATED, STREAM, TENSOR
@@ -158,6 +159,8 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
         self._socket.setsockopt(zmq.RCVHWM, 0)
         if max_message:  # refused while it arrives, not after it is all in memory
             self._socket.setsockopt(zmq.MAXMSGSIZE, max_message)
+        for option, value in heartbeat_options():  # a silent client is dropped, its waits too
+            self._socket.setsockopt(option, value)
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
 
     def _init_connections(self) -> None:
