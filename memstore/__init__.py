@@ -5,7 +5,7 @@ for and gets them without blocking. See README.md and docs/.
 """
 
 from memstore.client import Client
-from memstore.client.streams import Stream
+from memstore.client.streams import Stream, StreamWriter
 from memstore.dataset import DataSet
 from memstore.deploy.local import LocalCluster
 from memstore.errors import (
@@ -49,6 +49,7 @@ __all__ = [
     "StoreFull",
     "Stream",
     "StreamClosed",
+    "StreamWriter",
     "Timeout",
     "WrongType",
     "wait",

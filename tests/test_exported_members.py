@@ -26,6 +26,7 @@ EXPECTED = {
     "StoreFull",
     "Stream",
     "StreamClosed",
+    "StreamWriter",
     "Timeout",
     "WrongType",
     "wait",

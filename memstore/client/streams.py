@@ -79,6 +79,9 @@ class Stream:
             raise TypeError(f"a stream name must be a non-empty string, got {name!r}")
         self.name = self.key = name
         self.as_torch = as_torch
+        #: The store's shards and the client's timeout: enough to reach this stream from a
+        #: new client (a DataLoader worker's, after the fork; :mod:`memstore.torch`).
+        self.addresses, self.timeout = list(client.addresses), client.timeout
         self._requests = client._requests
         self._shm = client._shm
         self._keys = client.keys
@@ -182,12 +185,21 @@ class Stream:
             lambda reply: chain(self._fetch(reply), lambda got: got[0] if got else (None, None)),
         )
 
-    def window_async(self, k: int) -> Future:
+    def window_async(self, k: int, after: int | None = None) -> Future:
         """The last ``k`` steps held, oldest first, as ``[(step, item)]``: one request to
-        the home shard, then one per shard holding them."""
+        the home shard, then one per shard holding them. ``after``: only the steps of
+        those later than it (a reader that keeps the window fetches only what is new)."""
         if type(k) is not int or k < 0:
             raise ValueError(f"stream {self.name!r}: window size must be an int >= 0, got {k!r}")
-        return chain(self._home("stream_read", {"last": k}), self._fetch)
+        if after is not None and type(after) is not int:
+            raise TypeError(f"stream {self.name!r}: after is a step (an int), got {after!r}")
+
+        def newer(reply: dict) -> Any:
+            if after is not None:
+                reply = {**reply, "items": [i for i in reply["items"] if i[0] > after]}
+            return self._fetch(reply)
+
+        return chain(self._home("stream_read", {"last": k}), newer)
 
     def _fetch(self, reply: dict) -> Any:
         """``[(step, item)]`` of a ``stream_read`` reply's items, fetched from their shards
@@ -396,6 +408,93 @@ class Group:
     take = blocking(take_async)
     ack = blocking(ack_async)
     stats = blocking(stats_async)
+
+
+class StreamWriter:
+    """A producer's appends from a solver's step loop: one call per step, never a full wait.
+
+    ``append`` sends the step without waiting for it; at most ``max_in_flight`` appends
+    are unanswered (beyond that the oldest is waited for), so the producer's memory stays
+    bounded and a failed append is raised by a later ``append``, ``flush`` or ``close``.
+    Every MPI rank may hold a writer on the same stream: steps are numbered in the order
+    the appends reach the stream's home shard, so ranks interleave (put the rank in the
+    item if consumers need it). With ``comm`` (an mpi4py communicator of the producer
+    ranks), ``close()`` is collective: once every rank's appends are answered, rank 0
+    ends the stream, and consumers finish after its last step. Thread-safe.
+
+    Example (each solver rank)::
+
+        writer = memstore.StreamWriter(client.stream("sim", maxlen=64), comm=comm)
+        for t in range(steps):
+            solve()
+            writer.append({"u": u, "rank": np.array(rank)})
+        writer.close()
+    """
+
+    def __init__(self, stream: Stream, max_in_flight: int = 8, comm: Any = None):
+        if type(max_in_flight) is not int or max_in_flight < 1:
+            raise ValueError(f"stream {stream.name!r}: max_in_flight must be an int >= 1")
+        self.stream, self.comm = stream, comm
+        self.max_in_flight = max_in_flight
+        #: Appends answered so far, and the step the newest of them was given.
+        self.appended, self.last_step = 0, None
+        self._lock = threading.Lock()
+        self._in_flight: list[Future] = []
+
+    def __repr__(self) -> str:
+        return f"StreamWriter({self.stream.name!r}, appended={self.appended})"
+
+    def append(self, item: Any) -> None:
+        """Send ``item`` (a tensor, a dict of tensors or a DataSet) as the next step."""
+        future = self.stream.append_async(item)
+        with self._lock:
+            self._in_flight.append(future)
+            over = self._take(len(self._in_flight) - self.max_in_flight)
+        self._settle(over, None)
+
+    def flush(self, timeout: float | None = None) -> int | None:
+        """Wait until every append made so far is answered (``timeout`` seconds each,
+        default the client's); the newest step, or None if none was appended."""
+        with self._lock:
+            pending = self._take(len(self._in_flight))
+        self._settle(pending, timeout)
+        return self.last_step
+
+    def close(self, end: bool = True) -> None:
+        """Flush; with ``end``, end the stream: with ``comm``, after every rank flushed,
+        by rank 0 alone, else by this writer."""
+        self.flush()
+        if not end:
+            return
+        if self.comm is not None:
+            self.comm.Barrier()
+            if self.comm.Get_rank() != 0:
+                return
+        self.stream.close()
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close(end=exc[0] is None)
+
+    def _take(self, count: int) -> list[Future]:
+        taken, self._in_flight = self._in_flight[: max(count, 0)], self._in_flight[max(count, 0) :]
+        return taken
+
+    def _settle(self, futures: list[Future], timeout: float | None) -> None:
+        """Wait for ``futures`` in order (outside the lock: other threads append meanwhile)."""
+        seconds = self.stream.timeout if timeout is None else timeout
+        for i, future in enumerate(futures):
+            try:
+                step = future.result(seconds)
+            except BaseException:
+                with self._lock:  # the later ones stay tracked: their errors are not lost
+                    self._in_flight[:0] = futures[i + 1 :]
+                raise
+            with self._lock:
+                self.appended += 1
+                self.last_step = step if self.last_step is None else max(self.last_step, step)
 
 
 class InlineAgain:
