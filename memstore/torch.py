@@ -19,7 +19,9 @@ The dataset holds what it needs to reach the stream (the shards' addresses, its 
 never a live client across a fork: in a DataLoader worker it makes its own client after
 the fork, and in the process that made it, it uses the stream it was given. Steps come
 back as torch tensors without a copy of their bytes (dicts of them for dict and DataSet
-items); ``transform(item)`` turns one into what the loader batches.
+items), so they are read-only: copy one before changing it in place (torch's warning that
+says so is silenced for memstore's tensors). ``transform(item)`` turns an item into what
+the loader batches.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -42,6 +45,10 @@ from memstore.errors import StepDropped, Timeout
 __all__ = ["StreamDataset", "StreamWriter"]
 
 MODES = ("group", "replay")
+
+warnings.filterwarnings(  # said once in the module docstring, not once per process
+    "ignore", "The given NumPy array is not writable", UserWarning, r"memstore\.tensors"
+)
 
 
 class StreamDataset(IterableDataset):

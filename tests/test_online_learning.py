@@ -28,8 +28,10 @@ def test_online_learning_tiny(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert all(summary["checks"].values()), summary["checks"]
-    assert summary["snapshots_produced"] == summary["snapshots_listed"] > 0
-    assert summary["snapshots_consumed"] == summary["snapshots_produced"]
+    assert summary["snapshots_produced"] == summary["snapshots_appended"] > 0
+    assert 0 < summary["snapshots_trained_on"] <= summary["snapshots_produced"]
+    low, high = summary["store_bytes_after_fill_min_max"]
+    assert 0 < low <= high <= 1.25 * summary["window_bytes"] + 2**20
     assert summary["final_loss"] < summary["first_loss"]
     assert summary["in_store_model_runs"] >= 1
     assert summary["producer_ranks"] == 2 and summary["trainer_ranks"] == 2
@@ -40,3 +42,22 @@ def test_online_learning_tiny(tmp_path):
         pixels = image.imread(png)
         assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
         assert pixels.std() > 0  # not a blank canvas
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_online_learning_long_streams_far_more_than_the_store_holds(tmp_path):
+    """``--size long``: 8,000 snapshots, many times the shards' --max-memory, through a
+    bounded stream: never StoreFull, the store's bytes flat once the window is full."""
+    out = tmp_path / "output"
+    result = subprocess.run(
+        [sys.executable, str(RUN), "--size", "long", "--output", str(out), "--timeout", "800"],
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(summary["checks"].values()), summary["checks"]
+    assert summary["snapshots_appended"] == summary["snapshots_produced"] == 8000
+    assert summary["streamed_x_store_max_memory"] >= 10

@@ -11,6 +11,7 @@ import pytest
 
 import memstore
 from memstore import DataSet
+from memstore.deploy.admin import request_once
 from memstore.placement import key_shard
 
 DATA_PREFIX = "\x00step\x00"
@@ -145,6 +146,23 @@ def test_window_is_one_request_home_and_one_per_shard(client):
     # less each shard's own info; 30 steps hold data on all 3 shards but with p ~ 1e-5
     extra = [a - b - 1 for a, b in zip(after, before, strict=True)]
     assert extra == [2 if i == home else 1 for i in range(3)]
+
+
+def test_window_leaves_out_a_step_gone_while_it_is_read(client):
+    """A step whose data is gone between the home shard's answer and the get (dropped
+    under a producer faster than the read) is left out of the window, not raised."""
+    s = client.stream("win-gone", maxlen=8)
+    for i in range(4):
+        s.append(np.full(2, i))
+    home = client.addresses[key_shard("win-gone", len(client.addresses))]
+    reply = request_once(home, "stream_read", {"key": "win-gone", "steps": [1]}, timeout=10)
+    ((_, data_key, _),) = reply["items"]
+    client.keys.delete(data_key)
+    assert [(step, item.tolist()) for step, item in s.window(8)] == [
+        (0, [0, 0]), (2, [2, 2]), (3, [3, 3])
+    ]  # fmt: skip
+    with pytest.raises(memstore.StepDropped, match="win-gone"):
+        s.read(1)
 
 
 # -- 2. bounds: drop_oldest, block, latest ------------------------------------------------------

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import os
 
-SNAPSHOTS = "snapshots"  # aggregation list of every snapshot dataset, in arrival order
-RUN_INFO = "run/info"  # [ranks, ny, nx, steps, send_every]: written by producer rank 0
+SNAPSHOTS = "snapshots"  # the stream of snapshots: bounded (--window), every rank appends
+RUN_INFO = "run/info"  # [ranks, ny, nx, steps, send_every, window]: written by producer rank 0
 PRODUCER_DONE = "producer/done"  # one per producer rank: [snapshots, bytes, solve s, store s]
 TRAINER_DONE = "trainer/done"  # [epochs, first loss, last loss, trainer ranks]
 LOSS_HISTORY = "trainer/loss"
-CONSUMED = "trainer/consumed"  # per trainer rank: the list indices it trained on
+CONSUMED = "trainer/consumed"  # per trainer rank: the stream steps it trained on
 INFERENCE_LATEST = "inference/latest"  # [step], and the fields below
 INFERENCE_ERRORS = "inference/errors"  # [[step, surrogate error, persistence error], ...]
 MODEL = "surrogate"
-
-
-def snapshot_name(rank: int, step: int) -> str:
-    return f"snap.r{rank}.s{step:06d}"
 
 
 def connect():

@@ -1,9 +1,9 @@
 """In-store inference: the newest snapshot goes through the surrogate *inside* the store.
 
-Waits for the trainer's first model, then repeatedly takes the newest snapshot, runs
-``run_model`` on it in the store and compares the prediction with the solver's next state,
-against the persistence baseline (predicting no change). Stops after scoring the trainer's
-final model.
+Waits for the trainer's first model, then repeatedly reads the newest step of the
+``snapshots`` stream, runs ``run_model`` on it in the store and compares the prediction
+with the solver's next state, against the persistence baseline (predicting no change).
+Stops after scoring the trainer's final model.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ def rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a))))
 
 
-def evaluate(client: memstore.Client, snapshot: memstore.DataSet) -> list[float]:
+def evaluate(client: memstore.Client, snapshot: dict) -> list[float]:
     """Run the stored model on ``snapshot`` in the store; [step, surrogate error,
     persistence error]. The inputs and the prediction are kept for the monitor."""
-    field, target = snapshot.get_tensor("input"), snapshot.get_tensor("target")
+    field, target = snapshot["input"], snapshot["target"]
     client.put_tensor("inference/in", with_x_halo(field)[None, None])
     client.run_model(MODEL, inputs="inference/in", outputs="inference/out")
     prediction = client.get_tensor("inference/out")[0, 0]
-    step = int(snapshot.get_meta_scalars("step")[0])
+    step = int(snapshot["where"][0])
     latest = memstore.DataSet(INFERENCE_LATEST)
     for name, value in (("input", field), ("prediction", prediction), ("target", target)):
         latest.add_tensor(name, value)
@@ -54,19 +54,22 @@ def main() -> None:
     client.wait_tensor(RUN_INFO, timeout=300)
     if not client.poll_model(MODEL, 100, int(args.max_seconds * 10)):
         raise SystemExit("inference: the trainer never pushed a model")
+    stream = client.stream(SNAPSHOTS)
     errors = []
     started = time.monotonic()
     while time.monotonic() - started < args.max_seconds:
         # Once the trainer is done its last model is in the store: score it once more, stop.
         final_model = client.tensor_exists(TRAINER_DONE)
-        seen = client.get_list_length(SNAPSHOTS)
-        (snapshot,) = client.get_dataset_list_range(SNAPSHOTS, -1, -1)
+        try:
+            step, snapshot = stream.latest()
+        except memstore.StepDropped:  # dropped while it was read: the producer is ahead
+            continue
         errors.append(evaluate(client, snapshot))
         if final_model:
             break
-        # Wake on the next snapshot (the shard answers the moment it is listed), or after
+        # Wake on the next snapshot (the shard answers the moment it is appended), or after
         # half a second, to score the trainer's newer model on the same data.
-        client.poll_list_length_gte(SNAPSHOTS, seen + 1, 10, 50)
+        stream.wait(step + 1, timeout=0.5)
     if not errors:
         raise SystemExit("inference: no snapshot was run through the model")
     client.put_tensor(INFERENCE_ERRORS, np.array(errors))

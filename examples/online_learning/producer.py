@@ -1,9 +1,11 @@
 """The simulation: 2-D advection-diffusion, MPI domain-decomposed in y with halo exchange.
 
-Every ``--send-every`` steps each rank puts its subdomain as a DataSet (``input``: the
-field with one halo row each side; ``target``: the interior one step later; metadata:
-step, time, rank, grid extents) and appends it to the ``snapshots`` list. Puts are
-non-blocking with a bounded number in flight, so the solver never waits for consumers.
+Every ``--send-every`` steps each rank appends its subdomain to the ``snapshots`` stream
+(``input``: the field with one halo row each side; ``target``: the interior one step
+later; ``where``: step, rank and the strip's rows). The stream keeps the newest
+``--window`` steps (older ones are dropped on the shards), so the store's memory stays
+flat however long the run; appends are non-blocking with a bounded number in flight, so
+the solver never waits for consumers.
 
     mpiexec -n 2 python producer.py --ny 128 --nx 128 --steps 400 --send-every 4
 """
@@ -11,11 +13,10 @@ non-blocking with a bounded number in flight, so the solver never waits for cons
 from __future__ import annotations
 
 import argparse
-import collections
 import time
 
 import numpy as np
-from common import PRODUCER_DONE, RUN_INFO, SNAPSHOTS, connect, snapshot_name
+from common import PRODUCER_DONE, RUN_INFO, SNAPSHOTS, connect
 
 import memstore
 
@@ -73,6 +74,7 @@ def main() -> None:
     p.add_argument("--send-every", type=int, default=4)
     p.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
     p.add_argument("--max-in-flight", type=int, default=8)
+    p.add_argument("--window", type=int, default=128, help="snapshots the store keeps")
     args = p.parse_args()
 
     client, comm, finish = connect()
@@ -81,10 +83,11 @@ def main() -> None:
         seed = comm.bcast(seed, root=0)
     solver = Solver(comm, args.ny, args.nx, seed)
     if solver.rank == 0:
-        info = [solver.size, args.ny, args.nx, args.steps, args.send_every]
+        info = [solver.size, args.ny, args.nx, args.steps, args.send_every, args.window]
         client.put_tensor(RUN_INFO, np.array(info, dtype=np.int64))
+    stream = client.stream(SNAPSHOTS, maxlen=args.window, policy="drop_oldest")
+    writer = memstore.StreamWriter(stream, max_in_flight=args.max_in_flight, comm=comm)
 
-    in_flight: collections.deque = collections.deque()
     sent = nbytes = 0
     solve_time = store_time = 0.0
     for step in range(args.steps):
@@ -96,22 +99,14 @@ def main() -> None:
         if snapshot_input is None:
             continue
         started = time.perf_counter()
-        dataset = memstore.DataSet(snapshot_name(solver.rank, step))
-        dataset.add_tensor("input", snapshot_input)
-        dataset.add_tensor("target", solver.u[1:-1].astype(np.float32))
-        dataset.add_meta_scalar("step", step)
-        dataset.add_meta_scalar("time", step * DT)
-        dataset.add_meta_scalar("rank", solver.rank)
-        for name, value in (("y0", solver.y0), ("y1", solver.y1), ("nx", solver.nx)):
-            dataset.add_meta_scalar(name, value)
-        in_flight.append(client.append_to_list_async(SNAPSHOTS, dataset))
-        while len(in_flight) > args.max_in_flight:  # bounded memory, never a full wait
-            in_flight.popleft().result()
+        where = np.array([step, solver.rank, solver.y0, solver.y1], dtype=np.int64)
+        target = solver.u[1:-1].astype(np.float32)
+        writer.append({"input": snapshot_input, "target": target, "where": where})
         sent += 1
         nbytes += snapshot_input.nbytes * 2
         store_time += time.perf_counter() - started
     started = time.perf_counter()
-    memstore.wait(list(in_flight), timeout=60)
+    writer.close()  # every rank's appends answered, then rank 0 ends the stream
     store_time += time.perf_counter() - started
     stats = np.array([sent, nbytes, solve_time, store_time], dtype=np.float64)
     client.put_tensor(f"{PRODUCER_DONE}.r{solver.rank}", stats)

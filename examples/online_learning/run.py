@@ -3,6 +3,7 @@ inference and monitoring, all at once.
 
     python examples/online_learning/run.py            # ~2 minutes on 2 cores (make demo)
     python examples/online_learning/run.py --size tiny  # seconds: what the tests run
+    python examples/online_learning/run.py --size long  # 17x more than the store holds
 
 With ``mpiexec`` (the PyPI ``mpich`` wheel in ``.venv`` is enough) everything is one MPMD
 job: ``memstore-server --mpi`` ranks serve the store and every program joins it with
@@ -31,9 +32,12 @@ import memstore  # noqa: E402
 
 SIZES = {
     "demo": {"ny": 256, "nx": 256, "steps": 10000, "send_every": 25, "min_epochs": 100,
-             "producers": 2, "trainers": 2, "frames": 6},
+             "producers": 2, "trainers": 2, "frames": 6, "window": 128, "max_memory": "48MiB"},
     "tiny": {"ny": 32, "nx": 32, "steps": 60, "send_every": 3, "min_epochs": 12,
-             "producers": 2, "trainers": 2, "frames": 3},
+             "producers": 2, "trainers": 2, "frames": 3, "window": 16, "max_memory": "8MiB"},
+    # 8,000 snapshots, 17x what the store may hold: the window keeps it flat, never full
+    "long": {"ny": 128, "nx": 128, "steps": 40000, "send_every": 10, "min_epochs": 30,
+             "producers": 2, "trainers": 2, "frames": 4, "window": 64, "max_memory": "16MiB"},
 }  # fmt: skip
 
 
@@ -49,9 +53,10 @@ def find_mpiexec() -> str | None:
     return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
-def run_mpmd(mpiexec: str, programs: list, env: dict, timeout: float) -> list[str]:
+def run_mpmd(mpiexec: str, programs: list, env: dict, timeout: float, max_memory: str) -> list[str]:
     """Everything in one MPMD mpiexec line: 2 shard ranks, then each program."""
-    line = [mpiexec, "-n", "2", sys.executable, "-m", "memstore.server", "--mpi"]
+    line = [mpiexec, "-n", "2", sys.executable, "-m", "memstore.server", "--mpi",
+            "--max-memory", max_memory]  # fmt: skip
     for program, ranks, args in programs:
         line += [":", "-n", str(ranks), sys.executable, str(HERE / program), *args]
     print(f"run: one MPMD job: {len(programs)} programs next to 2 store ranks", flush=True)
@@ -59,10 +64,10 @@ def run_mpmd(mpiexec: str, programs: list, env: dict, timeout: float) -> list[st
     return wait_all({"mpiexec job": [job]}, timeout)
 
 
-def run_local(programs: list, env: dict, timeout: float) -> list[str]:
+def run_local(programs: list, env: dict, timeout: float, max_memory: str) -> list[str]:
     """No MPI: a LocalCluster store and each program as plain processes (the producer on
     one rank; trainer ranks meet through torch.distributed's RANK / WORLD_SIZE)."""
-    with memstore.LocalCluster(shards=2) as cluster:
+    with memstore.LocalCluster(shards=2, max_memory=max_memory) as cluster:
         print(f"run: store at {cluster.address} (no mpiexec: local processes)", flush=True)
         env = {**env, "MEMSTORE_ADDRESS": cluster.address}
         processes = {}
@@ -151,6 +156,8 @@ def main() -> int:
                 str(size["steps"]),
                 "--send-every",
                 str(size["send_every"]),
+                "--window",
+                str(size["window"]),
             ],
         ),
         (
@@ -162,9 +169,9 @@ def main() -> int:
         ("monitor.py", 1, ["--output", str(out), "--frames", str(size["frames"])]),
     ]
     if mpiexec:
-        failed = run_mpmd(mpiexec, programs, env, args.timeout)
+        failed = run_mpmd(mpiexec, programs, env, args.timeout, size["max_memory"])
     else:
-        failed = run_local(programs, env, args.timeout)
+        failed = run_local(programs, env, args.timeout, size["max_memory"])
     if failed:
         print(f"run: failed: {', '.join(failed)}", file=sys.stderr)
         return 1

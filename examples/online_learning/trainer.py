@@ -1,10 +1,11 @@
 """Data-parallel training on snapshots as they arrive (torch.distributed: gloo on CPU).
 
-Each rank takes the list entries ``i`` with ``i % world == rank`` as soon as they exist,
-keeps them in a replay buffer and trains the surrogate on random patches of it while the
-producer runs. The model is pushed into the store (TorchScript) every few seconds, so
-in-store inference always has a recent one. Ranks stop together once every snapshot is
-consumed and ``--min-epochs`` have run. The loss is the mean squared error of the
+Each rank reads the ``snapshots`` stream through ``memstore.torch.StreamDataset`` in
+replay mode: random patches of the newest ``window`` snapshots the store holds, refreshed
+as the producer appends (the store keeps the window; the trainer holds no buffer of its
+own), through a ``DataLoader``. The model is pushed into the store (TorchScript) every few
+seconds, so in-store inference always has a recent one. Ranks stop together once the
+stream is closed and ``--min-epochs`` have run. The loss is the mean squared error of the
 predicted next state relative to that of persistence ("no change"): 1 means no skill.
 
     mpiexec -n 2 python trainer.py
@@ -13,7 +14,6 @@ predicted next state relative to that of persistence ("no change"): 1 means no s
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 
@@ -31,8 +31,10 @@ from common import (
     connect,
     with_x_halo,
 )  # fmt: skip
+from torch.utils.data import DataLoader
 
 import memstore
+from memstore.torch import StreamDataset
 
 
 def rank_and_world(comm, port: int) -> tuple[int, int, str]:
@@ -45,49 +47,27 @@ def rank_and_world(comm, port: int) -> tuple[int, int, str]:
     return rank, world, f"tcp://{host}:{port}"
 
 
-class Buffer:
-    """This rank's share of the snapshots, pulled as they appear."""
+class RandomPatch:
+    """A random ``crop`` x ``crop`` patch of a snapshot (with its halo) and its target: the
+    model is local, so patches teach it as well as whole fields, far cheaper."""
 
-    def __init__(self, client: memstore.Client, rank: int, world: int):
-        self.client, self.rank, self.world = client, rank, world
-        self.next_index = rank
-        self.inputs: list[np.ndarray] = []
-        self.targets: list[np.ndarray] = []
-        self.consumed: list[int] = []
+    def __init__(self, crop: int):
+        self.crop = crop
 
-    def pull(self, wait_s: float) -> None:
-        """Fetch every new entry of ours; wait (on the server) up to ``wait_s`` for one."""
-        if wait_s > 0:
-            self.client.poll_list_length_gte(
-                SNAPSHOTS, self.next_index + 1, 10, max(1, int(wait_s * 100))
-            )
-        length = self.client.get_list_length(SNAPSHOTS)
-        indices = list(range(self.next_index, length, self.world))
-        futures = [self.client.get_dataset_list_range_async(SNAPSHOTS, i, i) for i in indices]
-        for index, future in zip(indices, futures):
-            (snapshot,) = future.result()
-            self.inputs.append(with_x_halo(snapshot.get_tensor("input")))
-            self.targets.append(snapshot.get_tensor("target"))
-            self.consumed.append(index)
-        if indices:
-            self.next_index = indices[-1] + self.world
+    def __call__(self, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        field = torch.nn.functional.pad(item["input"][None], (1, 1, 0, 0), mode="circular")[0]
+        rows, cols = item["target"].shape
+        r, c = (int(torch.randint(0, n - self.crop + 1, ())) for n in (rows, cols))
+        x = field[r : r + self.crop + 2, c : c + self.crop + 2]
+        return x[None], item["target"][None, r : r + self.crop, c : c + self.crop]
 
-    def batch(self, size: int, crop: int, rng: np.random.Generator):
-        """``size`` random ``crop`` x ``crop`` patches (with their halo) and their targets:
-        the model is local, so patches teach it as well as whole fields, far cheaper."""
-        xs, ys = [], []
-        for i in rng.integers(0, len(self.inputs), size):
-            rows, cols = self.targets[i].shape
-            r, c = rng.integers(0, rows - crop + 1), rng.integers(0, cols - crop + 1)
-            xs.append(self.inputs[i][r : r + crop + 2, c : c + crop + 2])
-            ys.append(self.targets[i][r : r + crop, c : c + crop])
-        return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys))[:, None]
 
-    def scales(self) -> tuple[float, float]:
-        """Typical size of one step's change, and of the difference between neighbours."""
-        change = [np.mean((t - x[1:-1, 1:-1]) ** 2) for x, t in zip(self.inputs, self.targets)]
-        neighbours = [np.mean(np.diff(x, axis=1) ** 2) for x in self.inputs]
-        return float(np.sqrt(np.mean(change))), float(np.sqrt(np.mean(neighbours)))
+def scales(items: list) -> tuple[float, float]:
+    """Typical size of one step's change, and of the difference between neighbours."""
+    fields = [(with_x_halo(i["input"]), i["target"]) for _, i in items]
+    change = [np.mean((t - x[1:-1, 1:-1]) ** 2) for x, t in fields]
+    neighbours = [np.mean(np.diff(x, axis=1) ** 2) for x, _ in fields]
+    return float(np.sqrt(np.mean(change))), float(np.sqrt(np.mean(neighbours)))
 
 
 def push_model(client: memstore.Client, model: torch.nn.Module) -> None:
@@ -105,6 +85,7 @@ def main() -> None:
         "--push-seconds", type=float, default=3.0, help="push the model into the store this often"
     )
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--dist-port", type=int, default=29517)
     p.add_argument("--max-seconds", type=float, default=600)
     args = p.parse_args()
@@ -112,27 +93,30 @@ def main() -> None:
     client, comm, finish = connect()
     rank, world, rendezvous = rank_and_world(comm, args.dist_port)
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
-    ranks, _, _, steps, send_every = (int(v) for v in client.wait_tensor(RUN_INFO, timeout=300))
-    expected = ranks * math.ceil(steps / send_every)
-    buffer = Buffer(client, rank, world)
-    buffer.pull(wait_s=60)
-    if not buffer.inputs:
+    window = int(client.wait_tensor(RUN_INFO, timeout=300)[5])
+    stream = client.stream(SNAPSHOTS)
+    if not stream.wait(0, timeout=60):
         raise SystemExit(f"trainer rank {rank}: no snapshot arrived within 60 s")
-    scales = torch.tensor(buffer.scales())
-    dist.broadcast(scales, src=0)  # the same scales on all ranks: rank 0's
+    scale = torch.tensor(scales(stream.window(16)))
+    dist.broadcast(scale, src=0)  # the same scales on all ranks: rank 0's
     torch.manual_seed(0)  # every rank starts from the same weights
-    model = build_surrogate(scale=scales[0].item(), input_scale=scales[1].item())
+    model = build_surrogate(scale=scale[0].item(), input_scale=scale[1].item())
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr)
-    rng = np.random.default_rng(rank)
+    samples = StreamDataset(
+        stream, "replay", window=window, samples=args.steps_per_epoch * args.batch_size,
+        transform=RandomPatch(args.crop), with_step=True, seed=rank,
+    )  # fmt: skip
+    loader = DataLoader(samples, batch_size=args.batch_size, num_workers=args.workers)
     losses: list[float] = []  # mean squared error relative to persistence's (1 = no skill)
+    consumed: set[int] = set()  # the stream steps trained on
     started = last_push = time.monotonic()
     epoch = 0
     while True:
-        buffer.pull(wait_s=0)
+        closed = stream.info()["closed"]  # before the epoch, so it trains on the last window
         total = torch.zeros(1)
-        for _ in range(args.steps_per_epoch):
-            x, y = buffer.batch(args.batch_size, args.crop, rng)
+        for steps, (x, y) in loader:
+            consumed.update(steps.tolist())
             loss = torch.nn.functional.mse_loss(ddp(x), y) / model.scale**2
             optimizer.zero_grad()
             loss.backward()
@@ -141,22 +125,17 @@ def main() -> None:
         dist.all_reduce(total)
         losses.append(total.item() / (world * args.steps_per_epoch))
         if rank == 0 and (epoch == 0 or time.monotonic() - last_push > args.push_seconds):
-            print(
-                f"trainer: epoch {epoch:4d} loss {losses[-1]:.2e} (relative to persistence;"
-                f" {len(buffer.inputs)} snapshots on rank 0)",
-                flush=True,
-            )
+            print(f"trainer: epoch {epoch:4d} loss {losses[-1]:.2e} (relative to persistence;"
+                  f" newest snapshot trained on: {max(consumed)})", flush=True)  # fmt: skip
             push_model(client, model)
             last_push = time.monotonic()
         epoch += 1
-        caught_up = buffer.next_index >= expected
         out_of_time = time.monotonic() - started > args.max_seconds
-        done = torch.tensor([1 if (caught_up and epoch >= args.min_epochs) or out_of_time else 0])
+        done = torch.tensor([1 if (closed and epoch >= args.min_epochs) or out_of_time else 0])
         dist.all_reduce(done, op=dist.ReduceOp.MIN)
         if done.item():
             break
-    buffer.pull(wait_s=0)  # anything that arrived during the last epoch
-    client.put_tensor(f"{CONSUMED}.r{rank}", np.array(buffer.consumed, dtype=np.int64))
+    client.put_tensor(f"{CONSUMED}.r{rank}", np.array(sorted(consumed), dtype=np.int64))
     if rank == 0:
         push_model(client, model)
         client.put_tensor(LOSS_HISTORY, np.array(losses))

@@ -30,7 +30,7 @@ from memstore.client.blocking import blocking
 from memstore.config import MAX_WAIT_TIMEOUT
 from memstore.dataset import DataSet
 from memstore.errors import ConnectionLost, KeyNotFound, StepDropped, Timeout
-from memstore.futures import DoneFuture, Future, InlineResult, chain
+from memstore.futures import DoneFuture, Future, Gathered, InlineResult, chain
 
 #: Data keys of steps (the shards hide them from key listings); no hash tag.
 DATA_PREFIX = "\x00step\x00"
@@ -188,7 +188,9 @@ class Stream:
     def window_async(self, k: int, after: int | None = None) -> Future:
         """The last ``k`` steps held, oldest first, as ``[(step, item)]``: one request to
         the home shard, then one per shard holding them. ``after``: only the steps of
-        those later than it (a reader that keeps the window fetches only what is new)."""
+        those later than it (a reader that keeps the window fetches only what is new).
+        Steps dropped while the window is fetched (a producer appending faster than the
+        read) are left out: the window is the newest steps that could be read."""
         if type(k) is not int or k < 0:
             raise ValueError(f"stream {self.name!r}: window size must be an int >= 0, got {k!r}")
         if after is not None and type(after) is not int:
@@ -197,9 +199,19 @@ class Stream:
         def newer(reply: dict) -> Any:
             if after is not None:
                 reply = {**reply, "items": [i for i in reply["items"] if i[0] > after]}
-            return self._fetch(reply)
+            return _on_dropped(lambda: self._fetch(reply), lambda: self._fetch_held(reply))
 
         return chain(self._home("stream_read", {"last": k}), newer)
+
+    def _fetch_held(self, reply: dict) -> Future:
+        """A window's steps one by one, those dropped meanwhile left out (a producer
+        appends faster than the window is read: the oldest go while it is fetched)."""
+
+        def one(item: list) -> Any:
+            return _on_dropped(lambda: self._fetch({**reply, "items": [item]}), lambda: [])
+
+        parts = [_as_future(one(item)) for item in reply["items"]]
+        return Gathered(parts, lambda got: [pair for pairs in got for pair in pairs])
 
     def _fetch(self, reply: dict) -> Any:
         """``[(step, item)]`` of a ``stream_read`` reply's items, fetched from their shards
@@ -563,6 +575,35 @@ class InOrder:
             with self._lock:
                 self._calling = False
             raise
+
+
+def _on_dropped(make: Callable[[], Any], instead: Callable[[], Any]) -> Any:
+    """``make()``'s result, or ``instead()``'s if it fails with ``StepDropped``."""
+    try:
+        result = make()
+    except StepDropped:
+        return instead()
+    if not _is_future(result):
+        return result
+    out = Future()
+
+    def dropped(error: BaseException) -> None:
+        if not isinstance(error, StepDropped):
+            return out.settle(error=error)
+        try:
+            _when_done(instead(), out.settle, lambda exc: out.settle(error=exc))
+        except Exception as exc:  # handed to the waiting caller
+            out.settle(error=exc)
+
+    _when_done(result, out.settle, dropped)
+    return out
+
+
+def _as_future(result: Any) -> Any:
+    """A future of ``result`` (a future already, an inline answer, or a value)."""
+    if _is_future(result):
+        return result
+    return DoneFuture(result.value if isinstance(result, InlineResult) else result)
 
 
 def _when_done(
