@@ -16,7 +16,7 @@ import logging
 import threading
 from typing import Any
 
-from memstore.gateway import ai, keys  # noqa: F401  (they fill the command table)
+from memstore.gateway import ai, keys, streams  # noqa: F401  (they fill the command table)
 from memstore.gateway.access import (
     HELLO_NOAUTH,
     UNAUTHENTICATED_ARGS,
