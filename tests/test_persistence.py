@@ -344,3 +344,33 @@ def test_a_list_pushed_during_a_save_is_copied_not_changed():
     store.list_push("l", ["d"])  # the copy is this save's own: extended in place
     assert held["l"].meta == ["a", "b"] and len(store.get("l").meta) == 4
     store.end_snapshot()
+
+
+def test_a_pickled_model_restored_under_models_all_runs(tmp_path):
+    """A model stored with --models all (an eager nn.Module, cloudpickled) comes back from a
+    snapshot runnable on every shard of a --models all store; a store that does not allow
+    pickles leaves it out (restoring never bypasses --models)."""
+    before, after = 1, 2  # also re-placed onto another shard count
+    every = ["--models", "all"]
+    with (
+        memstore.LocalCluster(shards=before, extra_args=every) as cluster,
+        cluster.client(timeout=30) as client,
+    ):
+        client.set_model("eager", PlusOne())  # not scripted: a pickle
+        client.save(tmp_path)
+    with (
+        memstore.LocalCluster(shards=after, extra_args=every, restore=tmp_path) as cluster,
+        cluster.client(timeout=30) as client,
+    ):
+        for shard in range(after):
+            key = next(f"e{i}" for i in range(10_000) if key_shard(f"e{i}", after) == shard)
+            client.put_tensor(key, np.arange(3, dtype=np.float32))
+            client.run_model("eager", [key], [f"{key}.out"])
+            assert client.get_tensor(f"{key}.out").tolist() == [1, 2, 3], shard
+    with (
+        memstore.LocalCluster(shards=after, restore=tmp_path) as cluster,
+        cluster.client(timeout=30) as client,
+    ):
+        assert not client.model_exists("eager")
+        with pytest.raises(memstore.MemstoreError):
+            client.run_model("eager", ["x"], ["y"])
