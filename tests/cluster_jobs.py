@@ -127,6 +127,45 @@ def resp(out: str, gateways: str) -> None:
     say("ok resp")
 
 
+def deadnode(out: str) -> None:
+    """``mpi.init`` across the nodes; once every app rank's tensors are in, app rank 0
+    writes ``OUT.ready`` and the test kills a node. Each app rank then reads its key on
+    every shard until one fails, prints ``lost <rank> <shard> <unix time>`` and ``alive
+    <rank> <shards>`` (the shards that still answered), and shuts down."""
+    import time
+
+    from memstore import mpi
+    from memstore.errors import ConnectionLost
+
+    with mpi.init(shards_per_node=1, timeout=60, grace=5, client_timeout=20) as store:
+        if store.is_server:
+            store.serve()
+            return
+        client, comm = store.client, store.comm
+        shards = len(store.addresses)
+        put_mine(client, comm.Get_rank(), shards)
+        comm.Barrier()
+        if comm.Get_rank() == 0:
+            write(out + ".ready", {"addresses": store.addresses})
+        keys = keys_per_shard(f"w{comm.Get_rank()}", shards)
+        deadline = time.monotonic() + 60
+        lost: set[int] = set()
+        while not lost and time.monotonic() < deadline:
+            for shard, key in enumerate(keys):
+                try:
+                    client.get_tensor(key)
+                except ConnectionLost:
+                    lost.add(shard)
+                    say(f"lost {store.rank} {shard} {time.time():.3f}")
+        alive = []
+        for shard, key in enumerate(keys):
+            if shard not in lost:
+                assert int(client.get_tensor(key)[0]) == comm.Get_rank() * 100 + shard
+                alive.append(shard)
+        say(f"alive {store.rank} {','.join(map(str, alive))}")
+
+
 if __name__ == "__main__":
     scenario, *args = sys.argv[1:]
-    {"spmd": spmd, "mpmd": mpmd, "client": client, "resp": resp}[scenario](*args)
+    scenarios = {"spmd": spmd, "mpmd": mpmd, "client": client, "resp": resp, "deadnode": deadnode}
+    scenarios[scenario](*args)

@@ -368,3 +368,34 @@ def test_silent_node_loss_detected_in_seconds(vc, shards):
         )
         assert not client.tensor_exists(ghost)  # no ghost write
         read_healthy(client, stored, [0, 1, 2])
+
+
+def test_an_mpi_job_that_loses_a_node_does_not_hang(vc, out):
+    """SPMD across three nodes; every process of node3 killed mid-job: the job ends, fast
+    and with a failure code, never a hang. (MPICH ends it: hydra, or the MPI library of a
+    survivor whose connection to node3 broke, takes every rank down within a fraction of a
+    second, so survivors rarely get to report the ConnectionLost their reads raise.
+    docs/cluster.md, "Failures".)"""
+    line = vc.mpiexec(NODES, "-ppn", "2", "-n", "6", PY, JOBS, "deadnode", out)
+    job = subprocess.Popen(line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, env=env(), start_new_session=True)  # fmt: skip
+    ready = Path(out + ".ready")
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not ready.exists():
+        assert job.poll() is None and time.monotonic() < deadline, "the job never got ready"
+        time.sleep(0.1)  # a retry interval while the job starts
+    killed = time.time()
+    vc.kill_node("node3")
+    try:
+        output = job.communicate(timeout=90)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        pytest.fail(f"the job hung after node3 died:\n{job.communicate()[0].decode()}")
+    ended = time.time() - killed
+    lost = [line.split() for line in output.splitlines() if line.startswith("lost ")]
+    alive = [line.split() for line in output.splitlines() if line.startswith("alive ")]
+    print(f"node3 killed: job ended after {ended:.1f}s (rc {job.returncode}); "
+          f"lost: {lost}; alive: {alive}")  # fmt: skip
+    ready.unlink(missing_ok=True)
+    assert ended < 60 and job.returncode != 0, output  # ended, and says it failed
+    assert all(shard == "2" for _, _, shard, _ in lost), lost  # only node3's shard was lost
