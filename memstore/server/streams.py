@@ -160,6 +160,18 @@ class StreamState:
         newest = itertools.islice(reversed(self.steps.items()), max(k, 0))
         return [(s, key, kind) for s, (key, kind, _) in reversed(list(newest))]
 
+    def span(self, first: int, last: int, count: int) -> list[tuple[int, str, str]]:
+        """The held steps from ``first`` to ``last`` (inclusive), oldest first, at most
+        ``count`` (XRANGE): ``(step, data key, kind)``. Walks the held steps only, so holes
+        that deletes left cost nothing."""
+        found: list[tuple[int, str, str]] = []
+        for step, (key, kind, _) in self.steps.items():
+            if step > last or len(found) >= count:
+                break
+            if step >= first:
+                found.append((step, key, kind))
+        return found
+
     # -- consumer groups -------------------------------------------------------------------
 
     def add_group(self, name: str, start: str | int) -> Group:
