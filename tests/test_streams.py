@@ -86,7 +86,7 @@ def test_range_reads_held_steps_between_bounds(client):
     assert [step for step, _ in got] == [3, 5] and got[1][1].tolist() == [5, 5]
     assert s.range(8) == [] and s.range(5, 4) == [] and s.range(0, count=0) == []
     assert [step for step, _ in s.range_async(6).result(10)] == [6, 7]
-    with pytest.raises(ValueError, match="'ranged'.*count >= 0"):
+    with pytest.raises(ValueError, match=r"'ranged'.*count >= 0"):
         s.range(-1)
 
 
