@@ -86,6 +86,9 @@ def test_range_reads_held_steps_between_bounds(client):
     assert [step for step, _ in got] == [3, 5] and got[1][1].tolist() == [5, 5]
     assert s.range(8) == [] and s.range(5, 4) == [] and s.range(0, count=0) == []
     assert [step for step, _ in s.range_async(6).result(10)] == [6, 7]
+    assert [step for step, _ in s.range(0, 6, count=3, newest=True)] == [3, 5, 6]
+    assert [step for step, _ in s.range(3, newest=True)] == [3, 5, 6, 7]
+    assert s.range(0, 1, newest=True) == [] and s.range(0, count=0, newest=True) == []
     with pytest.raises(ValueError, match=r"'ranged'.*count >= 0"):
         s.range(-1)
 

@@ -264,17 +264,21 @@ class Stream:
 
         return chain(self._keys.get_dataset_async(data_key, self.name), unpack)
 
-    def range_async(self, first: int, last: int | None = None, count: int | None = None) -> Future:
+    def range_async(
+        self, first: int, last: int | None = None, count: int | None = None, newest: bool = False
+    ) -> Future:
         """The steps held from ``first`` to ``last`` (inclusive; None: the newest), oldest
-        first, at most ``count``, as ``[(step, item)]`` (steps dropped or deleted are left
-        out, as ``XRANGE`` does): one request home, then one per shard holding them."""
+        first, at most ``count`` (the oldest such, or with ``newest`` the newest), as
+        ``[(step, item)]``; steps dropped or deleted are left out, as ``XRANGE`` does. One
+        request home, then one per shard holding them."""
         bounds = [first, MAX_STEP if last is None else last, MAX_STEP if count is None else count]
         if any(type(b) is not int for b in bounds) or first < 0 or bounds[2] < 0:
             raise ValueError(
                 f"stream {self.name!r}: range needs int steps >= 0 and a count >= 0, got "
                 f"first={first!r}, last={last!r}, count={count!r}"
             )
-        return chain(self._home("stream_read", {"span": bounds}), self._fetch)
+        fields = {"span": bounds, "newest": bool(newest)}
+        return chain(self._home("stream_read", fields), self._fetch)
 
     def wait_async(self, step: int, timeout: float | None = None) -> Future:
         """True as soon as ``step`` has been appended; False after ``timeout`` seconds

@@ -24,7 +24,7 @@ from memstore.gateway.access import (
     Access,
     command_name,
 )
-from memstore.gateway.commands import Context, execute
+from memstore.gateway.commands import Context, Parked, execute, resume
 from memstore.gateway.limits import Budget, QueryLimits
 from memstore.gateway.resp import (
     BIG_BULK,
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Bytes read per ``read`` call and the most commands run at once (over all connections).
 READ_SIZE = 1024 * 1024
 WORKERS = 16
+#: Seconds a parked command waits past its own timeout for the shard's answer.
+PARK_GRACE = 5.0
 #: Seconds a connection closed for an error still reads (and drops) what its client sends.
 LINGER = 2.0
 #: asyncio stops reading a connection whose unread bytes pass twice this (its default,
@@ -121,9 +123,15 @@ class Gateway:
                 writer.transport.abort()
 
     async def run(self, args: list) -> Any:
-        """One command on the thread pool: its reply."""
+        """One command on the thread pool: its reply. A :class:`Parked` command waits on
+        this event loop, not on a pool thread, then finishes on the pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, execute, self.ctx, args)
+        reply = await loop.run_in_executor(self._pool, execute, self.ctx, args)
+        while isinstance(reply, Parked):
+            waiting = asyncio.wrap_future(reply.future)
+            await asyncio.wait([waiting], timeout=reply.seconds + PARK_GRACE)
+            reply = await loop.run_in_executor(self._pool, resume, reply)
+        return reply
 
 
 class Connection:

@@ -2,7 +2,7 @@
 
 A Redis stream entry is a step of the same stream the Python client uses, so a C or Fortran
 producer appends with hiredis and a Python trainer consumes with ``Stream``/``Group`` (and
-the other way round). The mapping (docs/gateway-streams.md):
+the other way round). The mapping (README, "Streams over RESP"):
 
 * ids: step ``s`` is ``"<s>-1"`` (:mod:`memstore.gateway.stream_ids`); ``XADD`` takes ``*``
   only, since the home shard numbers steps.
@@ -14,21 +14,33 @@ the other way round). The mapping (docs/gateway-streams.md):
   ``XACK``\\ ed within the visibility timeout is delivered again to a member of the group.
 
 Blocking (``BLOCK``) waits on the stream's home shard (``Stream.wait``, ``Group.take``),
-never a polling loop; ``BLOCK 0`` waits at most memstore's longest wait (30 days).
+never a polling loop, and holds no gateway thread meanwhile (the handler returns
+:class:`Parked`); ``BLOCK 0`` waits at most ``BLOCK_FOREVER_S``, then answers nil as a
+timeout does.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import numpy as np
 
 from memstore.client.streams import MAX_STEP, Group, Stream
-from memstore.config import MAX_WAIT_TIMEOUT
 from memstore.dataset import DataSet
-from memstore.errors import KeyNotFound, ProtocolError, StepDropped, Timeout
-from memstore.gateway.commands import OK, CommandError, Context, arity, command, integer, text
+from memstore.errors import ConnectionLost, KeyNotFound, ProtocolError, StepDropped, Timeout
+from memstore.gateway.commands import (
+    OK,
+    CommandError,
+    Context,
+    Parked,
+    arity,
+    command,
+    integer,
+    text,
+)
 from memstore.gateway.stream_ids import (
     first_after,
     lower_bound,
@@ -39,6 +51,8 @@ from memstore.gateway.stream_ids import (
 
 #: The field a step holding one tensor (not a dict or DataSet) reads back under.
 TENSOR_FIELD = "tensor"
+#: What ``BLOCK 0`` ("forever") waits at most; then the nil reply of a timeout.
+BLOCK_FOREVER_S = 300.0
 #: Times a read is tried again when a step it listed was dropped before its data came.
 READ_TRIES = 3
 
@@ -87,14 +101,16 @@ def _entry(step: int, item: Any) -> list:
     return [step_id(step), [x for name, array in item.items() for x in (name, _raw(array))]]
 
 
-def _range(stream: Stream, first: int, last: int, count: int) -> list:
-    """The entries of the held steps from ``first`` to ``last``, at most ``count``; a step
-    dropped between listing and fetching makes the read start again (bounded)."""
+def _range(stream: Stream, first: int, last: int, count: int, newest: bool = False) -> list:
+    """The entries of the held steps from ``first`` to ``last``, at most ``count`` (the
+    newest, newest first, with ``newest``); a step dropped between listing and fetching
+    makes the read start again (bounded)."""
     if first > min(last, MAX_STEP) or count <= 0:
         return []
     for attempt in range(READ_TRIES):
         try:
-            return [_entry(s, item) for s, item in stream.range(first, last, count)]
+            got = stream.range(first, last, count, newest=newest)
+            return [_entry(s, item) for s, item in (got[::-1] if newest else got)]
         except StepDropped:
             if attempt == READ_TRIES - 1:
                 raise
@@ -129,7 +145,7 @@ def _block_seconds(value: bytes) -> float:
     ms = integer(value)
     if ms < 0:
         raise CommandError("ERR timeout is negative")
-    return MAX_WAIT_TIMEOUT if ms == 0 else min(ms / 1000, MAX_WAIT_TIMEOUT)
+    return BLOCK_FOREVER_S if ms == 0 else min(ms / 1000, BLOCK_FOREVER_S)
 
 
 def _read_options(args: list, name: str, at: int = 0) -> tuple[dict, list, list]:
@@ -200,15 +216,25 @@ def _xlen(ctx: Context, args: list) -> Any:
 @command("XRANGE")
 def _xrange(ctx: Context, args: list) -> Any:
     """``XRANGE key start end [COUNT n]``."""
-    arity(args, 3, 5, "xrange")
-    key = text(args[0])
-    count = MAX_STEP
-    if len(args) > 3:
-        if len(args) != 5 or args[3].upper() != b"COUNT":
-            raise CommandError("ERR syntax error")
-        count = integer(args[4])
+    key, count = _range_options(args, "xrange")
     first, last = lower_bound(args[1], key), upper_bound(args[2], key)
     return _range(_stream(ctx, key), first, last, count)
+
+
+@command("XREVRANGE")
+def _xrevrange(ctx: Context, args: list) -> Any:
+    """``XREVRANGE key end start [COUNT n]``: newest first."""
+    key, count = _range_options(args, "xrevrange")
+    first, last = lower_bound(args[2], key), upper_bound(args[1], key)
+    return _range(_stream(ctx, key), first, last, count, newest=True)
+
+
+def _range_options(args: list, name: str) -> tuple[str, int]:
+    """The key and ``COUNT`` (default: all) of ``XRANGE``/``XREVRANGE``."""
+    arity(args, 3, 5, name)
+    if len(args) > 3 and (len(args) != 5 or args[3].upper() != b"COUNT"):
+        raise CommandError("ERR syntax error")
+    return text(args[0]), integer(args[4]) if len(args) == 5 else MAX_STEP
 
 
 @command("XTRIM")
@@ -251,8 +277,9 @@ def _xread(ctx: Context, args: list) -> Any:
     found = _read_now(reads, options["count"])
     if found or options["block"] is None:
         return found or None
-    _wait_any(ctx, reads, options["block"])
-    return _read_now(reads, options["count"]) or None
+    seconds = options["block"]
+    woken = _first_of([_wait(ctx, stream, step, seconds) for stream, _, step in reads])
+    return Parked("XREAD", woken, seconds, lambda: _read_now(reads, options["count"]) or None)
 
 
 def _read_now(reads: list, count: int) -> list:
@@ -265,19 +292,26 @@ def _read_now(reads: list, count: int) -> list:
     return found
 
 
-def _wait_any(ctx: Context, reads: list, seconds: float) -> None:
-    """Until a step is appended to one of the streams, or ``seconds``: each stream's home
-    shard waits (one parked wait per stream; a stream that did not wake keeps its wait
-    parked until an append or ``seconds``). A stream that does not exist is made (with
-    null settings, which a producer's settings replace) so that it can be waited on."""
-    waits = []
-    for stream, _, step in reads:
-        if _info(stream) is None:
-            Stream(ctx.client, stream.name)
-        waits.append(stream.wait_async(step, seconds))
-    futures = [w for w in waits if isinstance(w, concurrent.futures.Future)]
-    if len(futures) == len(waits):
-        concurrent.futures.wait(futures, seconds + 1, concurrent.futures.FIRST_COMPLETED)
+def _wait(ctx: Context, stream: Stream, step: int, seconds: float) -> Future:
+    """A wait on ``stream``'s home shard until ``step`` is appended, or ``seconds``. A
+    stream that does not exist yet is made (with null settings, which a producer's settings
+    replace) so that it can be waited on."""
+    if _info(stream) is None:
+        Stream(ctx.client, stream.name)
+    return stream.wait_async(step, seconds)
+
+
+def _first_of(futures: list) -> Future:
+    """A future done as soon as one of ``futures`` is, whatever its outcome."""
+    first = Future()
+
+    def done(_: Future) -> None:
+        with contextlib.suppress(InvalidStateError):  # another one was first
+            first.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(done)
+    return first
 
 
 @command("XGROUP")
@@ -338,26 +372,61 @@ def _xreadgroup(ctx: Context, args: list) -> Any:
     found = []
     for key in keys:
         handle = _stream(ctx, key).group(group, member=member, create=False)
-        try:
-            entries = _take(handle, options["count"], options["block"] or 0.0)
-        except (ProtocolError, KeyNotFound) as exc:
-            raise _no_group(handle.stream, group, exc, "XREADGROUP with GROUP option") from None
-        if options["noack"] and entries:
-            handle.ack([s for s, _ in entries])
+        entries = _delivered(handle, _take(handle, options["count"]), options["noack"])
         if entries:
-            found.append([key, [_entry(s, item) for s, item in entries]])
-    return found or None
+            found.append([key, entries])
+    if found or options["block"] is None:
+        return found or None
+    seconds = options["block"]
+    waiting = _taking(handle, lambda: handle.take_async(timeout=seconds))
+
+    def then() -> Any:
+        first = _taking(handle, lambda: [_result(waiting)])
+        taken = [] if first == [None] else first + _take(handle, options["count"] - 1)
+        entries = _delivered(handle, taken, options["noack"])
+        return [[keys[0], entries]] if entries else None
+
+    return Parked("XREADGROUP", waiting, seconds, then)
 
 
-def _take(handle: Group, count: int, seconds: float) -> list:
-    """Up to ``count`` steps for the member: the first waits up to ``seconds`` on the home
-    shard, the rest only take what is there now."""
+def _result(waiting: Future) -> Any:
+    """A blocked take's ``(step, item)``; None when it timed out or its step was dropped."""
+    try:
+        return waiting.result(0)
+    except ConnectionLost:  # a NoAnswer is a Timeout too, but an error here
+        raise
+    except (Timeout, StepDropped):
+        return None
+
+
+def _taking(handle: Group, call: Callable[[], Any]) -> Any:
+    """``call()``, with an unknown group or stream answered ``-NOGROUP``."""
+    try:
+        return call()
+    except StepDropped:
+        raise
+    except (ProtocolError, KeyNotFound) as exc:
+        error = _no_group(handle.stream, handle.name, exc, "XREADGROUP with GROUP option")
+        raise error from None
+
+
+def _delivered(handle: Group, taken: list, noack: bool) -> list:
+    """The entries of the ``(step, item)`` pairs taken (acked at once with ``NOACK``)."""
+    if noack and taken:
+        handle.ack([s for s, _ in taken])
+    return [_entry(s, item) for s, item in taken]
+
+
+def _take(handle: Group, count: int) -> list:
+    """Up to ``count`` steps for the member, of those delivered now (no waiting)."""
     taken: list = []
     while len(taken) < count:
         try:
-            got = handle.take(timeout=seconds if not taken else 0.0)
+            got = _taking(handle, lambda: handle.take(timeout=0.0))
         except StepDropped:  # dropped after it was taken: nothing to deliver
             continue
+        except ConnectionLost:
+            raise
         except Timeout:
             break
         if got is None:  # the stream is closed and every step was delivered

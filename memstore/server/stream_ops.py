@@ -254,7 +254,7 @@ class StreamOps(ShardHost):
             span = _ints(request, "span")
             if len(span) != 3:
                 raise ProtocolError(f"stream {key!r}: span must be [first, last, count]")
-            items = state.span(*span)
+            items = state.span(*span, wire.field(request.header, "newest", bool, False))
         else:
             items = [(s, *state.item(s)) for s in _ints(request, "steps")]
         return wire.reply(request.id, {"items": [list(item) for item in items], **state.describe()})
