@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import memstore
 from memstore.config import GATEWAY_READY_LINE
 from memstore.gateway.commands import CommandError
+from memstore.gateway.server import WORKERS
 from memstore.gateway.stream_ids import first_after, lower_bound, step_id, step_of, upper_bound
 
 redis = pytest.importorskip("redis")
@@ -116,6 +117,16 @@ def test_xadd_xlen_xrange_xtrim_xdel(r):
     assert r.xadd("nomk", {"c": b"x"}, nomkstream=True) is None and r.exists("nomk") == 0
 
 
+def test_xrevrange_reads_newest_first(r):
+    for i in range(6):
+        r.xadd("rev", {"i": str(i).encode()})
+    r.xdel("rev", "4-1")
+    assert [i for i, _ in r.xrevrange("rev")] == [b"5-1", b"3-1", b"2-1", b"1-1", b"0-1"]
+    assert [i for i, _ in r.xrevrange("rev", "4", "1-1", count=2)] == [b"3-1", b"2-1"]
+    assert r.xrevrange("rev", "+", "-", count=1) == [(b"5-1", {b"i": b"5"})]
+    assert r.xrevrange("rev", "1", "2") == [] and r.xrevrange("missing") == []
+
+
 def test_redis_xadd_is_read_by_the_python_stream_and_group(r, client):
     r.xadd("feed", {"u": np.arange(4, dtype=np.float32).tobytes(), "tag": b"hi"}, maxlen=8)
     stream = client.stream("feed")
@@ -202,6 +213,42 @@ def test_xread_block_is_woken_by_a_python_append(r, client, gateway):
     thread.join(30)
     assert not thread.is_alive()
     assert got[0][0][1] == [(b"1-1", {b"a": b"\x09\x09"})]
+
+
+def test_xread_block_waits_for_a_stream_not_made_yet(r, client, gateway):
+    """A consumer may start first: its XREAD BLOCK makes the stream (null settings) and
+    waits on it; the producer's settings replace the null ones."""
+    before = _parked(client)
+    thread, got = _read_in_thread(gateway, lambda o: o.xread({"later": "$"}, block=20000))
+    _wait_parked(client, "later", before)
+    client.stream("later", maxlen=3).append({"a": np.ones(1, np.uint8)})
+    thread.join(30)
+    assert not thread.is_alive() and got[0][0][1] == [(b"0-1", {b"a": b"\x01"})]
+    assert client.stream("later").settings["maxlen"] == 3
+
+
+def test_blocked_readers_hold_no_gateway_thread(r, client, gateway):
+    """More blocked XREADs than the gateway's worker threads: an XADD still runs at once
+    and wakes every one of them."""
+    readers = WORKERS + 4
+    r.xadd("crowd", {"a": b"0"})
+    before = _parked(client)
+    started = [
+        _read_in_thread(gateway, lambda o: o.xread({"crowd": "$"}, block=20000))
+        for _ in range(readers)
+    ]
+    _wait_parked(client, "crowd", before + readers - 1)
+    with redis.Redis(port=gateway, protocol=2, socket_timeout=5) as producer:
+        assert producer.xadd("crowd", {"a": b"1"}) == b"1-1"  # within 5 s, not after 20
+    for thread, got in started:
+        thread.join(30)
+        assert not thread.is_alive() and got[0][0][1] == [(b"1-1", {b"a": b"1"})]
+
+
+def test_xreadgroup_block_times_out_with_nil(r):
+    r.xgroup_create("quiet", "g", id="$", mkstream=True)
+    assert r.xreadgroup("g", "c", {"quiet": ">"}, block=100) == []
+    assert r.xread({"quiet": "$"}, block=100) == []
 
 
 def test_xreadgroup_block_is_woken_by_an_xadd(r, client, gateway):
