@@ -99,9 +99,16 @@ def test_a_bad_id_is_refused_naming_the_stream(raw):
 # -- commands ------------------------------------------------------------------------------
 
 
-def test_xadd_xlen_xrange_xtrim_xdel(r):
+def _keys(client) -> int:
+    """Keys on the shards: a stream's state and one data key per held step."""
+    return sum(info["keys"] for info in client.get_db_node_info())
+
+
+def test_xadd_xlen_xrange_xtrim_xdel(r, client):
     ids = [r.xadd("s", {"a": bytes([i]) * 3, "b": b""}) for i in range(5)]
     assert ids == [b"0-1", b"1-1", b"2-1", b"3-1", b"4-1"]
+    assert client.stream("s").settings["maxlen"] == 1024  # made without MAXLEN
+    assert _keys(client) == 1 + 5
     assert r.xlen("s") == 5 and r.xlen("missing") == 0
     got = r.xrange("s", "1", "3-1")
     assert [i for i, _ in got] == [b"1-1", b"2-1", b"3-1"]
@@ -112,6 +119,7 @@ def test_xadd_xlen_xrange_xtrim_xdel(r):
     assert [i for i, _ in r.xrange("s", "-", "+")] == [b"0-1", b"1-1", b"3-1", b"4-1"]
     assert r.xtrim("s", maxlen=2, approximate=False) == 2
     assert [i for i, _ in r.xrange("s", "-", "+")] == [b"3-1", b"4-1"]
+    assert _keys(client) == 1 + 2  # the dropped steps' data is deleted on the shards
     assert r.xadd("s", {"c": b"x"}, maxlen=1, approximate=True) == b"5-1"
     assert r.xlen("s") == 1
     assert r.xadd("nomk", {"c": b"x"}, nomkstream=True) is None and r.exists("nomk") == 0
@@ -278,6 +286,9 @@ def test_bad_input_gets_an_error_and_the_pipeline_goes_on(r, client):
     pipe.xgroup_create("ok", "g", id="0")
     pipe.xgroup_create("ok", "g", id="0")
     pipe.xlen("ok")
+    pipe.execute_command("XTRIM", "ok", "MINID", "0")
+    pipe.execute_command("XREADGROUP", "GROUP", "g", "c", "BLOCK", "10", "STREAMS", "ok", "s2",
+                         ">", ">")  # fmt: skip
     replies = pipe.execute(raise_on_error=False)
     errors = [str(e) for e in replies[:9]] + [str(replies[10])]
     expected = ["WRONGTYPE.*'tensor'", "No such key 'ok' or consumer group 'nope'",
@@ -290,4 +301,6 @@ def test_bad_input_gets_an_error_and_the_pipeline_goes_on(r, client):
     assert all(isinstance(e, redis.ResponseError) for e in replies[:9])
     assert replies[1].args[0].startswith("NOGROUP ") and replies[10].args[0].startswith("BUSYGROUP")
     assert replies[9] is True and replies[11] == 1
+    assert re.search("'ok'.*MINID is not supported", str(replies[12]))
+    assert "BLOCK waits on one stream" in str(replies[13])
     assert client.get_tensor("tensor").tolist() == [1.0, 1.0]
