@@ -1,12 +1,10 @@
 """The gateway's stream commands (issue 22 item 4): redis-py's X* calls against a real
-``memstore gateway`` process over real shards, on the same streams ``memstore.Stream``
-uses, both ways. Every wait has a timeout; no sleeps."""
+gateway (served by a shard process, ``resp_port``) over real shards, on the same streams
+``memstore.Stream`` uses, both ways. Every wait has a timeout; no sleeps."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -15,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import memstore
-from memstore.config import GATEWAY_READY_LINE
 from memstore.gateway.commands import CommandError
 from memstore.gateway.server import WORKERS
 from memstore.gateway.stream_ids import first_after, lower_bound, step_id, step_of, upper_bound
@@ -25,27 +22,15 @@ redis = pytest.importorskip("redis")
 
 @pytest.fixture(scope="module")
 def cluster():
-    with memstore.LocalCluster(2) as running:
+    """Two shards, the first also serving the RESP gateway."""
+    with memstore.LocalCluster(2, resp_port=0) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def gateway(cluster):
-    """The gateway's port; the process is stopped (and waited for) at the end."""
-    command = [sys.executable, "-m", "memstore.cli", "gateway", "--port", "0",
-               "--address", cluster.address, "--timeout", "10"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()  # bounded: the process prints it or exits
-        assert line.startswith(GATEWAY_READY_LINE), line
-        yield int(line.rsplit(":", 1)[1])
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    """The gateway's port."""
+    return int(cluster.resp_addresses[0].rsplit(":", 1)[1])
 
 
 @pytest.fixture(scope="module")
