@@ -273,30 +273,31 @@ def _xread(ctx: Context, args: list) -> Any:
         info = _info(stream)
         known_next = 0 if info is None else info["next"]
         first = known_next if raw == b"$" else first_after(raw, key)
-        reads.append((stream, first, max(first, known_next)))
+        reads.append((stream, first, max(first, known_next), info is not None))
     found = _read_now(reads, options["count"])
     if found or options["block"] is None:
         return found or None
     seconds = options["block"]
-    woken = _first_of([_wait(ctx, stream, step, seconds) for stream, _, step in reads])
+    waits = [_wait(ctx, stream, step, made, seconds) for stream, _, step, made in reads]
+    woken = _first_of(waits)
     return Parked("XREAD", woken, seconds, lambda: _read_now(reads, options["count"]) or None)
 
 
 def _read_now(reads: list, count: int) -> list:
     """``[[key, entries], ...]`` of the streams with steps from their ``first`` on."""
     found = []
-    for stream, first, _ in reads:
+    for stream, first, *_ in reads:
         entries = _range(stream, first, MAX_STEP, count)
         if entries:
             found.append([stream.name, entries])
     return found
 
 
-def _wait(ctx: Context, stream: Stream, step: int, seconds: float) -> Future:
+def _wait(ctx: Context, stream: Stream, step: int, made: bool, seconds: float) -> Future:
     """A wait on ``stream``'s home shard until ``step`` is appended, or ``seconds``. A
-    stream that does not exist yet is made (with null settings, which a producer's settings
+    stream not ``made`` yet is made now (with null settings, which a producer's settings
     replace) so that it can be waited on."""
-    if _info(stream) is None:
+    if not made:
         Stream(ctx.client, stream.name)
     return stream.wait_async(step, seconds)
 
