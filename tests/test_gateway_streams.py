@@ -238,6 +238,22 @@ def test_blocked_readers_hold_no_gateway_thread(r, client, gateway):
         assert not thread.is_alive() and got[0][0][1] == [(b"1-1", {b"a": b"1"})]
 
 
+@pytest.mark.parametrize("protocol", [3, None])  # None: redis-py's default
+def test_a_resp3_client_reads_xread_and_xreadgroup(r, gateway, protocol):
+    """After HELLO 3, XREAD/XREADGROUP answer a map, Redis's RESP3 form (redis-py 8 says
+    HELLO 3 by default and cannot parse the RESP2 array there)."""
+    r.xadd("r3", {"a": b"1"})
+    r.xgroup_create("r3", "g", id="0")
+    entries = [(b"0-1", {b"a": b"1"})]
+    assert r.xread({"r3": "0"}) == [[b"r3", entries]]
+    # redis-py's shape: RESP3's own with protocol=3, RESP2's (from the map) by default
+    expected = {b"r3": [entries]} if protocol == 3 else [[b"r3", entries]]
+    with redis.Redis(port=gateway, protocol=protocol, socket_timeout=10) as other:
+        assert other.xread({"r3": "0"}) == expected
+        assert other.xreadgroup("g", "c", {"r3": ">"}) == expected
+        assert other.xrange("r3") == entries
+
+
 def test_xreadgroup_block_times_out_with_nil(r):
     r.xgroup_create("quiet", "g", id="$", mkstream=True)
     assert r.xreadgroup("g", "c", {"quiet": ">"}, block=100) == []

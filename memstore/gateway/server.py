@@ -150,6 +150,7 @@ class Connection:
         self.queued_bytes = 0
         self.user: str | None = None
         self.refused = False  # closed for an error: the client's later bytes are unread
+        self.resp3 = False  # said HELLO 3
         self._login(gateway.access.first_user())
 
     def _login(self, user: str | None) -> None:
@@ -171,7 +172,7 @@ class Connection:
                 reply, close = await self._one(args)
                 self.holding.set(self.parser.held() + self.queued_bytes)
                 self.parser.extra = self.queued_bytes
-                write_reply(writer, reply_chunks(reply))
+                write_reply(writer, reply_chunks(reply, self.resp3))
                 if close:
                     return True
                 await writer.drain()
@@ -226,7 +227,10 @@ class Connection:
                 return reply
         if self.user is None:
             return HELLO_NOAUTH
-        return await self.gateway.run(args[:2])
+        reply = await self.gateway.run(args[:2])
+        if len(args) > 1 and not isinstance(reply, Error):
+            self.resp3 = bytes(args[1]) == b"3"
+        return reply
 
     async def _transaction(self, name: bytes) -> Any:
         if name == b"MULTI":
@@ -276,11 +280,11 @@ def write_reply(writer: asyncio.StreamWriter, chunks: list) -> None:
         writer.write(b"".join(small))
 
 
-def reply_chunks(reply: Any) -> list:
+def reply_chunks(reply: Any, resp3: bool = False) -> list:
     """``reply`` encoded; a reply that has no RESP form (a handler's bug) becomes an error
     reply, so the connection and the commands pipelined behind it are still served."""
     try:
-        return encode(reply)
+        return encode(reply, resp3)
     except TypeError as exc:
         log.warning("gateway: a reply could not be encoded: %s", exc)
         return encode(Error(f"ERR the reply could not be encoded: {exc}"))

@@ -41,6 +41,7 @@ from memstore.gateway.commands import (
     integer,
     text,
 )
+from memstore.gateway.resp import Pairs
 from memstore.gateway.stream_ids import (
     first_after,
     lower_bound,
@@ -283,9 +284,9 @@ def _xread(ctx: Context, args: list) -> Any:
     return Parked("XREAD", woken, seconds, lambda: _read_now(reads, options["count"]) or None)
 
 
-def _read_now(reads: list, count: int) -> list:
+def _read_now(reads: list, count: int) -> Pairs:
     """``[[key, entries], ...]`` of the streams with steps from their ``first`` on."""
-    found = []
+    found = Pairs()
     for stream, first, *_ in reads:
         entries = _range(stream, first, MAX_STEP, count)
         if entries:
@@ -370,7 +371,7 @@ def _xreadgroup(ctx: Context, args: list) -> Any:
             )
     if options["block"] is not None and len(keys) > 1:
         raise CommandError("ERR memstore's XREADGROUP BLOCK waits on one stream: name one key")
-    found = []
+    found = Pairs()
     for key in keys:
         handle = _stream(ctx, key).group(group, member=member, create=False)
         entries = _delivered(handle, _take(handle, options["count"]), options["noack"])
@@ -385,7 +386,7 @@ def _xreadgroup(ctx: Context, args: list) -> Any:
         first = _taking(handle, lambda: [_result(waiting)])
         taken = [] if first == [None] else first + _take(handle, options["count"] - 1)
         entries = _delivered(handle, taken, options["noack"])
-        return [[keys[0], entries]] if entries else None
+        return Pairs([[keys[0], entries]]) if entries else None
 
     return Parked("XREADGROUP", waiting, seconds, then)
 
