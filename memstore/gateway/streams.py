@@ -449,4 +449,15 @@ def _xack(ctx: Context, args: list) -> Any:
     except KeyNotFound:
         return 0
     except ProtocolError as exc:
-        raise _no_group(handle.stream, group, exc, "XACK") from None
+        error = _no_group(handle.stream, group, exc, "XACK")
+        if error is not exc:
+            raise error from None
+    # a step never delivered to the group: Redis counts an id that was not pending as 0
+    return sum(_ack_one(handle, step) for step in steps)
+
+
+def _ack_one(handle: Group, step: int) -> int:
+    try:
+        return handle.ack(step)
+    except ProtocolError:  # never delivered
+        return 0
