@@ -76,6 +76,39 @@ def test_items_are_tensors_dicts_and_datasets(client):
     assert [kind for kind in (type(x) for _, x in s.window(3))] == [np.ndarray, dict, DataSet]
 
 
+def test_range_reads_held_steps_between_bounds(client):
+    s = client.stream("ranged", maxlen=6)
+    for i in range(8):  # steps 0 and 1 dropped by maxlen
+        s.append(np.full(2, i, dtype=np.int16))
+    assert s.delete_steps([4]) == 1
+    assert [step for step, _ in s.range(0)] == [2, 3, 5, 6, 7]
+    got = s.range(3, 6, count=2)
+    assert [step for step, _ in got] == [3, 5] and got[1][1].tolist() == [5, 5]
+    assert s.range(8) == [] and s.range(5, 4) == [] and s.range(0, count=0) == []
+    assert [step for step, _ in s.range_async(6).result(10)] == [6, 7]
+    assert [step for step, _ in s.range(0, 6, count=3, newest=True)] == [3, 5, 6]
+    assert [step for step, _ in s.range(3, newest=True)] == [3, 5, 6, 7]
+    assert s.range(0, 1, newest=True) == [] and s.range(0, count=0, newest=True) == []
+    with pytest.raises(ValueError, match=r"'ranged'.*count >= 0"):
+        s.range(-1)
+
+
+def test_a_handle_made_without_create_sends_nothing_and_makes_nothing(client):
+    first, before = _ops(client), _ops(client)  # each look costs one info per shard
+    s = memstore.Stream(client, "absent", create=False)
+    g = s.group("g", member="m", create=False)
+    after = _ops(client)
+    assert [b - a for a, b in zip(before, after)] == [b - a for a, b in zip(first, before)]
+    assert s.settings is None
+    with pytest.raises(memstore.KeyNotFound, match="'absent'"):
+        s.info()
+    assert not client.key_exists("absent")
+    client.stream("absent", maxlen=4).append(np.ones(1))
+    with pytest.raises(memstore.ProtocolError, match="'g'"):
+        g.take(timeout=0)
+    assert s.range(0)[0][1].tolist() == [1.0]
+
+
 def test_async_twins_return_futures(client):
     s = client.stream("futures", maxlen=8)
     futures = [s.append_async(np.full(2, i)) for i in range(3)]

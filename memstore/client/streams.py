@@ -35,6 +35,8 @@ from memstore.futures import DoneFuture, Future, Gathered, InlineResult, chain
 #: Data keys of steps (the shards hide them from key listings); no hash tag.
 DATA_PREFIX = "\x00step\x00"
 TENSOR_ITEM, DATASET_ITEM, DICT_ITEM = "tensor", "dataset", "dict"
+#: The largest step number a range names (msgpack's and a shard's int64).
+MAX_STEP = 2**63 - 1
 
 
 def _fields(header: dict, payload: list) -> dict:
@@ -63,7 +65,9 @@ class Stream:
         as_torch: steps' tensors come back as torch tensors rather than numpy arrays.
 
     Creating one creates the stream, or attaches to it (``ProtocolError`` if it exists
-    with other settings). Thread-safe, like the client.
+    with other settings). With ``create=False`` it sends nothing: a handle on a stream
+    that may not exist, whose calls raise ``KeyNotFound`` while it does not (the RESP
+    gateway's ``XLEN`` and ``XRANGE`` must not make streams). Thread-safe, like the client.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Stream:
         policy: str | None = None,
         *,
         as_torch: bool = False,
+        create: bool = True,
     ):
         if not isinstance(name, str) or not name:
             raise TypeError(f"a stream name must be a non-empty string, got {name!r}")
@@ -88,8 +93,9 @@ class Stream:
         self._timeout = client.timeout
         self._order = InOrder()
         fields = {"maxlen": maxlen, "policy": policy}
-        #: The settings the home shard answered with: maxlen, policy, oldest, next, closed.
-        self.settings = self._sync(self._home, "stream_create", fields)
+        #: The settings the home shard answered with: maxlen, policy, oldest, next, closed
+        #: (None for a handle made with ``create=False``).
+        self.settings = self._sync(self._home, "stream_create", fields) if create else None
 
     def __repr__(self) -> str:
         return f"Stream({self.name!r})"
@@ -258,6 +264,22 @@ class Stream:
 
         return chain(self._keys.get_dataset_async(data_key, self.name), unpack)
 
+    def range_async(
+        self, first: int, last: int | None = None, count: int | None = None, newest: bool = False
+    ) -> Future:
+        """The steps held from ``first`` to ``last`` (inclusive; None: the newest), oldest
+        first, at most ``count`` (the oldest such, or with ``newest`` the newest), as
+        ``[(step, item)]``; steps dropped or deleted are left out, as ``XRANGE`` does. One
+        request home, then one per shard holding them."""
+        bounds = [first, MAX_STEP if last is None else last, MAX_STEP if count is None else count]
+        if any(type(b) is not int for b in bounds) or first < 0 or bounds[2] < 0:
+            raise ValueError(
+                f"stream {self.name!r}: range needs int steps >= 0 and a count >= 0, got "
+                f"first={first!r}, last={last!r}, count={count!r}"
+            )
+        fields = {"span": bounds, "newest": bool(newest)}
+        return chain(self._home("stream_read", fields), self._fetch)
+
     def wait_async(self, step: int, timeout: float | None = None) -> Future:
         """True as soon as ``step`` has been appended; False after ``timeout`` seconds
         (default: the client's timeout) or once the stream is closed without it. The home
@@ -335,15 +357,18 @@ class Stream:
         member: str | None = None,
         visibility: float = 30.0,
         start: str | int = "oldest",
+        create: bool = True,
     ) -> Group:
         """Consumer group ``name`` (made if new, from ``start``: "oldest", "next" or a step),
         as the member ``member`` (default: host, process and thread). Each step goes to one
         member of a group; one taken and not acked within ``visibility`` seconds, or whose
-        member's connection closed, goes to another."""
-        return Group(self, name, member or _default_member(), visibility, start)
+        member's connection closed, goes to another. ``create=False`` sends nothing: takes
+        and acks of a group that does not exist raise ``ProtocolError``."""
+        return Group(self, name, member or _default_member(), visibility, start, create)
 
     append = blocking(append_async)
     read = blocking(read_async)
+    range = blocking(range_async)
     latest = blocking(latest_async)
     window = blocking(window_async)
     wait = blocking(wait_async)
@@ -356,10 +381,19 @@ class Stream:
 class Group:
     """One member's handle on a consumer group of a :class:`Stream` (see ``Stream.group``)."""
 
-    def __init__(self, stream: Stream, name: str, member: str, visibility: float, start: Any):
+    def __init__(
+        self,
+        stream: Stream,
+        name: str,
+        member: str,
+        visibility: float,
+        start: Any,
+        create: bool = True,
+    ):
         self.stream, self.name, self.member = stream, name, member
         self.visibility = float(visibility)
-        stream._sync(stream._home, "stream_group", {"group": name, "start": start})
+        if create:
+            stream._sync(stream._home, "stream_group", {"group": name, "start": start})
 
     def __repr__(self) -> str:
         return f"Group({self.stream.name!r}, {self.name!r}, member={self.member!r})"

@@ -3,11 +3,13 @@
 A handler takes the :class:`Context` and the command's arguments (``bytes``) and returns a
 reply value for :func:`memstore.gateway.resp.encode`. Handlers call :class:`memstore.Client`
 and block; the server runs them off its event loop. memstore errors become Redis-style error
-replies here, in one place.
+replies here, in one place. A handler that must wait on a shard (``XREAD BLOCK``) returns
+:class:`Parked` instead of blocking, so the wait holds none of the server's threads.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import hashlib
 import logging
@@ -15,6 +17,7 @@ import threading
 import time
 from binascii import crc_hqx
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from memstore.errors import KeyNotFound, MemstoreError, WrongType
@@ -30,6 +33,18 @@ TABLE: dict[str, Handler] = {}
 
 class CommandError(Exception):
     """A command's arguments are wrong; the message is the error reply's text."""
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A reply still waiting on a shard: once ``future`` is done, or ``seconds`` passed,
+    :func:`resume` runs ``then`` for the reply (which may be Parked again). The server
+    awaits ``future`` on its event loop, so a blocked client holds no worker thread."""
+
+    name: str
+    future: concurrent.futures.Future
+    seconds: float
+    then: Callable[[], Any]
 
 
 def command(*names: str) -> Callable[[Handler], Handler]:
@@ -100,8 +115,17 @@ def execute(ctx: Context, args: list[bytes]) -> Any:
     if handler is None:
         shown = args[0][:128].decode("latin-1")
         return Error(f"ERR unknown command '{shown}', with args beginning with: ")
+    return _answer(name, lambda: handler(ctx, args[1:]))
+
+
+def resume(parked: Parked) -> Any:
+    """The reply of a :class:`Parked` command whose wait is over (errors as in execute)."""
+    return _answer(parked.name, parked.then)
+
+
+def _answer(name: str, call: Callable[[], Any]) -> Any:
     try:
-        return handler(ctx, args[1:])
+        return call()
     except CommandError as exc:
         return Error(str(exc))
     except WrongType as exc:

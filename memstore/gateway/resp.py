@@ -42,7 +42,12 @@ class Error(str):
 
 class Map(dict):
     """A RESP3 map (``%``): only ``HELLO 3``'s reply; every other reply is RESP2, which a
-    RESP3 client reads as well."""
+    RESP3 client reads as well, except :class:`Pairs`."""
+
+
+class Pairs(list):
+    """``[[key, value], ...]``: an array of pairs in RESP2 and a map in RESP3, as Redis
+    answers ``XREAD`` (a RESP3 client such as redis-py 8 parses that reply as a map)."""
 
 
 OK = Status("OK")
@@ -224,14 +229,15 @@ def _int(text: bytes, what: str) -> int:
         raise RespError(f"invalid {what}") from None
 
 
-def encode(value: Any) -> list[bytes | memoryview]:
-    """The RESP2 encoding of ``value`` as chunks to write in order."""
+def encode(value: Any, resp3: bool = False) -> list[bytes | memoryview]:
+    """The RESP2 encoding of ``value`` as chunks to write in order (with ``resp3``, for a
+    connection that said ``HELLO 3``, :class:`Pairs` as a map)."""
     out: list[bytes | memoryview] = []
-    _encode(value, out)
+    _encode(value, out, resp3)
     return out
 
 
-def _encode(value: Any, out: list) -> None:
+def _encode(value: Any, out: list, resp3: bool = False) -> None:
     if isinstance(value, Status):
         out.append(b"+" + value.encode() + b"\r\n")
     elif isinstance(value, Error):
@@ -244,6 +250,8 @@ def _encode(value: Any, out: list) -> None:
         out.append(b":%d\r\n" % value)
     elif isinstance(value, str):
         _encode(value.encode(), out)
+    elif isinstance(value, Pairs) and resp3:
+        _encode(Map(value), out, resp3)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         size = memoryview(value).nbytes
         out.append(b"$%d\r\n" % size)
@@ -254,11 +262,11 @@ def _encode(value: Any, out: list) -> None:
     elif isinstance(value, Map):
         out.append(b"%%%d\r\n" % len(value))
         for key, item in value.items():
-            _encode(key, out)
-            _encode(item, out)
+            _encode(key, out, resp3)
+            _encode(item, out, resp3)
     elif isinstance(value, (list, tuple)):
         out.append(b"*%d\r\n" % len(value))
         for item in value:
-            _encode(item, out)
+            _encode(item, out, resp3)
     else:
         raise TypeError(f"no RESP encoding for {type(value).__name__}")

@@ -24,7 +24,7 @@ from memstore.gateway.access import (
     Access,
     command_name,
 )
-from memstore.gateway.commands import Context, execute
+from memstore.gateway.commands import Context, Parked, execute, resume
 from memstore.gateway.limits import Budget, QueryLimits
 from memstore.gateway.resp import (
     BIG_BULK,
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Bytes read per ``read`` call and the most commands run at once (over all connections).
 READ_SIZE = 1024 * 1024
 WORKERS = 16
+#: Seconds a parked command waits past its own timeout for the shard's answer.
+PARK_GRACE = 5.0
 #: Seconds a connection closed for an error still reads (and drops) what its client sends.
 LINGER = 2.0
 #: asyncio stops reading a connection whose unread bytes pass twice this (its default,
@@ -121,9 +123,15 @@ class Gateway:
                 writer.transport.abort()
 
     async def run(self, args: list) -> Any:
-        """One command on the thread pool: its reply."""
+        """One command on the thread pool: its reply. A :class:`Parked` command waits on
+        this event loop, not on a pool thread, then finishes on the pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, execute, self.ctx, args)
+        reply = await loop.run_in_executor(self._pool, execute, self.ctx, args)
+        while isinstance(reply, Parked):
+            waiting = asyncio.wrap_future(reply.future)
+            await asyncio.wait([waiting], timeout=reply.seconds + PARK_GRACE)
+            reply = await loop.run_in_executor(self._pool, resume, reply)
+        return reply
 
 
 class Connection:
@@ -142,6 +150,7 @@ class Connection:
         self.queued_bytes = 0
         self.user: str | None = None
         self.refused = False  # closed for an error: the client's later bytes are unread
+        self.resp3 = False  # said HELLO 3
         self._login(gateway.access.first_user())
 
     def _login(self, user: str | None) -> None:
@@ -163,7 +172,7 @@ class Connection:
                 reply, close = await self._one(args)
                 self.holding.set(self.parser.held() + self.queued_bytes)
                 self.parser.extra = self.queued_bytes
-                write_reply(writer, reply_chunks(reply))
+                write_reply(writer, reply_chunks(reply, self.resp3))
                 if close:
                     return True
                 await writer.drain()
@@ -218,7 +227,10 @@ class Connection:
                 return reply
         if self.user is None:
             return HELLO_NOAUTH
-        return await self.gateway.run(args[:2])
+        reply = await self.gateway.run(args[:2])
+        if len(args) > 1 and not isinstance(reply, Error):
+            self.resp3 = bytes(args[1]) == b"3"
+        return reply
 
     async def _transaction(self, name: bytes) -> Any:
         if name == b"MULTI":
@@ -268,11 +280,11 @@ def write_reply(writer: asyncio.StreamWriter, chunks: list) -> None:
         writer.write(b"".join(small))
 
 
-def reply_chunks(reply: Any) -> list:
+def reply_chunks(reply: Any, resp3: bool = False) -> list:
     """``reply`` encoded; a reply that has no RESP form (a handler's bug) becomes an error
     reply, so the connection and the commands pipelined behind it are still served."""
     try:
-        return encode(reply)
+        return encode(reply, resp3)
     except TypeError as exc:
         log.warning("gateway: a reply could not be encoded: %s", exc)
         return encode(Error(f"ERR the reply could not be encoded: {exc}"))

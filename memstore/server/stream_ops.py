@@ -250,6 +250,11 @@ class StreamOps(ShardHost):
         state = self._state(key)
         if request.header.get("last") is not None:
             items = state.last(wire.field(request.header, "last", int))
+        elif request.header.get("span") is not None:
+            span = _ints(request, "span")
+            if len(span) != 3:
+                raise ProtocolError(f"stream {key!r}: span must be [first, last, count]")
+            items = state.span(*span, wire.field(request.header, "newest", bool, False))
         else:
             items = [(s, *state.item(s)) for s in _ints(request, "steps")]
         return wire.reply(request.id, {"items": [list(item) for item in items], **state.describe()})

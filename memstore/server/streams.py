@@ -160,6 +160,22 @@ class StreamState:
         newest = itertools.islice(reversed(self.steps.items()), max(k, 0))
         return [(s, key, kind) for s, (key, kind, _) in reversed(list(newest))]
 
+    def span(
+        self, first: int, last: int, count: int, newest: bool = False
+    ) -> list[tuple[int, str, str]]:
+        """The held steps from ``first`` to ``last`` (inclusive), oldest first, at most
+        ``count``: the oldest such (XRANGE) or, with ``newest``, the newest (XREVRANGE).
+        ``(step, data key, kind)``. Walks the held steps only, so holes that deletes left
+        cost nothing."""
+        order = reversed(self.steps.items()) if newest else iter(self.steps.items())
+        found: list[tuple[int, str, str]] = []
+        for step, (key, kind, _) in order:
+            if len(found) >= count or (step < first if newest else step > last):
+                break
+            if first <= step <= last:
+                found.append((step, key, kind))
+        return found[::-1] if newest else found
+
     # -- consumer groups -------------------------------------------------------------------
 
     def add_group(self, name: str, start: str | int) -> Group:
