@@ -80,7 +80,7 @@ def test_a_reader_that_stops_early_leaves_its_steps_to_the_others(client, reques
         first.append(pair[0])
         if len(first) == 2:
             break
-    rest = [s for s, _ in StreamDataset(stream, "group", with_step=True, timeout=10)]
+    rest = [s for s, _ in StreamDataset(stream, "group", with_step=True, timeout=30)]
     assert sorted(first[:1] + rest) == list(range(6))  # step 1 was yielded, never acked
     assert set(first) - set(rest) == {first[0]}
 
