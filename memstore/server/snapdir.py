@@ -214,15 +214,15 @@ def _open_private(path: str) -> int:
     """A descriptor of directory ``path``, created 0700 if missing; refused (naming it)
     unless it belongs to this process's user and nobody else may write it."""
     created = False
-    try:
-        os.mkdir(path, 0o700)
-        created = True
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        os.mkdir(path, 0o700)
-        created = True
+    for _ in range(2):  # the second time after making its parents
+        try:
+            os.mkdir(path, 0o700)
+            created = True
+            break
+        except FileExistsError:  # there already, or another shard of the store made it
+            break
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if created else 0)
     try:
         fd = os.open(path, flags)
