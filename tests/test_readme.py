@@ -15,8 +15,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "pattern",
-    [r"## Ten lines\n\n```python\n(.*?)```", r"## Streams\n.*?```python\n(.*?)```"],
-    ids=["ten-lines", "streams"],
+    [
+        r"## Ten lines\n\n```python\n(.*?)```",
+        r"## Streams\n.*?```python\n(.*?)```",
+        r"\*\*Producers and trainers\.\*\*.*?```python\n(.*?)```",
+    ],
+    ids=["ten-lines", "streams", "torch"],
 )
 def test_readme_example_runs(pattern):
     """README's short examples run as written (at most 12 lines each)."""
