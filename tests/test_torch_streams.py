@@ -210,3 +210,29 @@ def test_stream_writer_raises_a_failed_append_and_ends_the_stream(client, reques
         late.flush()
     with pytest.raises(ValueError, match="max_in_flight"):
         StreamWriter(stream, max_in_flight=0)
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "wire"])
+def test_steps_reach_the_loop_as_torch_without_a_copy(store, request, shm):
+    """8 MiB of steps read through the dataset allocate well under one step in Python,
+    whether the same-node shared-memory path or the socket carries them: tracemalloc sees
+    any bytes or numpy copy (not torch's allocator: the tensors wrap the arrays through
+    ``torch.from_numpy``, memstore/tensors.py)."""
+    tracemalloc = pytest.importorskip("tracemalloc")
+    with store.client(timeout=30, shm=shm) as client:
+        stream = client.stream(request.node.name, maxlen=4)
+        big = np.arange(2**20, dtype=np.float32)  # 4 MiB a step
+        stream.append({"x": big})
+        stream.append({"x": big + 1})
+        stream.close()
+        tracemalloc.start()
+        try:
+            got = list(StreamDataset(stream, "group", with_step=True, timeout=10))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes allocated while reading two 4 MiB steps"
+    assert [step for step, _ in got] == [0, 1]
+    for step, item in got:
+        assert isinstance(item["x"], torch.Tensor) and item["x"].dtype == torch.float32
+        assert torch.equal(item["x"], torch.from_numpy(big + step))
