@@ -161,6 +161,41 @@ def test_a_dataset_pickles_without_a_live_client(client, request):
     assert {step for step, _ in copy} <= {0, 1}  # it made a client of its own
 
 
+def _in_forked_child(stream, dataset, results) -> None:
+    """The parent's stream fails at once; the parent's dataset reads through its own client."""
+    try:
+        stream.read(0)
+        results.put("the inherited stream answered")
+    except memstore.MemstoreError as exc:
+        results.put(str(exc))
+    try:
+        results.put(sorted(step for step, _ in dataset))
+    except BaseException as exc:  # reported by the test
+        results.put(repr(exc))
+
+
+def test_a_fork_inherited_client_fails_clearly_and_the_dataset_makes_its_own(client, request):
+    stream = client.stream(request.node.name, maxlen=8)
+    _fill(stream, 3)
+    stream.close()
+    dataset = StreamDataset(stream, "group", with_step=True, timeout=10)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_in_forked_child, args=(stream, dataset, results))
+    child.start()
+    try:
+        inherited, read = results.get(timeout=30), results.get(timeout=30)
+    finally:
+        child.join(10)
+        if child.exitcode is None:
+            child.kill()
+            child.join(10)
+    assert "before a fork" in inherited and "make a new Client" in inherited, inherited
+    assert read == [0, 1, 2]  # each step once, through the child's own client
+    assert child.exitcode == 0
+    assert stream.info()["next"] == 3  # the parent's client still works
+
+
 def test_bad_settings_are_refused_naming_the_stream(client, request):
     stream = client.stream(request.node.name, maxlen=4)
     with pytest.raises(ValueError, match="mode"):
