@@ -120,6 +120,31 @@ def mpmd() -> None:
         say(f"ok {store.rank} appnum {store.appnum} of {store.comm.Get_size()}")
 
 
+def stream_writer(per_rank: str = "20") -> None:
+    """``StreamWriter(comm=...)`` on every app rank of an MPMD job: dense steps, each
+    rank's items in its own order, and the stream ended once, after every rank's appends."""
+    import memstore
+    from memstore import mpi
+
+    count = int(per_rank)
+    with mpi.connect(timeout=60, grace=5, client_timeout=10) as store:
+        comm, me = store.comm, store.comm.Get_rank()
+        stream = store.client.stream("sim", maxlen=count * comm.Get_size())
+        writer = memstore.StreamWriter(stream, max_in_flight=4, comm=comm)
+        for t in range(count):
+            writer.append({"t": np.array(t), "rank": np.array(me)})
+        writer.close()  # collective: rank 0 ends the stream after every rank's appends
+        assert writer.appended == count, writer
+        comm.Barrier()
+        items = stream.window(count * comm.Get_size())
+        assert [step for step, _ in items] == list(range(count * comm.Get_size())), items
+        for rank in range(comm.Get_size()):
+            mine = [int(item["t"]) for _, item in items if int(item["rank"]) == rank]
+            assert mine == list(range(count)), (rank, mine)
+        assert stream.info()["closed"] and stream.wait(len(items), timeout=5) is False
+        say(f"ok {store.rank} stream_writer")
+
+
 def shared_memory(store) -> None:
     """Every app rank puts 512 KiB (over the threshold), reads every rank's: the node's
     shards hold them as shared-memory files, and each got array maps one."""
@@ -311,6 +336,7 @@ if __name__ == "__main__":
         "snapshots": snapshots,
         "gateway": gateway,
         "mpmd": mpmd,
+        "stream_writer": stream_writer,
         "secure_mpmd": secure_mpmd,
         "shm_init": shm_init,
         "shm_connect": shm_connect,

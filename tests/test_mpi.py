@@ -156,6 +156,16 @@ def test_mpmd_programs_know_their_appnum():
 
 @needs_mpiexec
 @not_nested
+def test_stream_writer_appends_from_every_rank_and_closes_once():
+    """One ``writer.append`` per solver step on 3 app ranks next to 2 shard ranks."""
+    args = [MPIEXEC, "-n", "2", *SERVER, ":", "-n", "3", PY, JOBS, "stream_writer", "20"]
+    rc, out, _ = run_job(args, 90)
+    assert rc == 0, out
+    assert len([line for line in oks(out) if line.endswith("stream_writer")]) == 3, out
+
+
+@needs_mpiexec
+@not_nested
 @pytest.mark.parametrize("variant", ["with", "uncaught"])
 def test_failing_rank_lets_the_others_finish(variant):
     rc, out, _ = run_job([MPIEXEC, "-n", "4", PY, JOBS, "fail", variant], 60)
