@@ -17,8 +17,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-demo: $(STAMP)  ## the online-learning example: simulation, training, in-store inference
-	$(PY) examples/online_learning/run.py
+demo: $(STAMP)  ## the online-learning example (DEMO_ARGS="--size long": 16x the store's cap)
+	$(PY) examples/online_learning/run.py $(DEMO_ARGS)
 
 test: $(STAMP) $(SR_STAMP)  ## the default suite (excludes slow, gpu and slurm tests)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
