@@ -84,6 +84,7 @@ def main() -> None:
     solver = Solver(comm, args.ny, args.nx, seed)
     if solver.rank == 0:
         info = [solver.size, args.ny, args.nx, args.steps, args.send_every, args.window]
+        info.append(args.max_in_flight)
         client.put_tensor(RUN_INFO, np.array(info, dtype=np.int64))
     stream = client.stream(SNAPSHOTS, maxlen=args.window, policy="drop_oldest")
     writer = memstore.StreamWriter(stream, max_in_flight=args.max_in_flight, comm=comm)
