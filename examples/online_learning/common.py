@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 
 SNAPSHOTS = "snapshots"  # the stream of snapshots: bounded (--window), every rank appends
-RUN_INFO = (
-    "run/info"  # [ranks, ny, nx, steps, send_every, window, max_in_flight]: by producer rank 0
-)
+# [ranks, ny, nx, steps, send_every, window, max_in_flight]: written by producer rank 0
+RUN_INFO = "run/info"
 PRODUCER_DONE = "producer/done"  # one per producer rank: [snapshots, bytes, solve s, store s]
 TRAINER_DONE = "trainer/done"  # [epochs, first loss, last loss, trainer ranks]
 LOSS_HISTORY = "trainer/loss"
