@@ -80,6 +80,25 @@ def run(argv: list[str], timeout: float = JOB_TIMEOUT, **extra: str) -> str:
     return output
 
 
+def in_threads(work, count: int, timeout: float = 60) -> None:
+    """``work()`` in ``count`` threads at once; the first error any raised is raised here,
+    and a thread still running after ``timeout`` fails the test."""
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert errors == [] and not any(t.is_alive() for t in threads), errors
+
+
 def oks(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("ok ")]
 
@@ -263,20 +282,7 @@ def test_node_kill_fails_its_shard_and_spares_the_others(vc, shards):
         with pytest.raises(ConnectionLost, match=SHARD_PORT.__str__()):
             client.get_tensor(lost_key)
         assert time.monotonic() - start < client.timeout
-        errors: list[BaseException] = []
-
-        def reader() -> None:
-            try:
-                read_healthy(client, stored, [0, 1])
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert errors == [] and not any(t.is_alive() for t in threads), errors
+        in_threads(lambda: read_healthy(client, stored, [0, 1]), 3)
         client.put_tensor(_keys_on(0, 21)[-1], np.ones(3))
         with pytest.raises(MemstoreError):
             client.put_tensor(_keys_on(2, 21)[-1], np.ones(3))
@@ -332,26 +338,17 @@ def test_silent_node_loss_detected_in_seconds(vc, shards):
             client.get_tensor(lost_key)
         detected = time.monotonic() - start
         assert detected < 3
-        errors: list[BaseException] = []
         failures: list[float] = []
 
         def worker() -> None:
-            try:
-                for _ in range(3):
-                    began = time.monotonic()
-                    with pytest.raises(ConnectionLost):
-                        client.put_tensor(ghost, np.ones(3))
-                    failures.append(time.monotonic() - began)
-                read_healthy(client, stored, [0, 1])
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+            for _ in range(3):
+                began = time.monotonic()
+                with pytest.raises(ConnectionLost):
+                    client.put_tensor(ghost, np.ones(3))
+                failures.append(time.monotonic() - began)
+            read_healthy(client, stored, [0, 1])
 
-        threads = [threading.Thread(target=worker) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert errors == [] and not any(t.is_alive() for t in threads), errors
+        in_threads(worker, 3)
         assert len(failures) == 9 and max(failures) < 1, failures  # at once, not a timeout
         vc.partition("node3", up=True)
         healed = time.monotonic()
