@@ -196,15 +196,9 @@ class StreamDataset(IterableDataset):
         for i in range(count):
             if i % self.refresh == 0:  # take the steps the last refresh found, look again
                 if fetch is not None:
-                    held.add(self._fetched(fetch))
+                    held.add(fetch.result(self.client_timeout))  # dropped steps left out
                 fetch = stream.window_async(self.window, after=held.newest)
             yield held.sample(rng)
-
-    def _fetched(self, fetch: Any) -> list[tuple[int, Any]]:
-        try:
-            return fetch.result(self.client_timeout)
-        except StepDropped:  # dropped between the home's answer and the get: next time
-            return []
 
     def _first_steps(self, stream: Stream) -> list[tuple[int, Any]]:
         """The window as it is, after waiting (on the shard) for a first step."""
