@@ -6,9 +6,12 @@ runs, through a plain ``DataLoader`` (torch is imported here only).
 - ``mode="group"``: as members of a consumer group. Every step is trained on once across
   all ranks and DataLoader workers (each is a member; the group hands each step to one of
   them, and gives a step to another member if its taker died or did not ack it within
-  ``visibility`` seconds). A step is acked when the loop asks for the next item, that is
-  once the training step that used it is done. Iteration ends after the stream is closed
-  and its last step acked.
+  ``visibility`` seconds). A step is acked when the dataset is asked for the item after
+  it: once it is in a batch on its way to the training step, not after that step (a
+  DataLoader collates ``batch_size`` items in a row, and its workers run
+  ``prefetch_factor`` batches ahead). A reader that dies before that gets its steps
+  redelivered; one that dies after loses the steps of the batches it had in hand.
+  Iteration ends after the stream is closed and its last step acked.
 - ``mode="replay"``: random samples from the last ``window`` steps held in the store,
   refreshed as new steps arrive (the online-learning case: the store keeps the window, the
   trainer keeps a copy and fetches only the steps it has not seen). One iteration yields
