@@ -3,7 +3,7 @@ inference and monitoring, all at once.
 
     python examples/online_learning/run.py            # ~2 minutes on 2 cores (make demo)
     python examples/online_learning/run.py --size tiny  # seconds: what the tests run
-    python examples/online_learning/run.py --size long  # 17x more than the store holds
+    python examples/online_learning/run.py --size long  # 16x more than the store holds
 
 With ``mpiexec`` (the PyPI ``mpich`` wheel in ``.venv`` is enough) everything is one MPMD
 job: ``memstore-server --mpi`` ranks serve the store and every program joins it with
@@ -35,8 +35,8 @@ SIZES = {
              "producers": 2, "trainers": 2, "frames": 6, "window": 128, "max_memory": "48MiB"},
     "tiny": {"ny": 32, "nx": 32, "steps": 60, "send_every": 3, "min_epochs": 12,
              "producers": 2, "trainers": 2, "frames": 3, "window": 16, "max_memory": "8MiB"},
-    # 8,000 snapshots, 17x what the store may hold: the window keeps it flat, never full
-    "long": {"ny": 128, "nx": 128, "steps": 40000, "send_every": 10, "min_epochs": 30,
+    # 8,000 snapshots, 16x what the store may hold: the window keeps it flat, never full
+    "long": {"ny": 128, "nx": 128, "steps": 8000, "send_every": 2, "min_epochs": 30,
              "producers": 2, "trainers": 2, "frames": 4, "window": 64, "max_memory": "16MiB"},
 }  # fmt: skip
 
