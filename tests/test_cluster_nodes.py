@@ -370,32 +370,46 @@ def test_silent_node_loss_detected_in_seconds(vc, shards):
         read_healthy(client, stored, [0, 1, 2])
 
 
-def test_an_mpi_job_that_loses_a_node_does_not_hang(vc, out):
-    """SPMD across three nodes; every process of node3 killed mid-job: the job ends, fast
-    and with a failure code, never a hang. (MPICH ends it: hydra, or the MPI library of a
-    survivor whose connection to node3 broke, takes every rank down within a fraction of a
-    second, so survivors rarely get to report the ConnectionLost their reads raise.
-    docs/cluster.md, "Failures".)"""
-    line = vc.mpiexec(NODES, "-ppn", "2", "-n", "6", PY, JOBS, "deadnode", out)
+@pytest.mark.parametrize("fault", ["kill", "partition"])
+@pytest.mark.parametrize("layout", ["spmd", "mpmd"])
+def test_an_mpi_job_that_loses_a_node_does_not_hang(vc, out, layout, fault):
+    """Across three nodes (``mpi.init``, or ``memstore-server --mpi : app``), node3 lost
+    mid-job: every process killed, or its links taken down (silent). The job ends with a
+    failure code, never a hang: a killed node ends it through hydra at once; a silent one
+    leaves the survivors reading the other shards, and their shutdown aborts the job after
+    the grace (memstore.mpi._watch). docs/cluster.md, "Shutdown and failures"."""
+    if layout == "spmd":
+        line = vc.mpiexec(NODES, "-ppn", "2", "-n", "6", PY, JOBS, "deadnode", out, layout)
+    else:
+        line = vc.mpiexec(NODES, "-ppn", "1", "-n", "3", PY, "-m", "memstore.server", "--mpi",
+                          ":", "-n", "3", PY, JOBS, "deadnode", out, layout)  # fmt: skip
     job = subprocess.Popen(line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL, env=env(), start_new_session=True)  # fmt: skip
     ready = Path(out + ".ready")
     deadline = time.monotonic() + JOB_TIMEOUT
     while not ready.exists():
-        assert job.poll() is None and time.monotonic() < deadline, "the job never got ready"
+        if job.poll() is not None or time.monotonic() > deadline:
+            job.kill()
+            pytest.fail(f"the job never got ready:\n{job.communicate()[0].decode()[-3000:]}")
         time.sleep(0.1)  # a retry interval while the job starts
-    killed = time.time()
-    vc.kill_node("node3")
+    lost_at = time.time()
+    vc.kill_node("node3") if fault == "kill" else vc.partition("node3")
     try:
-        output = job.communicate(timeout=90)[0].decode(errors="replace")
+        output = job.communicate(timeout=60)[0].decode(errors="replace")
     except subprocess.TimeoutExpired:
         os.killpg(job.pid, signal.SIGKILL)
-        pytest.fail(f"the job hung after node3 died:\n{job.communicate()[0].decode()}")
-    ended = time.time() - killed
+        pytest.fail(f"the job hung after node3 was lost:\n{job.communicate()[0].decode()}")
+    finally:
+        vc.partition("node3", up=True)
+    ended = time.time() - lost_at
     lost = [line.split() for line in output.splitlines() if line.startswith("lost ")]
-    alive = [line.split() for line in output.splitlines() if line.startswith("alive ")]
-    print(f"node3 killed: job ended after {ended:.1f}s (rc {job.returncode}); "
-          f"lost: {lost}; alive: {alive}")  # fmt: skip
+    alive = [line.split()[1:] for line in output.splitlines() if line.startswith("alive ")]
+    seen = [f"{float(when) - lost_at:.2f}s" for *_, when in lost]
+    print(f"{layout}, node3 {fault}: job ended after {ended:.1f}s (rc {job.returncode}); "
+          f"lost shard seen after {seen}; alive: {alive}")  # fmt: skip
     ready.unlink(missing_ok=True)
-    assert ended < 60 and job.returncode != 0, output  # ended, and says it failed
+    assert ended < 40 and job.returncode != 0, output  # ended, and says it failed
     assert all(shard == "2" for _, _, shard, _ in lost), lost  # only node3's shard was lost
+    if fault == "partition":  # the survivors saw it, read the others, then the job ended
+        assert len(alive) == 2 and all(shards == "0,1" for _, shards in alive), output
+        assert "MPI_Finalize would wait for it" in output, output

@@ -259,6 +259,11 @@ class VirtualCluster:
         node = self.node(node) if isinstance(node, str) else node
         for link in node.links:
             _ip("link", "set", link, "up" if up else "down")
+        if up:  # forget the neighbours that failed meanwhile ("No route to host" for seconds)
+            for inner in ("eth0", "eth1"):
+                _ip("neigh", "flush", "dev", inner, node=node)
+            for bridge in self.bridges:
+                _ip("neigh", "flush", "dev", bridge)
 
     # -- tear down ---------------------------------------------------------------------------
 
