@@ -413,3 +413,39 @@ def test_an_mpi_job_that_loses_a_node_does_not_hang(vc, out, layout, fault):
     if fault == "partition":  # the survivors saw it, read the others, then the job ended
         assert len(alive) == 2 and all(shards == "0,1" for _, shards in alive), output
         assert "MPI_Finalize would wait for it" in output, output
+
+
+def test_a_node_restarted_from_a_snapshot_serves_what_was_saved(vc, shards):
+    """node3 killed after a save, its shard started again on node3 from the snapshot
+    (``memstore-server --cluster ... --index 2 --restore DIR``, what
+    ``LocalCluster.restart_shard`` runs): the same client reads the saved keys again by
+    itself; what was written after the save is gone; the other shards lost nothing."""
+    snapshot = vc.root / "snapshot"
+    with Client(shards, timeout=10) as client:
+        stored = fill(client)
+        client.save(snapshot)
+        unsaved = _keys_on(2, 21)[-1]
+        client.put_tensor(unsaved, np.ones(3))
+        vc.kill_node("node3")
+        killed = time.monotonic()
+        argv = [PY, "-m", "memstore.server", "--bind", shards[2], "--cluster", ",".join(shards),
+                "--index", "2", "--restore", str(snapshot)]  # fmt: skip
+        proc = vc.run_on("node3", argv, env=env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        wait_ready(proc)
+        started = time.monotonic() - killed
+        key, value = next(iter(stored[2].items()))
+        deadline = time.monotonic() + 10
+        while True:  # the client reconnects by itself (backoff up to 1 s)
+            try:
+                np.testing.assert_array_equal(client.get_tensor(key), value)
+                break
+            except ConnectionLost:
+                assert time.monotonic() < deadline, "the client never read the restarted shard"
+                time.sleep(0.02)  # a retry interval while it reconnects
+        served = time.monotonic() - killed
+        print(f"node3 restarted from a snapshot: serving {started:.2f}s after the kill, "
+              f"the same client read it {served:.2f}s after the kill")  # fmt: skip
+        read_healthy(client, stored, [0, 1, 2])
+        assert not client.tensor_exists(unsaved)  # written after the save: gone
+    proc.stdout.close()
