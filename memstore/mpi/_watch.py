@@ -5,8 +5,9 @@ about a rank whose node went silent (links cut, powered off: no FIN, no RST) —
 would last forever. In a job with application ranks every shard serves until they all
 reached shutdown, so a shard of another rank that stops answering means that rank is gone
 or cut off: :class:`PeerWatch` asks them (at most every :data:`PROBE_S`), and the rank's
-wait ends after the grace (``MPI_Abort``). A silent node is noticed within
-``MEMSTORE_HEARTBEAT`` (default 3 s); without heartbeats within :data:`PROBE_TIMEOUT`.
+wait ends after the grace (``MPI_Abort``). A silent node's shard fails a probe within
+:func:`probe_timeout` (twice ``MEMSTORE_HEARTBEAT``, default 3 s; :data:`PROBE_TIMEOUT`
+without heartbeats).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from memstore.config import heartbeat
 from memstore.errors import ConnectionLost, MemstoreError
 
 if TYPE_CHECKING:
@@ -22,8 +24,14 @@ if TYPE_CHECKING:
 
 #: Seconds between two probes of the peers' shards (the first after one of waiting).
 PROBE_S = 1.0
-#: A probe's own timeout: a shard that does not answer within it counts as lost.
+#: A probe's timeout when heartbeats are off (``MEMSTORE_HEARTBEAT=0``).
 PROBE_TIMEOUT = 10.0
+
+
+def probe_timeout() -> float:
+    """A probe's own timeout: twice the heartbeat, the time a silent shard takes to be
+    noticed on a connection that was never made (a new client's)."""
+    return 2 * heartbeat() if heartbeat() else PROBE_TIMEOUT
 
 
 class PeerWatch:
@@ -33,22 +41,33 @@ class PeerWatch:
         self._new_client = new_client
         self._addresses = addresses
         self._client: Client | None = None
-        self._next = time.monotonic() + PROBE_S
+        self._next: float | None = None  # when to probe next; set when a wait begins
+        self._failed = False  # the last probe failed
 
     def lost(self) -> str | None:
-        """Why a peer's shard is lost (the ``ConnectionLost`` naming it), else None."""
-        if not self._addresses or time.monotonic() < self._next:
+        """Why a peer's shard is lost (the ``ConnectionLost`` naming it), else None.
+
+        Only a shard that failed two probes in a row, :data:`PROBE_S` apart, counts: at a
+        normal end a rank that saw the collective complete stops its shards while another
+        may not have seen it yet, and that one's next probe must not take it for a loss.
+        """
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now + PROBE_S
+        if not self._addresses or now < self._next:
             return None
         try:
             if self._client is None:  # made only for a wait that lasts: most are short
-                self._client = self._new_client(timeout=PROBE_TIMEOUT)
+                self._client = self._new_client(timeout=probe_timeout())
             self._client.get_db_node_info(self._addresses)
         except ConnectionLost as exc:
-            return str(exc)
+            again, self._failed = self._failed, True
+            return str(exc) if again else None
         except MemstoreError:  # a slow or busy shard answers later: not a lost one
-            return None
+            pass
         finally:
             self._next = time.monotonic() + PROBE_S
+        self._failed = False
         return None
 
     def close(self) -> None:
