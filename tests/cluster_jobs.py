@@ -127,15 +127,18 @@ def resp(out: str, gateways: str) -> None:
     say("ok resp")
 
 
-def deadnode(out: str, layout: str) -> None:
+def deadnode(out: str, layout: str, linger: str = "0", grace: str = "5") -> None:
     """``mpi.init`` (``layout`` spmd) or ``mpi.connect`` next to ``memstore-server --mpi``
     (mpmd) across the nodes; once every app rank's tensors are in, app rank 0 writes
     ``OUT.ready`` and the test kills or partitions a node. Each app rank then reads its key
     on every shard until one fails, prints ``lost <rank> <shard> <unix time>`` and ``alive
-    <rank> <shards>`` (the shards that still answered), and shuts down."""
+    <rank> <shards>`` (the shards that still answered), and shuts down. node3's app ranks
+    first go on working ``linger`` seconds (a rank that reaches shutdown late)."""
+    import time
+
     from memstore import mpi
 
-    options = {"timeout": 60, "grace": 5, "client_timeout": 20}
+    options = {"timeout": 60, "grace": float(grace), "client_timeout": 20}
     start = mpi.init(shards_per_node=1, **options) if layout == "spmd" else mpi.connect(**options)
     with start as store:
         if store.is_server:
@@ -148,6 +151,8 @@ def deadnode(out: str, layout: str) -> None:
         if comm.Get_rank() == 0:
             write(out + ".ready", {"addresses": store.addresses})
         keys = keys_per_shard(f"w{comm.Get_rank()}", shards)
+        if socket.gethostname() == "node3":
+            time.sleep(float(linger))  # its work, before it reads again
         lost = read_until_lost(client, keys, store.rank)
         alive = []
         for shard, key in enumerate(keys):
