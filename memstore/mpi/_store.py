@@ -4,7 +4,8 @@ Shutdown is one non-blocking ``Iallreduce`` of failure flags on the store's priv
 communicator: it completes when every rank has called ``shutdown``. Server ranks keep
 serving while they wait. A rank that failed waits ``grace`` seconds for the others, then
 aborts the job (``MPI_Abort``): the others may be stuck in a collective of their own
-waiting for it.
+waiting for it. A rank that waits also watches the other ranks' shards (:mod:`._watch`):
+one lost (a silent node) means its rank may never arrive, and the grace applies as well.
 """
 
 from __future__ import annotations
