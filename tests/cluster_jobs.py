@@ -127,17 +127,20 @@ def resp(out: str, gateways: str) -> None:
     say("ok resp")
 
 
-def deadnode(out: str) -> None:
-    """``mpi.init`` across the nodes; once every app rank's tensors are in, app rank 0
-    writes ``OUT.ready`` and the test kills a node. Each app rank then reads its key on
-    every shard until one fails, prints ``lost <rank> <shard> <unix time>`` and ``alive
-    <rank> <shards>`` (the shards that still answered), and shuts down."""
+def deadnode(out: str, layout: str, linger: str = "0", grace: str = "5") -> None:
+    """``mpi.init`` (``layout`` spmd) or ``mpi.connect`` next to ``memstore-server --mpi``
+    (mpmd) across the nodes; once every app rank's tensors are in, app rank 0 writes
+    ``OUT.ready`` and the test kills or partitions a node. Each app rank then reads its key
+    on every shard until one fails, prints ``lost <rank> <shard> <unix time>`` and ``alive
+    <rank> <shards>`` (the shards that still answered), and shuts down. node3's app ranks
+    first go on working ``linger`` seconds (a rank that reaches shutdown late)."""
     import time
 
     from memstore import mpi
-    from memstore.errors import ConnectionLost
 
-    with mpi.init(shards_per_node=1, timeout=60, grace=5, client_timeout=20) as store:
+    options = {"timeout": 60, "grace": float(grace), "client_timeout": 20}
+    start = mpi.init(shards_per_node=1, **options) if layout == "spmd" else mpi.connect(**options)
+    with start as store:
         if store.is_server:
             store.serve()
             return
@@ -148,21 +151,34 @@ def deadnode(out: str) -> None:
         if comm.Get_rank() == 0:
             write(out + ".ready", {"addresses": store.addresses})
         keys = keys_per_shard(f"w{comm.Get_rank()}", shards)
-        deadline = time.monotonic() + 60
-        lost: set[int] = set()
-        while not lost and time.monotonic() < deadline:
-            for shard, key in enumerate(keys):
-                try:
-                    client.get_tensor(key)
-                except ConnectionLost:
-                    lost.add(shard)
-                    say(f"lost {store.rank} {shard} {time.time():.3f}")
+        if socket.gethostname() == "node3":
+            time.sleep(float(linger))  # its work, before it reads again
+        lost = read_until_lost(client, keys, store.rank)
         alive = []
         for shard, key in enumerate(keys):
             if shard not in lost:
                 assert int(client.get_tensor(key)[0]) == comm.Get_rank() * 100 + shard
                 alive.append(shard)
         say(f"alive {store.rank} {','.join(map(str, alive))}")
+    say(f"down {store.rank} failures {store.failures}")
+
+
+def read_until_lost(client, keys: list[str], rank: int, limit: float = 60) -> set[int]:
+    """Read one key per shard, round after round, until a shard is lost (or ``limit`` s)."""
+    import time
+
+    from memstore.errors import ConnectionLost
+
+    deadline = time.monotonic() + limit
+    lost: set[int] = set()
+    while not lost and time.monotonic() < deadline:
+        for shard, key in enumerate(keys):
+            try:
+                client.get_tensor(key)
+            except ConnectionLost:
+                lost.add(shard)
+                say(f"lost {rank} {shard} {time.time():.3f}")
+    return lost
 
 
 if __name__ == "__main__":

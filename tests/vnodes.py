@@ -260,6 +260,26 @@ class VirtualCluster:
         for link in node.links:
             _ip("link", "set", link, "up" if up else "down")
 
+    def wait_reachable(self, node: Node | str, timeout: float = STOP_TIMEOUT) -> None:
+        """After :meth:`partition` ``up``: forget the neighbours that failed meanwhile (else
+        "No route to host" for seconds) and wait until ``node`` reaches the root namespace
+        again: a connect to a closed port of the bridge is refused, not unreachable."""
+        node = self.node(node) if isinstance(node, str) else node
+        for inner in ("eth0", "eth1"):
+            _ip("neigh", "flush", "dev", inner, node=node)
+        for bridge in self.bridges:
+            _ip("neigh", "flush", "dev", bridge)
+        probe = ("import socket, sys; s = socket.socket(); s.settimeout(1)\n"
+                 "try: s.connect((sys.argv[1], 9))\n"
+                 "except ConnectionRefusedError: sys.exit(0)\n"
+                 "except OSError: sys.exit(1)")  # fmt: skip
+        deadline = time.monotonic() + timeout
+        argv = self.argv_on(node, [sys.executable, "-c", probe, self.bridge_address])
+        while subprocess.run(argv, capture_output=True, timeout=timeout).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{node.name} unreachable {timeout}s after its links came up")
+            time.sleep(POLL_S)
+
     # -- tear down ---------------------------------------------------------------------------
 
     def leftovers(self) -> list[str]:

@@ -7,6 +7,8 @@ Kept apart from both so that :mod:`._store` (which waits and aborts at shutdown)
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -50,8 +52,13 @@ def wait_for(
 
 
 def abort_job(message: str) -> None:
-    """Last resort: end every rank of the job (a peer may sit in a collective forever)."""
+    """Last resort: end every rank of the job (a peer may sit in a collective forever).
+
+    Never returns: MPICH's ``MPI_Abort`` may return while ``mpiexec`` is still ending the
+    job (seen with a silent node), and this rank must not go on as if it had shut down.
+    """
     log.critical("%s; aborting the MPI job", message)
     print(f"memstore.mpi: {message}; aborting the MPI job (MPI_Abort)", file=sys.stderr)
     sys.stderr.flush()
     load_mpi().COMM_WORLD.Abort(1)
+    os.kill(os.getpid(), signal.SIGKILL)  # no exit handlers: MPI_Finalize among them

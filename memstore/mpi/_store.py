@@ -4,7 +4,8 @@ Shutdown is one non-blocking ``Iallreduce`` of failure flags on the store's priv
 communicator: it completes when every rank has called ``shutdown``. Server ranks keep
 serving while they wait. A rank that failed waits ``grace`` seconds for the others, then
 aborts the job (``MPI_Abort``): the others may be stuck in a collective of their own
-waiting for it.
+waiting for it. A rank that waits also watches the other ranks' shards (:mod:`._watch`):
+one lost (a silent node) means its rank may never arrive, and the grace applies as well.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from memstore.config import ENV_ADDRESS
 from memstore.errors import MemstoreError
 from memstore.mpi._comm import POLL_S, abort_job, load_mpi, wait_for
+from memstore.mpi._watch import PeerWatch
 
 if TYPE_CHECKING:
     from memstore.client import Client
@@ -133,6 +135,10 @@ class MPIStore:
         self._flags = (array("i", [0]), array("i", [0]))
         self._closed = False
         self.failures = 0
+        mine = {t.shard.address for t in threads}
+        others = [a for a in self.addresses if a not in mine] if self._has_apps else []
+        self._watch = PeerWatch(self.new_client, others)
+        self._lost: list[str] = []  # why a peer's shard was lost while waiting, if it was
         self._exported = os.environ.get(ENV_ADDRESS) is None
         if self._exported:  # plain memstore.Client() now finds this job's store
             os.environ[ENV_ADDRESS] = ",".join(self.addresses)
@@ -176,7 +182,9 @@ class MPIStore:
         stopped (``memstore stop``, ``client.shutdown()``).
 
         Raises:
-            MemstoreError: a shard of this rank crashed (the traceback is logged).
+            MemstoreError: a shard of this rank crashed (the traceback is logged), or, while
+                waiting for the application ranks, another rank's shard was lost for
+                ``grace`` seconds (memstore.mpi._watch).
         """
         if self._closed:
             return
@@ -186,7 +194,13 @@ class MPIStore:
                 self._threads[0].join(POLL_S * 10)
             self._check_shards()
         self._post(failed=False)
-        wait_for(self._request, None, self._check_shards)
+
+        def watch() -> float | None:
+            self._check_shards()  # a crashed shard raises: this rank fails
+            return self._peer_deadline()
+
+        if not wait_for(self._request, None, watch):
+            raise MemstoreError(f"rank {self.rank}: {self._lost[0]}; it cannot reach shutdown")
 
     def shutdown(self, error: BaseException | None = None, *, timeout: float | None = None) -> int:
         """Collective: wait for every rank, then stop this rank's shards; idempotent.
@@ -217,7 +231,7 @@ class MPIStore:
                 self._check_shards()
             except MemstoreError:
                 return time.monotonic() + self._grace
-            return None
+            return self._peer_deadline()
 
         try:
             done = wait_for(self._request, deadline, watch)
@@ -225,12 +239,15 @@ class MPIStore:
             done = False
         if not done:
             why = f"failed ({error})" if failed else "finished"
+            why += f" and {self._lost[0]}" if self._lost else ""
             abort_job(
                 f"rank {self.rank} {why}, but not every rank reached shutdown within "
                 f"{time.monotonic() - start:.0f}s"
             )
         self.failures = self._flags[1][0]
         self._close()
+        if self._lost:  # its node's process manager is cut off too: MPI_Finalize would hang
+            abort_job(f"rank {self.rank}: {self._lost[0]}; MPI_Finalize would wait for it")
         return self.failures
 
     def _post(self, failed: bool) -> None:
@@ -238,6 +255,17 @@ class MPIStore:
         if self._request is None:
             self._flags[0][0] = int(failed)
             self._request = self._ctl.Iallreduce(self._flags[0], self._flags[1], op=load_mpi().SUM)
+
+    def _peer_deadline(self) -> float | None:
+        """While waiting at shutdown: a deadline ``grace`` away once another rank's shard is
+        lost (that rank may never join; the first reason goes into ``_lost``), else None."""
+        why = self._watch.lost()
+        if why is None:
+            return None
+        if not self._lost:
+            log.error("rank %d waits at shutdown, but %s", self.rank, why)
+            self._lost.append(why)
+        return time.monotonic() + self._grace
 
     def _check_shards(self) -> None:
         """Raise if one of this rank's shards crashed; log (once) one that was stopped."""
@@ -254,6 +282,7 @@ class MPIStore:
 
     def _close(self) -> None:
         self._closed = True
+        self._watch.close()
         if self._gateway is not None and not self._gateway.stop():
             log.error("the RESP gateway on rank %d did not stop", self.rank)
         for t in self._threads:
