@@ -217,6 +217,37 @@ def test_srun_pmi2_spmd_across_three_nodes(vc, slurm, out):
     check_shm_path(report, vc)
 
 
+def test_shipped_sbatch_across_three_nodes(vc, slurm, out):
+    """``launch/slurm.sbatch`` as shipped on 3 nodes: the store on node1 (bound to its
+    address), the simulation on node2, training, inference and monitor on node3; the
+    example's checks all pass and the job leaves no address file."""
+    root = Path(__file__).parent.parent
+    workdir = vc.root / "sbatch"
+    workdir.mkdir()
+    exported = dict(
+        PYTHON=PY, EXAMPLE=str(root / "examples" / "online_learning"), STORE_SHARDS="2",
+        STORE_MEMORY="256MiB", SIM_RANKS="2", TRAIN_RANKS="2",
+        SIM_ARGS="--ny 32 --nx 32 --steps 60 --send-every 3 --window 16",
+        TRAIN_ARGS="--min-epochs 12 --dist-port 29511", FRAMES="3",
+        OUTPUT=str(workdir / "output"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+    )  # fmt: skip
+    line = vc.argv_on("node1", [
+        "sbatch", "--wait", "--nodes=3", "--ntasks-per-node=4", f"--chdir={workdir}",
+        "--export=" + ",".join(["ALL", *(f"{k}={v}" for k, v in exported.items())]),
+        f"--output={workdir / 'job.out'}", str(root / "launch" / "slurm.sbatch"),
+    ])  # fmt: skip
+    try:
+        run(line, timeout=270, SLURM_CONF=str(slurm.conf))
+    except BaseException:
+        print((workdir / "job.out").read_text(errors="replace"))
+        raise
+    log = (workdir / "job.out").read_text()
+    summary = json.loads((workdir / "output" / "summary.json").read_text())
+    assert summary["checks"] and all(summary["checks"].values()), summary
+    assert f"store at tcp://{vc.nodes[0].address}:" in log, log
+    assert list(workdir.glob("memstore-*.addr")) == []
+
+
 # -- faults --------------------------------------------------------------------------------
 
 
