@@ -23,7 +23,7 @@ import time
 from memstore import wire
 from memstore.config import MAX_WAIT_TIMEOUT
 from memstore.errors import KeyNotFound, MemstoreError, ProtocolError, Timeout
-from memstore.kinds import STREAM
+from memstore.kinds import STREAM, TENSOR
 from memstore.server.host import ShardHost
 from memstore.server.peers import Peers
 from memstore.server.store import ENTRY_OVERHEAD, Entry
@@ -210,9 +210,16 @@ class StreamOps(ShardHost):
         kind = wire.field(request.header, "kind", str)
         nbytes = wire.field(request.header, "nbytes", int, 0)
         timeout = _timeout(request, default=0)
+        carried = self._store_carried(request, key, data, kind)
         if state.can_append():
-            return wire.reply(request.id, {"step": self._append(key, state, data, kind, nbytes)})
+            try:
+                step = self._append(key, state, data, kind, nbytes)
+            except MemstoreError:
+                self._forget_carried(carried, data)
+                raise
+            return wire.reply(request.id, {"step": step})
         if not self._waiting_client_is_connected(identity):
+            self._forget_carried(carried, data)
             return None
         req_id = request.id
 
@@ -233,11 +240,32 @@ class StreamOps(ShardHost):
                     f"{timeout:g}s for group {state.slowest_group()!r} to ack step "
                     f"{state.oldest}"
                 )
+            self._forget_carried(carried, data)
             self._send(identity, wire.error_reply(req_id, error))
 
         self.store.wait(key, lambda e: self._current(key) is not state or state.can_append(),
                         timeout, answer, owner=identity)  # fmt: skip
         return None
+
+    def _store_carried(self, request, key: str, data: str, kind: str) -> bool:
+        """Store the step's tensor if the append carries it (``keys``, ``metas`` and the
+        payload or shared-memory file, as a ``put``: one request where a put and an
+        append were two); whether it did. Its one key must be the step's data key."""
+        keys = request.header.get("keys")
+        if keys is None:
+            return False
+        if keys != [data] or kind != TENSOR:
+            raise ProtocolError(
+                f"stream {key!r}: an append carries one tensor (kind 'tensor'), under its "
+                f"data key {data!r}; got keys {keys!r}, kind {kind!r}"
+            )
+        self._store_all(self._tensor_entries(request))
+        return True
+
+    def _forget_carried(self, carried: bool, data: str) -> None:
+        """An append that carried its data failed: the data goes too."""
+        if carried and self.store.exists(data):
+            self.store.delete(data)
 
     def _append(self, key: str, state: StreamState, data: str, kind: str, nbytes: int) -> int:
         step, dropped = state.append(data, kind, nbytes)
@@ -329,6 +357,11 @@ class StreamOps(ShardHost):
         member = wire.field(request.header, "member", str, "")
         visibility = _timeout(request, "visibility", 30.0)
         timeout = _timeout(request, default=0)
+        with_data = wire.field(request.header, "with_data", bool, False)
+        files = request.header.get("shm") is True
+        if request.header.get("ack") is not None:  # the previous step's ack rides along
+            state.ack(name, _ints(request, "ack"))
+            self._changed(key, state)
         if not self._waiting_client_is_connected(identity):  # also notes its connection
             return None
         req_id = request.id
@@ -341,7 +374,8 @@ class StreamOps(ShardHost):
                 self._changed(key, state)
                 step, data, kind, redelivered = got
                 fields = {"step": step, "data": data, "kind": kind, "redelivered": redelivered}
-                return wire.reply(req_id, fields)
+                frames = self._step_data(fields, files) if with_data else []
+                return wire.reply(req_id, fields, frames)
             return wire.reply(req_id, {"end": True}) if state.ended(group) else None
 
         reply = attempt()
@@ -360,6 +394,22 @@ class StreamOps(ShardHost):
 
         self.store.wait(key, ready, timeout, answer, owner=identity)
         return None
+
+    def _step_data(self, fields: dict, files: bool) -> list:
+        """A taken step's tensor in its take's reply (``metas`` and the frame, or with
+        ``files`` its shared-memory file's name, as ``get`` answers), when this shard
+        holds it; else nothing and the client gets it from its shard."""
+        data = fields["data"]
+        if fields["kind"] != TENSOR or self._owner(data) is not None:
+            return []
+        if not self.store.exists(data, TENSOR):
+            return []
+        entry = self.store.get(data, TENSOR)
+        fields["metas"] = [entry.meta]
+        frames = [entry.frames[0]]
+        if files and entry.shm is not None:
+            frames = self._name_files(fields, [entry.shm.name], frames)
+        return frames
 
     def _op_stream_ack(self, request, identity):
         key = self._key(request)
