@@ -1,13 +1,15 @@
 """``client.stream(name)``: a bounded stream of steps, with readers and consumer groups.
 
-A step is a tensor, a dict of tensors or a :class:`~memstore.DataSet`. :meth:`Stream.append`
-puts the step's data first, as an ordinary value under a data key of its own (so steps
-spread over the shards, and large ones take the shared-memory path), then asks the
-stream's home shard (the owner of its name) to append that key: the home shard numbers the
-step then, so steps are numbered 0, 1, 2, ... in the order appends reach it, whichever
-producer sent them. Readers ask the home shard which data keys hold the steps they want,
-then get the data from the shards that hold it: ``window(k)`` is one request home and one
-request per shard. See docs/design.md, "Streams".
+A step is a tensor, a dict of tensors or a :class:`~memstore.DataSet`, stored as an
+ordinary value under a data key of its own (so steps spread over the shards, and large
+ones take the shared-memory path). :meth:`Stream.append` asks the stream's home shard (the
+owner of its name) to append that key, carrying the tensor when the home shard owns the
+key too (one request), else after putting it: the home shard numbers the step then, so
+steps are numbered 0, 1, 2, ... in the order appends reach it, whichever producer sent
+them. A group's take is one request when the home shard holds the step's tensor, and
+carries the previous step's ack. Readers ask the home shard which data keys hold the
+steps they want, then get the data from the shards that hold it: ``window(k)`` is one
+request home and one request per shard. See docs/design.md, "Streams".
 
 Stream names are stored keys as they are: no ensemble prefix (producers and consumers of
 one stream must agree on its key). :class:`Stream` and :class:`Group` are parts of the
