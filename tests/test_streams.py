@@ -649,6 +649,17 @@ class StreamModel:
         nxt = self.undelivered()
         return 0 if nxt is None else self.next - nxt
 
+    def ack(self, step: int) -> int | None:
+        """Ack ``step``: 1 if it was pending, 0 if acked already or gone, None if it was
+        never delivered (the store refuses it)."""
+        if step in self.pending:
+            self.pending.discard(step)
+            self.acked.add(step)
+            return 1
+        if step in self.acked or (step < self.next and step not in self.held):
+            return 0
+        return None
+
 
 def _state_machine(cluster):
     from hypothesis import strategies as st
@@ -689,14 +700,21 @@ def _state_machine(cluster):
             got = [(step, int(x[0])) for step, x in self.streams[0].window(k)]
             assert got == want
 
-        @rule(who=st.integers(0, 1))
-        def take(self, who):
+        @rule(who=st.integers(0, 1), back=st.none() | st.integers(0, 5))
+        def take(self, who, back):
+            """A take, with the ack of a recent step riding on it (``back`` steps from
+            the newest) or none: the ack applies first, and a bad one takes nothing."""
+            ack = None if back is None else max(0, self.model.next - back)
+            if ack is not None and self.model.ack(ack) is None:
+                with pytest.raises(memstore.ProtocolError, match="never delivered"):
+                    self.groups[who].take(timeout=0, ack=ack)
+                return
             expected = self.model.undelivered()
             if expected is None:
                 with pytest.raises(memstore.Timeout):
-                    self.groups[who].take(timeout=0)
+                    self.groups[who].take(timeout=0, ack=ack)
                 return
-            step, x = self.groups[who].take(timeout=0)
+            step, x = self.groups[who].take(timeout=0, ack=ack)
             assert (step, int(x[0])) == (expected, self.model.held[expected])
             self.model.group_next = step + 1
             self.model.pending.add(step)
@@ -704,16 +722,13 @@ def _state_machine(cluster):
 
         @rule(back=st.integers(0, 5), who=st.integers(0, 1))
         def ack(self, back, who):
-            m, step = self.model, max(0, self.model.next - back)
-            if step in m.pending:
-                assert self.groups[who].ack(step) == 1
-                m.pending.discard(step)
-                m.acked.add(step)
-            elif step in m.acked or (step < m.next and step not in m.held):  # gone: nothing
-                assert self.groups[who].ack(step) == 0
-            else:
+            step = max(0, self.model.next - back)
+            acked = self.model.ack(step)
+            if acked is None:
                 with pytest.raises(memstore.ProtocolError, match="never delivered"):
                     self.groups[who].ack(step)
+            else:
+                assert self.groups[who].ack(step) == acked
 
         @rule(keep=st.integers(0, 4))
         def trim(self, keep):
