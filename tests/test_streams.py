@@ -848,11 +848,16 @@ def test_a_take_answers_with_the_tensor_over_sockets_and_shared_memory(single, s
         step, item = g.take(timeout=5, ack=step)
         assert (step, item.dtype, item.tolist()) == (1, np.int32, [[0, 1, 2], [3, 4, 5]])
         assert c.get_db_node_info()[0]["shm_gets"] - gets == (1 if shm else 0)
+        s.append(big)
+        with single.client(timeout=10, shm=shm) as fresh:  # a consumer that never asked
+            step, item = fresh.stream("with.data").group("g").take(timeout=5, ack=step)
+            np.testing.assert_array_equal(item, big)
+        assert c.get_db_node_info()[0]["shm_gets"] - gets == (2 if shm else 0)
         torch = pytest.importorskip("torch")
         s.append(np.ones(3))
         as_torch = c.stream("with.data", as_torch=True).group("g")
         step, item = as_torch.take(timeout=5, ack=[step])
-        assert step == 2 and isinstance(item, torch.Tensor) and item.tolist() == [1.0] * 3
+        assert step == 3 and isinstance(item, torch.Tensor) and item.tolist() == [1.0] * 3
 
 
 def test_a_take_whose_data_is_on_another_shard_fetches_it(client):
