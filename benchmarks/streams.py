@@ -11,7 +11,8 @@ For each step size and consumer count, every system runs two phases on a fresh s
 
 Each step's first float64 is the producer's ``time.monotonic()`` when it called append (one
 clock for every process of a machine), so a consumer computes the lag from the data it got.
-memstore: ``Stream.append`` / ``Group.take`` + ``ack`` over sockets (``memstore``) and with
+memstore: ``Stream.append`` / ``Group.take(ack=previous step)`` (one request per step each
+side; the last step's ``ack`` alone) over sockets (``memstore``) and with
 the same-node shared-memory path (``memstore-shm``, the path a stream's large steps take by
 default); Redis: redis-py ``XADD MAXLEN ~`` / ``XREADGROUP COUNT 1 BLOCK`` / ``XACK`` of the
 same bytes, the end of the stream an ``end`` entry per consumer.
@@ -259,33 +260,43 @@ def consume(spec: Spec, name: str, limit: int, timeout: float, hold: float = 0.0
     """Worker process: take, read and ack steps until the stream ends (at most ``limit``
     steps, each within ``timeout``); ``hold`` seconds of pretend work per step."""
     take, ack = taker(spec, name, timeout)
-    lags, dropped = [], 0
+    lags, dropped, done = [], 0, None
     for _ in range(limit + 1):
         try:
-            got = take()
+            got = take(done)
         except StepDropped:  # drop_oldest removed it after it was handed to us
             dropped += 1
+            done = None  # the take acked it
             continue
+        done = None
         if got is None:
             break
         step, array = got
         lags.append(round((time.monotonic() - float(array[0])) * 1e3, 4))
         if hold:
             time.sleep(hold)  # the deliberately slow consumer
-        ack(step)
+        done = ack(step)
+    if done is not None:
+        ack(done, last=True)
     return {"steps": len(lags), "dropped": dropped, "lag_ms": lags, "t1": time.monotonic()}
 
 
 def taker(spec: Spec, name: str, timeout: float) -> tuple:
-    """``(take() -> (step, array) or None at the end, ack(step))`` on ``spec``'s system."""
+    """``(take(done) -> (step, array) or None at the end, ack(step, last=False))`` on
+    ``spec``'s system. memstore's ack of a step rides on the next take (``done``: what
+    ``ack`` returned), the last one sent alone; Redis acks each step by an ``XACK``."""
     conn = targets.cached(spec)
     if spec.kind != REDIS:
         group = conn.client.stream(name).group(GROUP)
-        return (lambda: group.take(timeout=timeout)), group.ack
+
+        def later(step: int, last: bool = False) -> int | None:
+            return group.ack(step) if last else step
+
+        return (lambda done: group.take(timeout=timeout, ack=done)), later
     client = conn.client
     me = f"consumer-{os.getpid()}"
 
-    def take() -> tuple | None:
+    def take(done: None) -> tuple | None:
         reply = client.xreadgroup(GROUP, me, {name: ">"}, count=1, block=int(timeout * 1e3))
         if not reply:
             raise TimeoutError(f"stream {name!r}: no entry within {timeout}s")
@@ -295,7 +306,10 @@ def taker(spec: Spec, name: str, timeout: float) -> tuple:
             return None
         return entry, np.frombuffer(fields[b"d"], dtype=np.float64)
 
-    return take, lambda entry: client.xack(name, GROUP, entry)
+    def ack(entry: bytes, last: bool = False) -> None:
+        client.xack(name, GROUP, entry)
+
+    return take, ack
 
 
 def summarize_records(records: list[dict]) -> list[dict]:

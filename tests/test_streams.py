@@ -649,6 +649,17 @@ class StreamModel:
         nxt = self.undelivered()
         return 0 if nxt is None else self.next - nxt
 
+    def ack(self, step: int) -> int | None:
+        """Ack ``step``: 1 if it was pending, 0 if acked already or gone, None if it was
+        never delivered (the store refuses it)."""
+        if step in self.pending:
+            self.pending.discard(step)
+            self.acked.add(step)
+            return 1
+        if step in self.acked or (step < self.next and step not in self.held):
+            return 0
+        return None
+
 
 def _state_machine(cluster):
     from hypothesis import strategies as st
@@ -689,14 +700,21 @@ def _state_machine(cluster):
             got = [(step, int(x[0])) for step, x in self.streams[0].window(k)]
             assert got == want
 
-        @rule(who=st.integers(0, 1))
-        def take(self, who):
+        @rule(who=st.integers(0, 1), back=st.none() | st.integers(0, 5))
+        def take(self, who, back):
+            """A take, with the ack of a recent step riding on it (``back`` steps from
+            the newest) or none: the ack applies first, and a bad one takes nothing."""
+            ack = None if back is None else max(0, self.model.next - back)
+            if ack is not None and self.model.ack(ack) is None:
+                with pytest.raises(memstore.ProtocolError, match="never delivered"):
+                    self.groups[who].take(timeout=0, ack=ack)
+                return
             expected = self.model.undelivered()
             if expected is None:
                 with pytest.raises(memstore.Timeout):
-                    self.groups[who].take(timeout=0)
+                    self.groups[who].take(timeout=0, ack=ack)
                 return
-            step, x = self.groups[who].take(timeout=0)
+            step, x = self.groups[who].take(timeout=0, ack=ack)
             assert (step, int(x[0])) == (expected, self.model.held[expected])
             self.model.group_next = step + 1
             self.model.pending.add(step)
@@ -704,16 +722,13 @@ def _state_machine(cluster):
 
         @rule(back=st.integers(0, 5), who=st.integers(0, 1))
         def ack(self, back, who):
-            m, step = self.model, max(0, self.model.next - back)
-            if step in m.pending:
-                assert self.groups[who].ack(step) == 1
-                m.pending.discard(step)
-                m.acked.add(step)
-            elif step in m.acked or (step < m.next and step not in m.held):  # gone: nothing
-                assert self.groups[who].ack(step) == 0
-            else:
+            step = max(0, self.model.next - back)
+            acked = self.model.ack(step)
+            if acked is None:
                 with pytest.raises(memstore.ProtocolError, match="never delivered"):
                     self.groups[who].ack(step)
+            else:
+                assert self.groups[who].ack(step) == acked
 
         @rule(keep=st.integers(0, 4))
         def trim(self, keep):
@@ -787,3 +802,178 @@ def test_blocking_append_and_take_never_start_the_pump(cluster):
             assert group.ack(step) == 1
         assert got == [(2, 2), (3, 3), (4, 4), (5, 5)]  # 0 and 1 dropped at maxlen 4
         assert _pump_threads() <= before
+
+
+# -- 9. one request per step: appends that carry their data, takes that answer with it ----------
+
+
+def test_append_and_take_are_one_request_each_when_the_data_is_home(single):
+    """On one shard every data key is home: an append stores and appends in one request,
+    a take answers with the data and carries the previous step's ack."""
+    with single.client(timeout=10) as c:
+        s = c.stream("one.trip", maxlen=8)
+        g = s.group("g")
+        before = _ops(c)
+        steps = [s.append(np.full(4, i)) for i in range(3)]
+        middle = _ops(c)
+        got, done = [], None
+        for _ in range(3):
+            step, item = g.take(timeout=5, ack=done)
+            got.append((step, item.tolist()))
+            done = step
+        after = _ops(c)
+        assert steps == [0, 1, 2]
+        assert got == [(i, [float(i)] * 4) for i in range(3)]
+        # each look is one info more; three appends, then three takes: one request each
+        assert (middle[0] - before[0] - 1, after[0] - middle[0] - 1) == (3, 3)
+        stats = g.stats()
+        assert (stats["acked"], stats["pending"]) == (2, 1)  # the last one is not acked yet
+        assert g.ack(done) == 1
+        assert c.get_db_node_info()[0]["keys"] == 1 + 3  # the state and three steps' data
+
+
+@pytest.mark.parametrize("shm", [False, True])
+def test_a_take_answers_with_the_tensor_over_sockets_and_shared_memory(single, shm):
+    with single.client(timeout=10, shm=shm) as c:
+        if shm and not c.get_db_node_info()[0]["shm_dir"]:
+            pytest.skip("no shared-memory path here")
+        s = c.stream("with.data", maxlen=4)
+        g = s.group("g")
+        big = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: the shm path when shared
+        s.append(big)
+        s.append(np.arange(6, dtype=np.int32).reshape(2, 3))
+        gets = c.get_db_node_info()[0]["shm_gets"]
+        step, item = g.take(timeout=5)
+        np.testing.assert_array_equal(item, big)
+        step, item = g.take(timeout=5, ack=step)
+        assert (step, item.dtype, item.tolist()) == (1, np.int32, [[0, 1, 2], [3, 4, 5]])
+        assert c.get_db_node_info()[0]["shm_gets"] - gets == (1 if shm else 0)
+        s.append(big)
+        with single.client(timeout=10, shm=shm) as fresh:  # a consumer that never asked
+            step, item = fresh.stream("with.data").group("g").take(timeout=5, ack=step)
+            np.testing.assert_array_equal(item, big)
+        assert c.get_db_node_info()[0]["shm_gets"] - gets == (2 if shm else 0)
+        torch = pytest.importorskip("torch")
+        s.append(np.ones(3))
+        as_torch = c.stream("with.data", as_torch=True).group("g")
+        step, item = as_torch.take(timeout=5, ack=[step])
+        assert step == 3 and isinstance(item, torch.Tensor) and item.tolist() == [1.0] * 3
+
+
+def test_a_take_whose_data_is_on_another_shard_fetches_it(client):
+    s = client.stream("away", maxlen=64)
+    g = s.group("g")
+    home = key_shard("away", len(client.addresses))
+    for i in range(12):  # 12 steps on 3 shards: some data away from home, with p ~ 1 - 1e-2
+        s.append(np.full(2, i))
+    got, done = [], None
+    for _ in range(12):
+        step, item = g.take(timeout=5, ack=done)
+        got.append((step, int(item[0])))
+        done = step
+    assert got == [(i, i) for i in range(12)]
+    listed = request_once(client.addresses[home], "stream_read", {"key": "away", "last": 12})
+    homes = [key_shard(data, 3) == home for _, data, _ in listed["items"]]
+    assert not all(homes), "every step's data landed home: the test shows nothing"
+
+
+def test_an_ack_riding_on_a_take_applies_first_even_when_nothing_comes(client):
+    s = client.stream("ride", maxlen=4)
+    g = s.group("g", visibility=600)
+    s.append(np.ones(1))
+    step, _ = g.take(timeout=5)
+    with pytest.raises(memstore.Timeout):
+        g.take(timeout=0, ack=step)
+    stats = g.stats()
+    assert (stats["acked"], stats["pending"]) == (1, 0)
+    s.close()
+    assert g.take(timeout=5) is None  # ended: every step delivered and acked
+
+
+def test_an_ack_riding_on_a_take_keeps_redelivery_as_it_was(client):
+    """The ack of a step on the next take acks that step only: another taken and not acked
+    comes back after its visibility, as with explicit acks."""
+    s = client.stream("ride.again", maxlen=8)
+    g = s.group("g", member="a", visibility=0.2)
+    for i in range(3):
+        s.append(np.full(1, i))
+    first, _ = g.take(timeout=5)
+    second, _ = g.take(timeout=5, ack=first)
+    third, _ = g.take(timeout=5)  # second is not acked: redelivered after its visibility
+    g.ack(third)
+    again, item = g.take(timeout=10)
+    assert (first, second, third, again, int(item[0])) == (0, 1, 2, 1, 1)
+    assert g.stats()["redelivered"] == 1
+
+
+def test_bad_carried_appends_and_riding_acks_are_refused_naming_the_stream(client):
+    s = client.stream("bad.ride", maxlen=4)
+    g = s.group("g")
+    home = client.addresses[key_shard("bad.ride", len(client.addresses))]
+    data = DATA_PREFIX + "0" * 32
+    base = {"key": "bad.ride", "data": data, "kind": "tensor", "nbytes": 8, "metas": [{}]}
+    with pytest.raises(memstore.MemstoreError, match=r"'bad.ride'.*one tensor.*keys \['other'\]"):
+        request_once(home, "stream_append", {**base, "keys": ["other"]}, timeout=10)
+    with pytest.raises(memstore.MemstoreError, match=r"'bad.ride'.*kind 'dict'"):
+        request_once(home, "stream_append", {**base, "keys": [data], "kind": "dict"}, timeout=10)
+    with pytest.raises(memstore.MemstoreError, match="payload frames must match"):
+        request_once(home, "stream_append", {**base, "keys": [data]}, timeout=10)
+    take = {"key": "bad.ride", "group": "g", "timeout": 0}
+    with pytest.raises(memstore.MemstoreError, match="'with_data'"):
+        request_once(home, "stream_take", {**take, "with_data": "yes"}, timeout=10)
+    with pytest.raises(memstore.MemstoreError, match="'ack'"):
+        request_once(home, "stream_take", {**take, "ack": ["0"]}, timeout=10)
+    s.append(np.ones(1))
+    with pytest.raises(memstore.ProtocolError, match=r"'bad.ride'.*step 0.*never delivered"):
+        g.take(timeout=5, ack=0)  # the ack fails first: nothing is taken
+    assert g.stats()["delivered"] == 0 and s.info()["next"] == 1
+    assert g.take(timeout=5)[0] == 0  # the shard serves on
+
+
+def test_a_carried_append_that_fails_leaves_no_data(single):
+    with single.client(timeout=10) as c:  # one shard: every append carries its data
+        s = c.stream("fails", maxlen=1, policy="block")
+        g = s.group("g")
+        s.append(np.ones(4))
+        with pytest.raises(memstore.Timeout, match=r"'fails'.*'g'"):
+            s.append(np.ones(4), timeout=0.2)
+        s.close()
+        with pytest.raises(memstore.StreamClosed, match="'fails'"):
+            s.append(np.ones(4))
+        assert g.take(timeout=5)[0] == 0
+        assert c.get_db_node_info()[0]["keys"] == 1 + 1  # the state and step 0's data
+
+
+def test_async_appends_by_shared_memory_write_the_array_at_the_call(single):
+    """A step that goes by shared memory is written into its file by ``append_async``
+    itself, whether it carries the append or is put first: the caller may change the
+    array once the call returns (as ``put``'s shared-memory path promises)."""
+    with single.client(timeout=10) as c:
+        if not c.get_db_node_info()[0]["shm_dir"]:
+            pytest.skip("no shared-memory path here")
+        s = c.stream("snap", maxlen=16)
+        x = np.zeros(1 << 18)  # 2 MiB
+        futures = []
+        for i in range(6):
+            x[:] = i
+            futures.append(s.append_async(x))
+        assert [f.result(10) for f in futures] == list(range(6))
+        assert [int(item[-1]) for _, item in s.window(6)] == list(range(6))
+
+
+def test_every_append_leaves_at_most_maxlen_plus_one_steps_on_the_shards(client):
+    """The home shard answers an append once the data of the steps it dropped is deleted,
+    on other shards too: right after each append, the shards hold at most the bound of
+    docs/design.md, "Streams", with no wait."""
+    from benchmarks.streams import memory_bound
+
+    size, maxlen = 1 << 16, 4
+    s = client.stream("flat", maxlen=maxlen)
+    peak = 0
+    for i in range(30):
+        s.append(np.full(size // 8, i, dtype=np.float64))
+        held = _bytes(client)
+        peak = max(peak, held)
+        assert held <= memory_bound(maxlen, size), (i, held)
+    assert peak >= maxlen * size  # the bound is reached, not vacuous
+    assert s.info()["steps"] == maxlen

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memstore.client.requests import Requests, hello_reply
+from memstore.client.transport import ignore_reply
 from memstore.config import shm_pool_bytes, shm_threshold
 from memstore.errors import ProtocolError
 from memstore.futures import Future, InlineResult, chain
@@ -483,25 +484,33 @@ class SharedMemoryPath:
             return None
 
     def put(
-        self, shard: int, op: str, fields: dict, buffers: list, sources: list | None, what: Any
+        self,
+        shard: int,
+        op: str,
+        fields: dict,
+        buffers: list,
+        sources: list | None,
+        what: Any,
+        decode: Callable = ignore_reply,
+        wait: float = 0.0,
     ) -> Future | InlineResult:
         """Request ``op`` with ``buffers`` as its payload; those of at least the threshold
         go as files when ``shard`` shares memory with this process (written now: a
         snapshot), and arrays from ``Client.empty`` (``sources``: what each buffer came
-        from) as their own files."""
+        from) as their own files. ``decode`` and ``wait`` as ``Requests.to_shard``'s."""
         views = [memoryview(b) for b in buffers]  # a copied dataset brings received frames
         big = [i for i, v in enumerate(views) if v.nbytes >= self.threshold]
         link = self.link(shard) if big else None
         requests = self._requests
         if link is None:
-            return requests.to_shard(shard, op, fields, buffers, what=what)
+            return requests.to_shard(shard, op, fields, buffers, decode, wait, what)
         if requests.max_message:  # the same limit whichever way the bytes go
             requests.check_size(buffers, what)
         try:
             area, files, sealing = _upload(link, views, big, sources)
         except OSError as exc:  # /dev/shm full or gone: the sockets still work
             log.debug("shared-memory upload failed (%s): sending %r over the socket", exc, what)
-            return requests.to_shard(shard, op, fields, buffers, what=what)
+            return requests.to_shard(shard, op, fields, buffers, decode, wait, what)
         if sealing:  # by the pump, not inline: the shard adopts while this thread seals
             requests.inline.take()
         payload = [b"" if name is not None else b for b, name in zip(buffers, files, strict=True)]
@@ -511,7 +520,9 @@ class SharedMemoryPath:
                 op,
                 {**fields, "area": area, "area_key": _area_key(area), "files": files},
                 payload,
-                what=what,
+                decode,
+                wait,
+                what,
             )
         except BaseException:
             link.discard_all(area, files)
@@ -549,6 +560,16 @@ class SharedMemoryPath:
             reply,
             lambda got: self._get(shard, op, fields, build, what, None) if got is STALE else got,
         )
+
+    def maps(self, shard: int) -> bool:
+        """Whether a request to ``shard`` may ask for files rather than bytes (a shard not
+        asked yet sends its offer along, as with ``get``)."""
+        return self.links[shard] is not None
+
+    def mapped(self, shard: int, header: dict, payload: list) -> Any:
+        """``payload`` of a reply of ``shard`` that may name files (asked for because
+        :meth:`maps`), the files mapped copy-on-write; ``STALE`` if one is gone."""
+        return self._mapped(shard, self.links[shard], header, payload)
 
     def _mapped(self, shard: int, link: Any, header: dict, payload: list) -> Any:
         """``payload`` with the files a reply names mapped copy-on-write in their place;

@@ -1,13 +1,15 @@
 """``client.stream(name)``: a bounded stream of steps, with readers and consumer groups.
 
-A step is a tensor, a dict of tensors or a :class:`~memstore.DataSet`. :meth:`Stream.append`
-puts the step's data first, as an ordinary value under a data key of its own (so steps
-spread over the shards, and large ones take the shared-memory path), then asks the
-stream's home shard (the owner of its name) to append that key: the home shard numbers the
-step then, so steps are numbered 0, 1, 2, ... in the order appends reach it, whichever
-producer sent them. Readers ask the home shard which data keys hold the steps they want,
-then get the data from the shards that hold it: ``window(k)`` is one request home and one
-request per shard. See docs/design.md, "Streams".
+A step is a tensor, a dict of tensors or a :class:`~memstore.DataSet`, stored as an
+ordinary value under a data key of its own (so steps spread over the shards, and large
+ones take the shared-memory path). :meth:`Stream.append` asks the stream's home shard (the
+owner of its name) to append that key, carrying the tensor when the home shard owns the
+key too (one request), else after putting it: the home shard numbers the step then, so
+steps are numbered 0, 1, 2, ... in the order appends reach it, whichever producer sent
+them. A group's take is one request when the home shard holds the step's tensor, and
+carries the previous step's ack. Readers ask the home shard which data keys hold the
+steps they want, then get the data from the shards that hold it: ``window(k)`` is one
+request home and one request per shard. See docs/design.md, "Streams".
 
 Stream names are stored keys as they are: no ensemble prefix (producers and consumers of
 one stream must agree on its key). :class:`Stream` and :class:`Group` are parts of the
@@ -27,6 +29,7 @@ from typing import Any
 from memstore import tensors
 from memstore.client.base import ClientBase
 from memstore.client.blocking import blocking
+from memstore.client.shm import STALE
 from memstore.config import MAX_WAIT_TIMEOUT
 from memstore.dataset import DataSet
 from memstore.errors import ConnectionLost, KeyNotFound, StepDropped, Timeout
@@ -120,8 +123,35 @@ class Stream:
         (default: the client's timeout), then ``Timeout`` naming the stream and the slow
         group. An append that fails deletes the data it put."""
         data_key = DATA_PREFIX + uuid.uuid4().hex
-        kind, nbytes, stored = self._put_item(data_key, item)
         seconds = self._timeout if timeout is None else float(timeout)
+        home = self._requests.shard_of(self.key)
+        if not isinstance(item, dict | DataSet) and self._requests.shard_of(data_key) == home:
+            out = Future()
+            if self._order.call_now(self._append_carrying, out, home, data_key, item, seconds):
+                return out
+        return self._append_after_put(data_key, item, seconds)
+
+    def _append_carrying(
+        self, out: Future, home: int, data_key: str, item: Any, seconds: float
+    ) -> None:
+        """A tensor whose data key is on the home shard: one request stores and appends
+        it (its bytes in the payload, or its shared-memory file), settling ``out``."""
+        meta, buffer = tensors.encode(item, data_key)
+        nbytes = memoryview(buffer).nbytes
+        fields = {"key": self.key, "keys": [data_key], "metas": [meta], "data": data_key,
+                  "kind": TENSOR_ITEM, "nbytes": nbytes, "timeout": seconds}  # fmt: skip
+        sent = self._shm.put(home, "stream_append", fields, [buffer], [item],
+                             ("append", self.key), lambda h, p: h["step"], seconds)  # fmt: skip
+
+        def failed(error: BaseException) -> None:
+            self._discard(data_key)  # the shard deletes it too; this covers a lost reply
+            out.settle(error=error)
+
+        _when_done(sent, out.settle, failed)
+
+    def _append_after_put(self, data_key: str, item: Any, seconds: float) -> Future:
+        """Put the step's data, then (in the order appends were made) append its key."""
+        kind, nbytes, stored = self._put_item(data_key, item)
         fields = {"data": data_key, "kind": kind, "nbytes": nbytes, "timeout": seconds}
         ticket, out = self._order.ticket(), Future()
         inline = InlineAgain(stored)
@@ -401,15 +431,34 @@ class Group:
     def _sync(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.stream._sync(method, *args, **kwargs)
 
-    def take_async(self, timeout: float | None = None) -> Future:
+    def take_async(
+        self, timeout: float | None = None, ack: int | list[int] | None = None
+    ) -> Future:
         """The next step for this member, ``(step, item)``, waiting on the shard up to
         ``timeout`` seconds (None: no limit) then ``Timeout``; None at the end of the
-        stream (closed, every step delivered and acked). Ack it when done with it."""
+        stream (closed, every step delivered and acked). Ack it when done with it: by
+        ``ack`` (a step or a list) on the next take, which acks them first, in the same
+        request, whatever the take then answers; the last one by :meth:`ack`.
+
+        One request: the home shard answers with the step's tensor when it holds it (its
+        shared-memory file when this process shares memory with it), else the data is
+        fetched from its shard."""
         seconds = MAX_WAIT_TIMEOUT if timeout is None else float(timeout)
-        fields = {"group": self.name, "member": self.member, "visibility": self.visibility,
-                  "timeout": seconds}  # fmt: skip
         stream = self.stream
-        sent = stream._home("stream_take", fields, wait=seconds)
+        home = stream._requests.shard_of(stream.key)
+        files = stream._shm.maps(home)
+        fields = {"group": self.name, "member": self.member, "visibility": self.visibility,
+                  "timeout": seconds, "with_data": True, "shm": files}  # fmt: skip
+        if ack is not None:
+            fields["ack"] = _steps(ack)
+
+        def decode(header: dict, payload: list) -> dict:
+            got = _fields(header, payload)
+            if "metas" in header:
+                got["payload"] = stream._shm.mapped(home, header, payload) if files else payload
+            return got
+
+        sent = stream._home("stream_take", fields, decode, wait=seconds)
         inline = InlineAgain(sent)
 
         def delivered(reply: dict) -> Any:
@@ -419,6 +468,10 @@ class Group:
                 raise Timeout(
                     f"group {self.name!r} of stream {stream.name!r}: no step within {seconds}s"
                 )
+            if reply.get("payload", STALE) is not STALE:
+                item = tensors.decode(reply["metas"][0], reply["payload"][0],
+                                      as_torch=stream.as_torch, name=stream.name)  # fmt: skip
+                return reply["step"], item
             items = {"items": [[reply["step"], reply["data"], reply["kind"]]], "oldest": 0}
             inline.grant(stream._requests.inline)
             return chain(stream._fetch(items), lambda got: got[0])
@@ -430,8 +483,7 @@ class Group:
     def ack_async(self, step: int | list[int]) -> Future:
         """Mark ``step`` (or a list of steps) done for this group; how many were pending.
         ``ProtocolError`` for a step never delivered to the group."""
-        steps = list(step) if isinstance(step, list | tuple) else [step]
-        fields = {"group": self.name, "steps": steps}
+        fields = {"group": self.name, "steps": _steps(step)}
         return self.stream._home("stream_ack", fields, lambda h, p: h["acked"])
 
     def stats_async(self) -> Future:
@@ -589,6 +641,22 @@ class InOrder:
             self._given += 1
             return self._given - 1
 
+    def call_now(self, call: Callable[..., None], *args: Any) -> bool:
+        """``call(*args)`` here and now, in its turn, if no earlier call is still to be
+        made (else False, nothing called): a call that must run before its caller returns
+        (it snapshots the caller's array)."""
+        with self._lock:
+            if self._calling or self._next != self._given:
+                return False
+            self._given += 1
+            self._next += 1
+            self._calling = True
+        try:
+            call(*args)
+        finally:
+            self._make_ready_calls()
+        return True
+
     def ready(self, ticket: int, call: Callable[..., None], *args: Any) -> None:
         """``call(*args)`` once every earlier ticket's call was made."""
         with self._lock:
@@ -596,6 +664,10 @@ class InOrder:
             if self._calling:  # that thread makes this call when its turn comes
                 return
             self._calling = True
+        self._make_ready_calls()
+
+    def _make_ready_calls(self) -> None:
+        """On the thread that set ``_calling``: the calls whose turn came, in order."""
         try:
             while True:
                 with self._lock:
@@ -609,6 +681,10 @@ class InOrder:
             with self._lock:
                 self._calling = False
             raise
+
+
+def _steps(step: int | list[int]) -> list:
+    return list(step) if isinstance(step, list | tuple) else [step]
 
 
 def _on_dropped(make: Callable[[], Any], instead: Callable[[], Any]) -> Any:

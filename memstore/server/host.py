@@ -93,6 +93,14 @@ class ShardHost:
         """DataOps: a put's (or a stage's) tensors as store entries, checked."""
         raise NotImplementedError
 
+    def _store_all(self, entries: list[tuple[str, Entry]]) -> None:
+        """DataOps: store every entry or none (``StoreFull``: their files unlinked)."""
+        raise NotImplementedError
+
+    def _name_files(self, fields: dict, names: list, frames: list) -> list:
+        """DataOps: a reply names shared-memory files instead of sending their bytes."""
+        raise NotImplementedError
+
     def _check_allowed(self, kind: str, key: str, form: object) -> None:
         """ModelOps: refuse code the ``--models`` policy does not run."""
         raise NotImplementedError

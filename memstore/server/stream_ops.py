@@ -19,11 +19,12 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from memstore import wire
 from memstore.config import MAX_WAIT_TIMEOUT
 from memstore.errors import KeyNotFound, MemstoreError, ProtocolError, Timeout
-from memstore.kinds import STREAM
+from memstore.kinds import STREAM, TENSOR
 from memstore.server.host import ShardHost
 from memstore.server.peers import Peers
 from memstore.server.store import ENTRY_OVERHEAD, Entry
@@ -42,18 +43,22 @@ class Reaper:
 
     One daemon thread, started on first use, with its own peer sockets. A delete that
     fails is tried once more, then logged (the key stays: an orphan, never a wrong read).
+    A delete may come with ``then``, called on the shard's loop (``on_loop``) once it is
+    done, failed or not: an append is answered then (see ``StreamOps``).
     """
 
-    def __init__(self, peers: Peers):
+    def __init__(self, peers: Peers, on_loop: Callable[[Callable[[], None]], None]):
         self._peers = peers
+        self._on_loop = on_loop
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def delete(self, address: str, key: str) -> None:
+    def delete(self, keys: list[tuple[str, str]], then: Callable[[], None] | None = None) -> None:
+        """Delete each ``(address, key)``, then ``then()`` on the loop."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="memstore-reaper", daemon=True)
             self._thread.start()
-        self._queue.put((address, key))
+        self._queue.put((keys, then))
 
     def close(self) -> None:
         if self._thread is not None:
@@ -68,12 +73,20 @@ class Reaper:
                 while len(batch) < 256 and not self._queue.empty():
                     more = self._queue.get()
                     if more is None:
-                        self._delete(batch)
+                        self._finish(batch)
                         return
                     batch.append(more)
-                self._delete(batch)
+                self._finish(batch)
         finally:
             self._peers.close_thread()
+
+    def _finish(self, batch: list[tuple[list, Callable[[], None] | None]]) -> None:
+        try:
+            self._delete([pair for keys, _ in batch for pair in keys])
+        finally:
+            for _, then in batch:
+                if then is not None:
+                    self._on_loop(then)
 
     def _delete(self, batch: list[tuple[str, str]], retry: bool = True) -> None:
         try:
@@ -116,7 +129,7 @@ class StreamOps(ShardHost):
     """stream_*: bounded step streams with readers and consumer groups (docs/protocol.md)."""
 
     def _init_streams(self, peers: Peers) -> None:
-        self._reaper = Reaper(peers)
+        self._reaper = Reaper(peers, self.executor.call_on_loop)
         #: Every stream this shard has held (checked against the store when used).
         self._streams: dict[str, StreamState] = {}
         #: Streams where a connection has pending deliveries, by connection.
@@ -138,14 +151,28 @@ class StreamOps(ShardHost):
         """Charge the state's size and wake the waiters on the stream."""
         self.store.touch(key, len(key) + ENTRY_OVERHEAD + state.overhead())
 
-    def _drop_data(self, keys: list[str]) -> None:
-        """Delete dropped steps' data: here at once, on other shards by the reaper."""
+    def _drop_data(self, keys: list[str], then: Callable[[], None] | None = None) -> bool:
+        """Delete dropped steps' data: here at once, on other shards by the reaper, and
+        ``then()`` on the loop once those are deleted; whether it will be called (False:
+        nothing was on another shard)."""
+        remote = []
         for key in keys:
             owner = self._owner(key)
             if owner is not None:
-                self._reaper.delete(owner, key)
+                remote.append((owner, key))
             elif self.store.exists(key):
                 self.store.delete(key)
+        if remote:
+            self._reaper.delete(remote, then)
+        return bool(remote) and then is not None
+
+    def _reply_after_drops(self, identity: bytes, reply: list, dropped: list[str]) -> list | None:
+        """``reply`` now, or once the reaper deleted the dropped steps' data on other
+        shards: an append never runs ahead of the deletes it caused, so a producer's
+        steps hold at most ``maxlen`` + 1 steps' data (docs/design.md, "Streams")."""
+        if self._drop_data(dropped, lambda: self._send(identity, reply)):
+            return None
+        return reply
 
     def _stream_totals(self) -> dict:
         """``info``'s stream fields: streams held here, their steps and their data bytes."""
@@ -210,9 +237,16 @@ class StreamOps(ShardHost):
         kind = wire.field(request.header, "kind", str)
         nbytes = wire.field(request.header, "nbytes", int, 0)
         timeout = _timeout(request, default=0)
+        carried = self._store_carried(request, key, data, kind)
+        step = (data, kind, nbytes)
         if state.can_append():
-            return wire.reply(request.id, {"step": self._append(key, state, data, kind, nbytes)})
+            try:
+                return self._append(identity, request.id, key, state, step)
+            except MemstoreError:
+                self._forget_carried(carried, data)
+                raise
         if not self._waiting_client_is_connected(identity):
+            self._forget_carried(carried, data)
             return None
         req_id = request.id
 
@@ -221,11 +255,12 @@ class StreamOps(ShardHost):
                 error: MemstoreError = KeyNotFound(f"stream {key!r} was deleted")
             elif state.can_append():
                 try:
-                    step = self._append(key, state, data, kind, nbytes)
+                    reply = self._append(identity, req_id, key, state, step)
                 except MemstoreError as exc:
                     error = exc
                 else:
-                    self._send(identity, wire.reply(req_id, {"step": step}))
+                    if reply is not None:
+                        self._send(identity, reply)
                     return
             else:
                 error = Timeout(
@@ -233,17 +268,41 @@ class StreamOps(ShardHost):
                     f"{timeout:g}s for group {state.slowest_group()!r} to ack step "
                     f"{state.oldest}"
                 )
+            self._forget_carried(carried, data)
             self._send(identity, wire.error_reply(req_id, error))
 
         self.store.wait(key, lambda e: self._current(key) is not state or state.can_append(),
                         timeout, answer, owner=identity)  # fmt: skip
         return None
 
-    def _append(self, key: str, state: StreamState, data: str, kind: str, nbytes: int) -> int:
-        step, dropped = state.append(data, kind, nbytes)
-        self._drop_data(dropped)
+    def _store_carried(self, request, key: str, data: str, kind: str) -> bool:
+        """Store the step's tensor if the append carries it (``keys``, ``metas`` and the
+        payload or shared-memory file, as a ``put``: one request where a put and an
+        append were two); whether it did. Its one key must be the step's data key."""
+        keys = request.header.get("keys")
+        if keys is None:
+            return False
+        if keys != [data] or kind != TENSOR:
+            raise ProtocolError(
+                f"stream {key!r}: an append carries one tensor (kind 'tensor'), under its "
+                f"data key {data!r}; got keys {keys!r}, kind {kind!r}"
+            )
+        self._store_all(self._tensor_entries(request))
+        return True
+
+    def _forget_carried(self, carried: bool, data: str) -> None:
+        """An append that carried its data failed: the data goes too."""
+        if carried and self.store.exists(data):
+            self.store.delete(data)
+
+    def _append(
+        self, identity: bytes, req_id: int, key: str, state: StreamState, step: tuple
+    ) -> list | None:
+        """Append ``step`` (data key, kind, bytes): the reply, or None when it is sent
+        once the data of the steps it dropped is deleted on other shards."""
+        number, dropped = state.append(*step)
         self._changed(key, state)
-        return step
+        return self._reply_after_drops(identity, wire.reply(req_id, {"step": number}), dropped)
 
     def _op_stream_read(self, request, identity):
         key = self._key(request)
@@ -329,6 +388,11 @@ class StreamOps(ShardHost):
         member = wire.field(request.header, "member", str, "")
         visibility = _timeout(request, "visibility", 30.0)
         timeout = _timeout(request, default=0)
+        with_data = wire.field(request.header, "with_data", bool, False)
+        files = request.header.get("shm") is True
+        if request.header.get("ack") is not None:  # the previous step's ack rides along
+            state.ack(name, _ints(request, "ack"))
+            self._changed(key, state)
         if not self._waiting_client_is_connected(identity):  # also notes its connection
             return None
         req_id = request.id
@@ -341,7 +405,8 @@ class StreamOps(ShardHost):
                 self._changed(key, state)
                 step, data, kind, redelivered = got
                 fields = {"step": step, "data": data, "kind": kind, "redelivered": redelivered}
-                return wire.reply(req_id, fields)
+                frames = self._step_data(fields, files) if with_data else []
+                return wire.reply(req_id, fields, frames)
             return wire.reply(req_id, {"end": True}) if state.ended(group) else None
 
         reply = attempt()
@@ -360,6 +425,22 @@ class StreamOps(ShardHost):
 
         self.store.wait(key, ready, timeout, answer, owner=identity)
         return None
+
+    def _step_data(self, fields: dict, files: bool) -> list:
+        """A taken step's tensor in its take's reply (``metas`` and the frame, or with
+        ``files`` its shared-memory file's name, as ``get`` answers), when this shard
+        holds it; else nothing and the client gets it from its shard."""
+        data = fields["data"]
+        if fields["kind"] != TENSOR or self._owner(data) is not None:
+            return []
+        if not self.store.exists(data, TENSOR):
+            return []
+        entry = self.store.get(data, TENSOR)
+        fields["metas"] = [entry.meta]
+        frames = [entry.frames[0]]
+        if files and entry.shm is not None:
+            frames = self._name_files(fields, [entry.shm.name], frames)
+        return frames
 
     def _op_stream_ack(self, request, identity):
         key = self._key(request)
