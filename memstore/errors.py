@@ -13,7 +13,7 @@
     ├── ConnectionLost       (also ConnectionError) a shard went away, or the client closed
     │   └── NoAnswer         (also Timeout)       (the same class as above)
     ├── AuthError                                 a shard refused the client's credentials
-    ├── StreamClosed                              an append to a closed stream
+    ├── StreamClosed                              an append to (or replay of an empty) closed stream
     ├── SnapshotError                             a snapshot could not be saved or restored
     └── RemoteError                               an unexpected failure inside a shard
         └── ModelError                            a model or script failed to load or run
@@ -115,7 +115,8 @@ class AuthError(MemstoreError):
 
 
 class StreamClosed(MemstoreError):
-    """An append to a stream that was closed (readers finish after its last step)."""
+    """An append to a stream that was closed (readers finish after its last step), or a
+    replay of a closed stream that holds no step."""
 
     code = "stream_closed"
 

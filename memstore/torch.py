@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -43,7 +44,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from memstore.client import Client
 from memstore.client.streams import Stream, StreamWriter
-from memstore.errors import StepDropped, Timeout
+from memstore.errors import StepDropped, StreamClosed, Timeout
 
 __all__ = ["StreamDataset", "StreamWriter"]
 
@@ -201,13 +202,23 @@ class StreamDataset(IterableDataset):
             yield held.sample(rng)
 
     def _first_steps(self, stream: Stream) -> list[tuple[int, Any]]:
-        """The window as it is, after waiting (on the shard) for a first step."""
-        items = stream.window(self.window)
-        if items:
-            return items
-        if not stream.wait(stream.info()["next"], timeout=self.timeout):
-            raise Timeout(f"stream {self.name!r}: no step within {self.timeout}s to replay")
-        return stream.window(self.window)
+        """The window as it is, after waiting (on the shard) for a first step.
+
+        A window read can come back empty while the stream holds steps: every step it found
+        was dropped by a fast producer while it read them. Then it reads again; it waits
+        only while the stream holds no step, and a closed stream never gets one."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            items = stream.window(self.window)
+            if items:
+                return items
+            state = stream.info()
+            if state["oldest"] < state["next"]:
+                continue  # steps held: the read raced the drops
+            if state["closed"]:
+                raise StreamClosed(f"stream {self.name!r} is closed and holds no step to replay")
+            stream.wait(state["next"], timeout=max(0.0, deadline - time.monotonic()))
+        raise Timeout(f"stream {self.name!r}: no step to replay within {self.timeout}s")
 
 
 class Window:

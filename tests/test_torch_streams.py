@@ -152,6 +152,38 @@ def test_replay_waits_for_a_first_step_then_times_out_clearly(client, request):
         list(StreamDataset(stream, "replay", samples=1, timeout=0.5))
 
 
+class _RacedStream(memstore.Stream):
+    """Its first window read comes back empty, as one does when a fast producer dropped
+    every step it found while it read them (a race too narrow to hit on purpose)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads: list[int] = []  # shared with the dataset's copy of this handle
+
+    def window(self, k, after=None):
+        self.reads.append(k)
+        return [] if len(self.reads) == 1 else super().window(k, after)
+
+
+def test_replay_reads_again_when_its_first_window_raced_the_drops(client, request):
+    """The stream holds steps and is closed by the time the reader looks again: it samples
+    them (it used to wait for a step a closed stream never gets, and raise Timeout)."""
+    stream = client.stream(request.node.name, maxlen=4)
+    _fill(stream, 6)
+    stream.close()
+    raced = _RacedStream(client, request.node.name)
+    ds = StreamDataset(raced, "replay", samples=20, with_step=True, timeout=300)
+    assert {step for step, _ in ds} == {2, 3, 4, 5}
+    assert len(raced.reads) >= 2
+
+
+def test_replay_of_a_closed_stream_without_steps_fails_at_once(client, request):
+    stream = client.stream(request.node.name, maxlen=4)
+    stream.close()
+    with pytest.raises(memstore.StreamClosed, match=request.node.name):
+        list(StreamDataset(stream, "replay", samples=1, timeout=300))  # not after 300 s
+
+
 def test_a_dataset_pickles_without_a_live_client(client, request):
     stream = client.stream(request.node.name, maxlen=4)
     _fill(stream, 2)
