@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -259,7 +260,8 @@ def restore(directory: str, shards_per_node: str, saved_keys: str) -> None:
 
 def fail(variant: str, grace: str = "20") -> None:
     """App rank 1 raises. ``with``: the others finish; ``stuck``: they wait in a
-    barrier for rank 1, so it aborts the job after ``grace``; ``uncaught``: no ``with``."""
+    barrier for rank 1, so it aborts the job after ``grace``; ``uncaught``: no ``with``;
+    ``torch_stuck``: rank 1 raises uncaught under torch.distributed, the others wait."""
     from memstore import mpi
 
     store = mpi.init(timeout=60, grace=float(grace), client_timeout=10)
@@ -272,6 +274,15 @@ def fail(variant: str, grace: str = "20") -> None:
             raise RuntimeError("failing on purpose")
         store.shutdown()
         say(f"ok {store.rank}")
+        return
+    if variant == "torch_stuck":  # torch.distributed's excepthook buffers stderr around ours
+        if store.comm.Get_rank() == 1:
+            import torch.distributed as dist
+
+            rendezvous = f"file://{tempfile.gettempdir()}/memstore-torch-{os.getpid()}"
+            dist.init_process_group("gloo", init_method=rendezvous, rank=0, world_size=1)
+            raise RuntimeError("failing on purpose")
+        store.comm.Barrier()  # never completes: rank 1 is gone
         return
     with store:
         if store.comm.Get_rank() == 1:

@@ -188,6 +188,18 @@ def test_failing_rank_aborts_peers_stuck_waiting_for_it():
 
 @needs_mpiexec
 @not_nested
+def test_a_rank_failing_under_torch_distributed_still_prints_its_error():
+    """torch.distributed's excepthook swaps sys.stderr for a buffer around the hook it
+    wraps (memstore's) and writes it out only when that returns; an abort never returns,
+    so the failed rank's traceback used to vanish and the job ended in a bare MPI_Abort."""
+    pytest.importorskip("torch.distributed")
+    rc, out, _ = run_job([MPIEXEC, "-n", "4", PY, JOBS, "fail", "torch_stuck", "2"], 60)
+    assert rc != 0, out
+    assert "RuntimeError: failing on purpose" in out, out
+
+
+@needs_mpiexec
+@not_nested
 def test_crashed_shard_is_reported_and_the_job_ends():
     rc, out, _ = run_job([MPIEXEC, "-n", "3", PY, JOBS, "crash"], 60)
     assert rc != 0, out

@@ -11,6 +11,7 @@ one lost (a silent node) means its rank may never arrive, and the grace applies 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -238,7 +239,7 @@ class MPIStore:
         except KeyboardInterrupt:
             done = False
         if not done:
-            why = f"failed ({error})" if failed else "finished"
+            why = f"failed ({type(error).__name__}: {error})" if failed else "finished"
             why += f" and {self._lost[0]}" if self._lost else ""
             abort_job(
                 f"rank {self.rank} {why}, but not every rank reached shutdown within "
@@ -301,9 +302,14 @@ class MPIStore:
         self._ctl.Free()
 
     def _excepthook(self, kind, value, tb) -> None:
-        """An uncaught exception: print it, then shut down as a failed rank."""
-        self._previous_hook(kind, value, tb)
-        self.shutdown(error=value)
+        """An uncaught exception: print it, then shut down as a failed rank.
+
+        Both to the process's own stderr: a hook wrapping this one (torch.distributed's)
+        swaps ``sys.stderr`` for a buffer that it writes out only once this returns, and
+        after an abort nothing returns."""
+        with contextlib.redirect_stderr(sys.__stderr__ or sys.stderr):
+            self._previous_hook(kind, value, tb)
+            self.shutdown(error=value)
 
     def _at_exit(self) -> None:
         """A program that ends without ``shutdown()`` still takes part in it."""
