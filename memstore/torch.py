@@ -72,8 +72,9 @@ class StreamDataset(IterableDataset):
         with_step: yield ``(step, item)`` rather than the item.
         rank, world_size: this reader's place among the trainers; default: from
             ``torch.distributed`` when it is initialised, else 0 and 1.
-        prefetch: group mode: takes kept in flight, so the next step is there when the
-            training step asks for it.
+        prefetch: group mode: steps a reader asks for at once, the one in use included
+            (its ack rides on the take issued once it is batched), so the next step is
+            there when the training step asks for it.
         timeout: seconds to wait for a step (for the first one, in replay mode), then
             ``Timeout`` naming the stream.
         seed: replay mode: the samples are drawn from ``(seed, rank, worker)``.
@@ -167,7 +168,6 @@ class StreamDataset(IterableDataset):
         member = f"{socket.gethostname()}:{os.getpid()}:rank{rank}:worker{worker}"
         group = stream.group(self.group, member=member, visibility=self.visibility)
         takes = deque(group.take_async(timeout=self.timeout) for _ in range(self.prefetch))
-        acks: list = []
         while takes:
             try:
                 got = takes.popleft().result(self.timeout + self.client_timeout)
@@ -176,14 +176,9 @@ class StreamDataset(IterableDataset):
                 continue
             if got is None:  # closed, and every step delivered and acked
                 continue  # the other takes in flight end the same way
-            takes.append(group.take_async(timeout=self.timeout))
             yield got
-            for ack in [a for a in acks if a.done()]:
-                ack.result()  # a failed ack is raised here, not lost
-            acks = [a for a in acks if not a.done()]
-            acks.append(group.ack_async(got[0]))
-        for ack in acks:
-            ack.result(self.client_timeout)
+            # batched: acked by the next take, in its request (a failed ack fails that take)
+            takes.append(group.take_async(timeout=self.timeout, ack=got[0]))
 
     # -- replay mode -----------------------------------------------------------------------
 
