@@ -86,10 +86,15 @@ class Reader:
         sock: the socket read from.
         max_frames: most frames a message may have (more: ``ProtocolError``).
         max_bytes: most bytes a message may hold (0: no limit; more: ``ProtocolError``).
+        writable: small frames as ``bytearray`` (a client's arrays are its own to write),
+            else ``bytes`` (what a shard stores without another copy).
     """
 
-    def __init__(self, sock: socket.socket, max_frames: int, max_bytes: int = 0):
+    def __init__(
+        self, sock: socket.socket, max_frames: int, max_bytes: int = 0, writable: bool = False
+    ):
         self.sock = sock
+        self._small = bytearray if writable else bytes
         self.max_frames, self.max_bytes = max_frames, max_bytes
         self.buf = bytearray(BUFFER_BYTES)
         self.view = memoryview(self.buf)
@@ -169,7 +174,7 @@ class Reader:
             if self.start + length > len(self.buf):
                 self._compact()
             return False
-        self.frames.append(bytes(self.view[self.start : self.start + length]))
+        self.frames.append(self._small(self.view[self.start : self.start + length]))
         self.start += length
         return True
 

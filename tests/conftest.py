@@ -19,18 +19,24 @@ os.environ.pop("SSKEYIN", None)
 os.environ.pop("SSKEYOUT", None)
 
 
-@pytest.fixture(scope="module", params=["tcp", "ipc"])
+@pytest.fixture(scope="module", params=["tcp", "ipc", "unix"])
 def cluster(request):
-    """A 3-shard store on loopback TCP or ipc:// sockets."""
+    """A 3-shard store on loopback TCP or ipc:// sockets; ``unix``: TCP shards that the
+    ``client`` fixture reaches by their Unix sockets (the same-node direct path), where
+    ``tcp`` and ``ipc`` clients are kept on ZeroMQ (``MEMSTORE_UNIX=0``)."""
     with memstore.LocalCluster(shards=3, ipc=request.param == "ipc") as running:
+        running.path = "unix" if request.param == "unix" else "zmq"
         yield running
 
 
 @pytest.fixture
-def client(cluster):
-    """A client of ``cluster``, on an empty store, closed after the test."""
+def client(cluster, monkeypatch):
+    """A client of ``cluster``, on an empty store, closed after the test, on the path the
+    cluster's parameter names (every client the test makes itself takes it too)."""
+    monkeypatch.setenv("MEMSTORE_UNIX", "1" if cluster.path == "unix" else "0")
     with cluster.client(timeout=10) as connected:
         connected.flush_db()
+        assert set(connected._requests.transport.paths()) == {cluster.path}
         yield connected
 
 

@@ -463,17 +463,23 @@ def test_shard_memory_returns_to_zero(client):
 
 
 def test_got_arrays_wrap_the_received_frame(cluster, monkeypatch):
-    """Over the sockets a got array is a view of the received ZeroMQ frame, not a copy of
-    it (the shared-memory path maps a file instead: tests/test_shm.py)."""
+    """Over the sockets a got array is a view of the received ZeroMQ frame, or of the buffer
+    the Unix path received it into, not a copy of it (the shared-memory path maps a file
+    instead: tests/test_shm.py)."""
     zmq = pytest.importorskip("zmq")
     monkeypatch.setenv("MEMSTORE_SHM", "0")
+    monkeypatch.setenv("MEMSTORE_UNIX", "1" if cluster.path == "unix" else "0")
     with cluster.client(timeout=10) as client:
         client.put_tensor("big", np.ones(1 << 18))
         array = client.get_tensor("big")
     owner = array
     while isinstance(owner, np.ndarray):
         owner = owner.base
-    assert isinstance(owner, zmq.Frame)
+    if cluster.path == "unix":
+        assert isinstance(owner, memoryview) and isinstance(owner.obj, bytearray)
+        assert owner.obj.__len__() == array.nbytes  # its own buffer, the whole frame
+    else:
+        assert isinstance(owner, zmq.Frame)
 
 
 def test_smartredis_argument_order(cluster):

@@ -82,7 +82,7 @@ class UnixSocket:
             sock.close()
             raise
         self.sock = sock
-        self.reader = framing.Reader(sock, MAX_FRAMES + 1)
+        self.reader = framing.Reader(sock, MAX_FRAMES + 1, writable=True)
         self.lost = False  # the peer closed, or the stream broke: never usable again
         self._parts: list = []  # the frames of a message being sent (``SNDMORE``)
         self._next: list | None = None  # a message read by ``get(EVENTS)``, not yet taken

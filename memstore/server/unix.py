@@ -97,6 +97,7 @@ class UnixListener:
         self._ids = itertools.count(1)
         self._poller: zmq.Poller | None = None
         self.refused = 0  # connections of another user, closed at once
+        self.evicted = 0  # connections closed for leaving too many replies unread
         self._offer = {"path": self.path, "boot_id": shm.boot_id(), "pidns": shm.pid_ns(),
                        "uid": os.geteuid(), "pid": os.getpid()}  # fmt: skip
 
@@ -222,6 +223,7 @@ class UnixListener:
             self._poller.register(conn.fd, zmq.POLLIN)
 
     def _evict(self, conn: _Connection, size: int) -> None:
+        self.evicted += 1
         log.warning(
             "shard %s: disconnecting a Unix client: %d bytes of replies unread, and the next "
             "(%d bytes) would pass --client-output-limit %d (a client must read its replies)",

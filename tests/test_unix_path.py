@@ -1,0 +1,294 @@
+"""The same-node direct path (issue 24): a shard's Unix stream socket.
+
+Who may connect (``SO_PEERCRED``: the shard's own user only), a shard that vanishes (seen
+at once), a client that vanishes (its parked waits go), the client output limit, fork,
+the fallback to ZeroMQ, and the framing of messages on a byte stream (hypothesis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import memstore
+from memstore import framing, wire
+
+
+@pytest.fixture
+def store():
+    with memstore.LocalCluster(shards=1) as running:
+        yield running
+
+
+def unix_path(client: memstore.Client) -> str:
+    (info,) = client.get_db_node_info([client.addresses[0]])
+    assert info["unix"], "the shard offers no Unix socket"
+    return info["unix"]
+
+
+def info(client: memstore.Client) -> dict:
+    return client.get_db_node_info([client.addresses[0]])[0]
+
+
+def test_a_same_node_client_uses_the_unix_socket_and_zmq_when_told(store, monkeypatch):
+    """The direct path is the default on one node; ``MEMSTORE_UNIX=0`` keeps ZeroMQ."""
+    with store.client(timeout=10) as client:
+        client.put_tensor("x", np.arange(5))
+        assert client._requests.transport.paths() == ["unix"]
+        assert info(client)["unix_clients"] >= 1
+    monkeypatch.setenv("MEMSTORE_UNIX", "0")
+    with store.client(timeout=10) as client:
+        np.testing.assert_array_equal(client.get_tensor("x"), np.arange(5))
+        assert client._requests.transport.paths() == ["zmq"]
+
+
+def test_a_shard_that_vanishes_fails_waits_at_once_naming_it(store):
+    """kill -9 of the shard: a parked poll (async and blocking) fails within a moment with
+    ConnectionLost naming the shard, not at the end of its wait."""
+    with store.client(timeout=30) as client:
+        client.put_tensor("warm", np.ones(1))
+        assert client._requests.transport.paths() == ["unix"]
+        parked = client.poll_tensor_async("never", 100, 20_000)
+        errors: list = []
+
+        def blocking_poll() -> None:
+            try:
+                client.poll_tensor("never-either", 100, 20_000)
+            except memstore.MemstoreError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=blocking_poll)
+        thread.start()
+        time.sleep(0.3)  # both are parked on the shard
+        started = time.monotonic()
+        store.shards[0].process.kill()
+        with pytest.raises(memstore.ConnectionLost, match=store.addresses[0]):
+            parked.result(10)
+        thread.join(10)
+        assert time.monotonic() - started < 5
+        assert len(errors) == 1 and isinstance(errors[0], memstore.ConnectionLost), errors
+        assert store.addresses[0] in str(errors[0])
+
+
+def test_a_client_that_vanishes_has_its_parked_waits_dropped(store):
+    """A raw Unix client parks a wait and closes its socket: the shard drops the wait."""
+    with store.client(timeout=10) as client:
+        path = unix_path(client)
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(path)
+            send(raw, wire.request(1, "wait", {"key": "later", "cond": "exists", "timeout": 60}))
+            deadline = time.monotonic() + 10
+            while info(client)["parked"] != 1:
+                assert time.monotonic() < deadline, "the wait was not parked"
+                time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while info(client)["parked"] != 0:
+            assert time.monotonic() < deadline, "the closed connection's wait stayed parked"
+            time.sleep(0.02)
+
+
+def send(sock: socket.socket, frames: list) -> None:
+    views = framing.views(frames)
+    framing.send_all(sock, [framing.prefix(views), *views])
+
+
+def test_a_unix_client_that_never_reads_is_disconnected_at_the_output_limit():
+    """Gets sent and never read pass --client-output-limit: the shard closes the Unix
+    connection (and counts it) instead of holding every reply."""
+    limited = memstore.LocalCluster(shards=1, extra_args=["--client-output-limit", "1MiB"])
+    with limited as store, store.client(timeout=10) as client:
+        client.put_tensor("big", np.zeros(64 * 1024, np.uint8))
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(unix_path(client))
+            raw.settimeout(10)
+            get = wire.request(7, "get", {"keys": ["big"]})
+            for _ in range(200):  # 12.5 MiB of replies, far over the kernel's buffer
+                try:
+                    send(raw, get)
+                except OSError:  # closed by the shard already
+                    break
+            deadline = time.monotonic() + 10
+            while info(client)["clients_evicted"] < 1:
+                assert time.monotonic() < deadline, "the reader was not disconnected"
+                time.sleep(0.05)
+        np.testing.assert_array_equal(client.get_tensor("big")[:3], [0, 0, 0])
+
+
+def test_a_forked_child_does_not_use_the_parents_unix_socket(store):
+    """In a forked child every call on the parent's client raises at once; the parent's
+    connection keeps working after the child exits."""
+    with store.client(timeout=10) as client:
+        client.put_tensor("x", np.arange(3))
+        assert client._requests.transport.paths() == ["unix"]
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, never return into pytest
+            try:
+                try:
+                    client.get_tensor("x")
+                    outcome = "used the parent's socket"
+                except memstore.MemstoreError as exc:
+                    outcome = str(exc)
+                os.write(write_end, outcome.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_end, "rb") as out:
+            outcome = out.read().decode()
+        assert "before a fork" in outcome, outcome
+        for _ in range(20):
+            np.testing.assert_array_equal(client.get_tensor("x"), np.arange(3))
+
+
+def test_a_restarted_shard_is_reached_again_with_no_ghost_writes():
+    """A put that failed while the shard was down is never applied; after a restart the
+    client finds the new shard's socket by itself."""
+    with memstore.LocalCluster(shards=1) as store, store.client(timeout=5) as client:
+        client.put_tensor("warm", np.ones(1))
+        store.shards[0].process.kill()
+        store.shards[0].process.wait(10)
+        with pytest.raises(memstore.ConnectionLost):
+            client.put_tensor("ghost", np.ones(1))
+        with pytest.raises(memstore.ConnectionLost):
+            client.put_tensor_async("ghost_async", np.ones(1)).result(10)
+        store.restart_shard(0)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.put_tensor("after", np.ones(1))
+                break
+            except memstore.ConnectionLost:
+                assert time.monotonic() < deadline, "the client did not reconnect"
+                time.sleep(0.05)
+        assert not client.tensor_exists("ghost") and not client.tensor_exists("ghost_async")
+        client.get_tensor("after")
+        assert client._requests.transport.paths() == ["unix"]
+
+
+# -- another Unix account ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_user():
+    """A second Unix account made for the test (removed after): (uid, gid)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to make a second Unix account")
+    name = f"msu{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, timeout=30)
+    try:
+        entry = pwd.getpwnam(name)
+        yield entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], check=False, timeout=30)
+
+
+def connect_as(uid: int, gid: int, path: str) -> dict:
+    """In a child process of user ``uid``: connect to ``path``, send a ``hello``, and say
+    what came back (the child is killed after 10 s)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(gid)
+            os.setuid(uid)
+            result: dict = {}
+            try:
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.settimeout(5)
+                    sock.connect(path)
+                    result["connected"] = True
+                    send(sock, wire.request(1, "hello"))
+                    result["answer"] = sock.recv(1 << 16).hex()
+            except OSError as exc:
+                result["error"] = f"{type(exc).__name__}: {exc}"
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + 10
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the other user's process did not finish")
+        time.sleep(0.05)
+    with os.fdopen(read_end, "rb") as out:
+        return json.loads(out.read())
+
+
+def test_another_user_cannot_use_the_unix_socket(store, other_user):
+    """The directory is private (0700), so another account cannot even reach the socket;
+    and where it could (the directory opened up by mistake), the shard checks the peer's
+    credentials and closes the connection unanswered."""
+    uid, gid = other_user
+    with store.client(timeout=10) as client:
+        path = unix_path(client)
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+        assert "PermissionError" in connect_as(uid, gid, path).get("error", "")
+        os.chmod(os.path.dirname(path), 0o777)
+        os.chmod(path, 0o777)
+        outcome = connect_as(uid, gid, path)
+        assert outcome.get("connected") and not outcome.get("answer"), outcome
+        assert info(client)["unix_refused"] == 1
+        client.put_tensor("still", np.ones(2))  # the shard serves its own user as before
+
+
+# -- framing ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    messages=st.lists(
+        st.lists(st.binary(max_size=3000) | st.sampled_from([b"", bytes(40_000)]),
+                 min_size=1, max_size=6),
+        min_size=1, max_size=8,
+    ),
+    chunk=st.integers(1, 70_000),
+)  # fmt: skip
+def test_messages_survive_any_split_of_the_stream(messages, chunk):
+    """Frames come out as they went in, however the byte stream is cut into reads."""
+    left, right = socket.socketpair()
+    with left, right:
+        stream = b"".join(
+            b"".join([framing.prefix(framing.views(m)), *m]) for m in messages
+        )  # fmt: skip
+        reader = framing.Reader(right, 16)
+        got = []
+        for at in range(0, len(stream), chunk):
+            left.sendall(stream[at : at + chunk])
+            while True:
+                try:
+                    reader.fill(socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                while (message := reader.message()) is not None:
+                    got.append([bytes(f) for f in message])
+        assert got == messages
+
+
+def test_a_message_over_the_limits_is_refused():
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(framing.prefix(framing.views([b"a"] * 20)))
+        reader = framing.Reader(right, 16)
+        reader.fill()
+        with pytest.raises(memstore.ProtocolError, match="20 frames"):
+            reader.message()
+        left.sendall(framing.prefix(framing.views([bytes(100)])))
+        reader = framing.Reader(right, 16, max_bytes=50)
+        reader.fill()
+        with pytest.raises(memstore.ProtocolError, match="100 bytes"):
+            reader.message()
