@@ -242,6 +242,9 @@ def test_documented_reply_fields_of_hello_and_info(raw):
     hello, _ = raw.ask("hello")
     info, _ = raw.ask("info")
     envelope = {"v", "id", "ok"}
+    if "unix" in hello["features"]:  # the Unix socket's offer: exactly its table's fields
+        unix_fields = {name for row in _rows("unix offer field") for name in _names(row[0])}
+        assert unix_fields == set(hello["unix"])
     assert set(hello) - envelope - doc_reply_fields("hello") == set()
     assert set(info) - envelope - doc_reply_fields("info") == set()
     if "shm" not in hello["features"]:
