@@ -85,7 +85,9 @@ class Reader:
     Args:
         sock: the socket read from.
         max_frames: most frames a message may have (more: ``ProtocolError``).
-        max_bytes: most bytes a message may hold (0: no limit; more: ``ProtocolError``).
+        max_bytes: most bytes one frame may hold (0: no limit; more: ``ProtocolError``), as
+            libzmq's ``MAXMSGSIZE``: a whole message over a shard's ``--max-message`` is
+            refused by the shard, with an answer.
         writable: small frames as ``bytearray`` (a client's arrays are its own to write),
             else ``bytes`` (what a shard stores without another copy).
     """
@@ -152,9 +154,9 @@ class Reader:
                 self._grow(size)
             return False
         lengths = list(struct.unpack_from(f"<{count}Q", self.buf, self.start + _COUNT.size))
-        total = sum(lengths)
-        if self.max_bytes and total > self.max_bytes:
-            raise ProtocolError(f"a message of {total} bytes (at most {self.max_bytes})")
+        largest = max(lengths)
+        if self.max_bytes and largest > self.max_bytes:
+            raise ProtocolError(f"a frame of {largest} bytes (at most {self.max_bytes})")
         self.start += size
         self.lengths = lengths
         return True

@@ -35,6 +35,9 @@ SHARDS = 3
 @pytest.fixture
 def cluster(monkeypatch):
     monkeypatch.setenv(config.ENV_HEARTBEAT, str(HEARTBEAT))  # shards and clients alike
+    # ZeroMQ's heartbeats: the same-node Unix path has none yet (a stopped peer keeps its
+    # socket open; issue 24 notes it as open work).
+    monkeypatch.setenv(config.ENV_UNIX, "0")
     with memstore.LocalCluster(shards=SHARDS) as cluster:
         yield cluster
 

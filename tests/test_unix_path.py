@@ -290,5 +290,5 @@ def test_a_message_over_the_limits_is_refused():
         left.sendall(framing.prefix(framing.views([bytes(100)])))
         reader = framing.Reader(right, 16, max_bytes=50)
         reader.fill()
-        with pytest.raises(memstore.ProtocolError, match="100 bytes"):
+        with pytest.raises(memstore.ProtocolError, match="a frame of 100 bytes"):
             reader.message()
