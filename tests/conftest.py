@@ -8,6 +8,9 @@ before each test so tests stay independent.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
 
 import pytest
 
@@ -45,3 +48,17 @@ def single():
     """A fresh 1-shard store for tests that break or fill it."""
     with memstore.LocalCluster(shards=1) as running:
         yield running
+
+
+@pytest.fixture
+def other_user():
+    """A second Unix account made for the test (removed after): (uid, gid)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to make a second Unix account")
+    name = f"mst{os.getpid() % 100000}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, timeout=30)
+    try:
+        entry = pwd.getpwnam(name)
+        yield entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], check=False, timeout=30)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -215,20 +212,6 @@ def _as_user(uid: int, gid: int, work, timeout_s: float = 60.0):
         data = out.read()
     assert data, "the other user's process failed"
     return json.loads(data)
-
-
-@pytest.fixture
-def other_user():
-    """A second Unix account made for the test (removed after): (uid, gid)."""
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to make a second Unix account")
-    name = f"mst{os.getpid() % 100000}"
-    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, timeout=30)
-    try:
-        entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid
-    finally:
-        subprocess.run(["userdel", name], check=False, timeout=30)
 
 
 def test_another_user_cannot_adopt_a_clients_upload_files(shm_root, other_user):

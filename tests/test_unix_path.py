@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -179,20 +176,6 @@ def test_a_restarted_shard_is_reached_again_with_no_ghost_writes():
 
 
 # -- another Unix account ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def other_user():
-    """A second Unix account made for the test (removed after): (uid, gid)."""
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to make a second Unix account")
-    name = f"msu{os.getpid() % 100000}"
-    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, timeout=30)
-    try:
-        entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid
-    finally:
-        subprocess.run(["userdel", name], check=False, timeout=30)
 
 
 def connect_as(uid: int, gid: int, path: str) -> dict:
