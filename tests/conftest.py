@@ -7,10 +7,13 @@ before each test so tests stay independent.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -50,15 +53,51 @@ def single():
         yield running
 
 
+class OtherUser:
+    """A second Unix account: ``run(work)`` calls ``work()`` in a forked child of it."""
+
+    def __init__(self, uid: int, gid: int):
+        self.uid, self.gid = uid, gid
+
+    def run(self, work, timeout_s: float = 60.0):
+        """``work()`` run in a forked child as this account: its JSON result (the child is
+        killed after ``timeout_s``)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: drop to the other account, do the work, report, exit
+            code = 1
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(self.gid)
+                os.setuid(self.uid)
+                os.write(write_end, json.dumps(work()).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        deadline = time.monotonic() + timeout_s
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the other user's process did not finish")
+            time.sleep(0.05)
+        with os.fdopen(read_end, "rb") as out:
+            data = out.read()
+        assert data, "the other user's process failed"
+        return json.loads(data)
+
+
 @pytest.fixture
 def other_user():
-    """A second Unix account made for the test (removed after): (uid, gid)."""
+    """A second Unix account made for the test (removed after)."""
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         pytest.skip("needs root and useradd to make a second Unix account")
     name = f"mst{os.getpid() % 100000}"
     subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, timeout=30)
     try:
         entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid
+        yield OtherUser(entry.pw_uid, entry.pw_gid)
     finally:
         subprocess.run(["userdel", name], check=False, timeout=30)

@@ -7,9 +7,7 @@ the fallback to ZeroMQ, and the framing of messages on a byte stream (hypothesis
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import threading
 import time
@@ -178,52 +176,34 @@ def test_a_restarted_shard_is_reached_again_with_no_ghost_writes():
 # -- another Unix account ----------------------------------------------------------------------
 
 
-def connect_as(uid: int, gid: int, path: str) -> dict:
-    """In a child process of user ``uid``: connect to ``path``, send a ``hello``, and say
-    what came back (the child is killed after 10 s)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(gid)
-            os.setuid(uid)
-            result: dict = {}
-            try:
-                with socket.socket(socket.AF_UNIX) as sock:
-                    sock.settimeout(5)
-                    sock.connect(path)
-                    result["connected"] = True
-                    send(sock, wire.request(1, "hello"))
-                    result["answer"] = sock.recv(1 << 16).hex()
-            except OSError as exc:
-                result["error"] = f"{type(exc).__name__}: {exc}"
-            os.write(write_end, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    deadline = time.monotonic() + 10
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("the other user's process did not finish")
-        time.sleep(0.05)
-    with os.fdopen(read_end, "rb") as out:
-        return json.loads(out.read())
+def hello_over(path: str) -> dict:
+    """Connect to ``path``, send a ``hello``, and say what came back (run as another user)."""
+    result: dict = {}
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            result["connected"] = True
+            send(sock, wire.request(1, "hello"))
+            result["answer"] = sock.recv(1 << 16).hex()
+    except OSError as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    return result
 
 
 def test_another_user_cannot_use_the_unix_socket(store, other_user):
     """The directory is private (0700), so another account cannot even reach the socket;
     and where it could (the directory opened up by mistake), the shard checks the peer's
     credentials and closes the connection unanswered."""
-    uid, gid = other_user
     with store.client(timeout=10) as client:
         path = unix_path(client)
         assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
-        assert "PermissionError" in connect_as(uid, gid, path).get("error", "")
+        assert "PermissionError" in other_user.run(lambda: hello_over(path), timeout_s=10).get(
+            "error", ""
+        )
         os.chmod(os.path.dirname(path), 0o777)
         os.chmod(path, 0o777)
-        outcome = connect_as(uid, gid, path)
+        outcome = other_user.run(lambda: hello_over(path), timeout_s=10)
         assert outcome.get("connected") and not outcome.get("answer"), outcome
         assert info(client)["unix_refused"] == 1
         client.put_tensor("still", np.ones(2))  # the shard serves its own user as before
