@@ -213,6 +213,8 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
             "get": self._op_get,
             "delete": self._op_delete,
             "exists": self._op_exists,
+            "delete_keys": self._op_delete_keys,
+            "exists_keys": self._op_exists_keys,
             "copy": self._op_copy,
             "rename": self._op_rename,
             "put_dataset": self._op_put_dataset,
