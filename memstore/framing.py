@@ -15,8 +15,10 @@ stored value, wrapped by a client as the array), smaller ones are copied out as 
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from memstore.errors import ProtocolError
@@ -30,6 +32,25 @@ OWN_BUFFER = 16 * 1024
 BUFFER_BYTES = 256 * 1024
 #: ``sendmsg`` takes at most this many buffers at once (Linux's ``IOV_MAX``).
 _IOV_MAX = 1024
+
+
+#: The longest path a Unix socket address holds (Linux's ``sun_path``, less its NUL).
+SUN_PATH_MAX = 107
+
+
+def on_path(action: Callable[[str], None], path: str) -> None:
+    """``action(path)`` (a socket's ``bind`` or ``connect``), also where ``path`` is longer
+    than a socket address holds (a deep ``MEMSTORE_SHM_DIR``): then through the directory's
+    descriptor, ``/proc/self/fd/<n>/<name>``, which the kernel resolves to the same file."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        action(path)
+        return
+    directory, name = os.path.split(path)
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        action(f"/proc/self/fd/{fd}/{name}")
+    finally:
+        os.close(fd)
 
 
 def views(frames: list) -> list[memoryview]:

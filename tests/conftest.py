@@ -42,8 +42,16 @@ def client(cluster, monkeypatch):
     monkeypatch.setenv("MEMSTORE_UNIX", "1" if cluster.path == "unix" else "0")
     with cluster.client(timeout=10) as connected:
         connected.flush_db()
-        assert set(connected._requests.transport.paths()) == {cluster.path}
+        assert set(connected.paths()) == {cluster.path}
         yield connected
+
+
+@pytest.fixture(params=["unix", "zmq"])
+def same_node_path(request, monkeypatch):
+    """The test runs twice: the clients it makes after this fixture reach same-node shards by
+    their Unix sockets, then by ZeroMQ (``MEMSTORE_UNIX=0``). Name it before ``client``."""
+    monkeypatch.setenv("MEMSTORE_UNIX", "1" if request.param == "unix" else "0")
+    return request.param
 
 
 @pytest.fixture

@@ -41,12 +41,25 @@ def test_a_same_node_client_uses_the_unix_socket_and_zmq_when_told(store, monkey
     """The direct path is the default on one node; ``MEMSTORE_UNIX=0`` keeps ZeroMQ."""
     with store.client(timeout=10) as client:
         client.put_tensor("x", np.arange(5))
-        assert client._requests.transport.paths() == ["unix"]
+        assert client.paths() == ["unix"]
         assert info(client)["unix_clients"] >= 1
     monkeypatch.setenv("MEMSTORE_UNIX", "0")
     with store.client(timeout=10) as client:
         np.testing.assert_array_equal(client.get_tensor("x"), np.arange(5))
-        assert client._requests.transport.paths() == ["zmq"]
+        assert client.paths() == ["zmq"]
+
+
+def test_a_shared_memory_root_deeper_than_a_socket_address_holds(tmp_path, monkeypatch):
+    """A socket path past the kernel's 107 bytes is bound and reached through its
+    directory's descriptor: a deep ``MEMSTORE_SHM_DIR`` keeps the direct path."""
+    root = tmp_path / ("d" * 90)
+    root.mkdir(mode=0o700)
+    monkeypatch.setenv("MEMSTORE_SHM_DIR", str(root))
+    with memstore.LocalCluster(shards=1) as deep, deep.client(timeout=10) as client:
+        client.put_tensor("x", np.arange(5))
+        assert len(os.fsencode(unix_path(client))) > framing.SUN_PATH_MAX
+        assert client.paths() == ["unix"]
+        np.testing.assert_array_equal(client.get_tensor("x"), np.arange(5))
 
 
 def test_a_shard_that_vanishes_fails_waits_at_once_naming_it(store):
@@ -54,7 +67,7 @@ def test_a_shard_that_vanishes_fails_waits_at_once_naming_it(store):
     ConnectionLost naming the shard, not at the end of its wait."""
     with store.client(timeout=30) as client:
         client.put_tensor("warm", np.ones(1))
-        assert client._requests.transport.paths() == ["unix"]
+        assert client.paths() == ["unix"]
         parked = client.poll_tensor_async("never", 100, 20_000)
         errors: list = []
 
@@ -126,7 +139,7 @@ def test_a_forked_child_does_not_use_the_parents_unix_socket(store):
     connection keeps working after the child exits."""
     with store.client(timeout=10) as client:
         client.put_tensor("x", np.arange(3))
-        assert client._requests.transport.paths() == ["unix"]
+        assert client.paths() == ["unix"]
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: report, never return into pytest
@@ -170,7 +183,7 @@ def test_a_restarted_shard_is_reached_again_with_no_ghost_writes():
                 time.sleep(0.05)
         assert not client.tensor_exists("ghost") and not client.tensor_exists("ghost_async")
         client.get_tensor("after")
-        assert client._requests.transport.paths() == ["unix"]
+        assert client.paths() == ["unix"]
 
 
 # -- another Unix account ----------------------------------------------------------------------

@@ -141,6 +141,12 @@ class Client(DatasetCalls, ModelCalls):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def paths(self) -> list[str]:
+        """How this client reaches each shard, in the order of ``addresses``: ``"unix"``
+        (the shard's Unix socket: same node, same user), ``"zmq"``, or ``"unasked"`` (no
+        request went to that shard yet)."""
+        return self._requests.transport.paths()
+
     def close(self) -> None:
         """Close the sockets; pending futures fail with ``ConnectionLost``. Dropping the
         client does the same once nothing it sent is pending."""

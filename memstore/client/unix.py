@@ -67,7 +67,7 @@ class UnixSocket:
     def __init__(self, offer: dict):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            sock.connect(offer["path"])
+            framing.on_path(sock.connect, offer["path"])
             pid, uid, _ = _PEERCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )

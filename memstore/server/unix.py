@@ -85,7 +85,7 @@ class UnixListener:
         self.path = os.path.join(self.dir, SOCKET_NAME)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            self._sock.bind(self.path)
+            framing.on_path(self._sock.bind, self.path)
             os.chmod(self.path, 0o600)
             self._sock.listen(128)
             self._sock.setblocking(False)
