@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memstore
-from memstore import framing, wire
+from memstore import framing, shm, wire
 
 
 @pytest.fixture
@@ -35,6 +35,13 @@ def unix_path(client: memstore.Client) -> str:
 
 def info(client: memstore.Client) -> dict:
     return client.get_db_node_info([client.addresses[0]])[0]
+
+
+def until(condition, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.02)
 
 
 def test_a_same_node_client_uses_the_unix_socket_and_zmq_when_told(store, monkeypatch):
@@ -79,7 +86,7 @@ def test_a_shard_that_vanishes_fails_waits_at_once_naming_it(store):
 
         thread = threading.Thread(target=blocking_poll)
         thread.start()
-        time.sleep(0.3)  # both are parked on the shard
+        until(lambda: info(client)["parked"] == 2, "both polls parked on the shard")
         started = time.monotonic()
         store.shards[0].process.kill()
         with pytest.raises(memstore.ConnectionLost, match=store.addresses[0]):
@@ -90,6 +97,19 @@ def test_a_shard_that_vanishes_fails_waits_at_once_naming_it(store):
         assert store.addresses[0] in str(errors[0])
 
 
+def test_a_killed_shards_socket_directory_is_swept(store):
+    """kill -9 leaves the shard's Unix-socket directory behind; a sweep (any later shard or
+    client of the user does one) removes it, as it removes a dead shard's shm area."""
+    with store.client(timeout=10) as client:
+        directory = os.path.dirname(unix_path(client))
+    assert os.path.basename(directory).startswith("memstore-unix-")
+    store.shards[0].process.kill()
+    store.shards[0].process.wait(10)
+    assert os.path.isdir(directory)
+    assert shm.sweep(os.path.dirname(directory)) >= 1
+    assert not os.path.exists(directory)
+
+
 def test_a_client_that_vanishes_has_its_parked_waits_dropped(store):
     """A raw Unix client parks a wait and closes its socket: the shard drops the wait."""
     with store.client(timeout=10) as client:
@@ -97,14 +117,8 @@ def test_a_client_that_vanishes_has_its_parked_waits_dropped(store):
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(path)
             send(raw, wire.request(1, "wait", {"key": "later", "cond": "exists", "timeout": 60}))
-            deadline = time.monotonic() + 10
-            while info(client)["parked"] != 1:
-                assert time.monotonic() < deadline, "the wait was not parked"
-                time.sleep(0.02)
-        deadline = time.monotonic() + 10
-        while info(client)["parked"] != 0:
-            assert time.monotonic() < deadline, "the closed connection's wait stayed parked"
-            time.sleep(0.02)
+            until(lambda: info(client)["parked"] == 1, "the wait parked")
+        until(lambda: info(client)["parked"] == 0, "the closed connection's wait dropped")
 
 
 def send(sock: socket.socket, frames: list) -> None:
@@ -127,10 +141,7 @@ def test_a_unix_client_that_never_reads_is_disconnected_at_the_output_limit():
                     send(raw, get)
                 except OSError:  # closed by the shard already
                     break
-            deadline = time.monotonic() + 10
-            while info(client)["clients_evicted"] < 1:
-                assert time.monotonic() < deadline, "the reader was not disconnected"
-                time.sleep(0.05)
+            until(lambda: info(client)["clients_evicted"] >= 1, "the reader disconnected")
         np.testing.assert_array_equal(client.get_tensor("big")[:3], [0, 0, 0])
 
 

@@ -2,9 +2,10 @@
 
 :class:`memstore.Client` takes *names* and prefixes them as SmartRedis does (``SSKEYIN`` /
 ``SSKEYOUT``). Code that already speaks in stored keys (the RESP gateway, tools) uses these
-instead. Few on purpose: exists, delete, copy, rename, a dataset in and out, and a list's
-push, range and length (the requests the named methods are built on). Each ``x_async``
-returns a :class:`memstore.Future`; ``x`` blocks and returns its result.
+instead. Few on purpose: exists and delete (of one key, or of many: one request per shard),
+copy, rename, a dataset in and out, and a list's push, range and length (the requests the
+named methods are built on). Each ``x_async`` returns a :class:`memstore.Future`; ``x``
+blocks and returns its result.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ class RawKeys:
 
     exists = blocking(exists_async)
     delete = blocking(delete_async)
+    delete_many = blocking(delete_many_async)
+    exists_many = blocking(exists_many_async)
     copy = blocking(copy_async)
     rename = blocking(rename_async)
     get_dataset = blocking(get_dataset_async)

@@ -2,7 +2,7 @@
 
 A ZeroMQ message crosses libzmq's I/O thread on both sides; a plain Unix socket does not,
 which makes a small round trip about 3x cheaper on one node (issue 24). The shard listens
-in a private directory of its own (``memstore-shard-...``, mode 0700, in the shared-memory
+in a private directory of its own (``memstore-unix-...``, mode 0700, in the shared-memory
 root, swept like the shared-memory areas when its process dies) and offers the path in its
 ``hello``; the same negotiation as shared memory decides whether a client uses it.
 
@@ -80,7 +80,7 @@ class UnixListener:
     ):
         self.where, self._handle, self._left = where, handle, left
         self.max_frames, self.max_message, self.output_limit = max_frames, max_message, output_limit
-        self.dir, dir_fd = shm.make_dir(shm.root(), "shard")
+        self.dir, dir_fd = shm.make_dir(shm.root(), "unix")
         os.close(dir_fd)
         self.path = os.path.join(self.dir, SOCKET_NAME)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
