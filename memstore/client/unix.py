@@ -44,9 +44,9 @@ def usable(hello: Any, wanted: bool | None = None) -> dict | None:
     """The offer in a shard's ``hello`` if this process may use it, else None."""
     if not (unix_enabled() if wanted is None else wanted) or not isinstance(hello, dict):
         return None
-    offer = hello.get("unix")
-    if "unix" not in (hello.get("features") or []) or not isinstance(offer, dict):
-        return None
+    offer, features = hello.get("unix"), hello.get("features")
+    if not isinstance(features, list) or "unix" not in features or not isinstance(offer, dict):
+        return None  # (a malformed hello is refused, naming the shard, by the client's own)
     if (
         not isinstance(offer.get("path"), str)
         or not offer.get("boot_id")
