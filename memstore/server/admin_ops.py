@@ -93,7 +93,7 @@ class AdminOps(ShardHost):
             "address": self.address, "keys": len(store), "bytes": store.used,
             "max_memory": store.max_memory, "max_message": self.max_message,
             "rss": rss(), "rss_peak": rss_peak(), "ops": self.ops, "messages": self.messages,
-            "clients": self.clients,
+            "clients": self.clients + (self.unix.clients if self.unix is not None else 0),
             "parked": store.parked, "parked_clients": store.parked_clients,
             "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
             "client_output_limit": self.output.limit,
