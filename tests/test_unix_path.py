@@ -8,6 +8,7 @@ the fallback to ZeroMQ, and the framing of messages on a byte stream (hypothesis
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -96,6 +97,24 @@ def test_a_shard_that_vanishes_fails_waits_at_once_naming_it(store):
         assert time.monotonic() - started < 5
         assert len(errors) == 1 and isinstance(errors[0], memstore.ConnectionLost), errors
         assert store.addresses[0] in str(errors[0])
+
+
+def test_a_frozen_shard_costs_the_client_one_timeout_not_a_hang(store):
+    """No heartbeats on the Unix path: a ``SIGSTOP``ped shard keeps its socket open, so a
+    request to it fails with ``NoAnswer`` naming it after the client's timeout; once it
+    goes on, the same client is served again."""
+    with store.client(timeout=1) as client:
+        client.put_tensor("x", np.arange(3))
+        assert client.paths() == ["unix"]
+        store.shards[0].process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(memstore.NoAnswer, match=store.addresses[0]):
+                client.get_tensor("x")
+            assert time.monotonic() - started < 5
+        finally:
+            store.shards[0].process.send_signal(signal.SIGCONT)
+        np.testing.assert_array_equal(client.get_tensor("x"), np.arange(3))
 
 
 def test_a_killed_shards_socket_directory_is_swept(store):
