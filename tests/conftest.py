@@ -1,8 +1,11 @@
 """Fixtures that start real shard processes and always stop them.
 
-``cluster`` is parametrised over TCP and ipc:// so every client test runs on both
-transports; it is module-scoped (starting shards costs ~0.5 s) and ``client`` flushes it
-before each test so tests stay independent.
+``cluster`` is parametrised over the paths a client takes: the same-node Unix socket and
+ZeroMQ over TCP and ipc://. It is module-scoped (starting shards costs ~0.5 s) and
+``client`` flushes it before each test so tests stay independent. The default suite runs
+a test on the Unix path, what a same-node client uses; its ZeroMQ variants are ``slow``
+(``make test-all``) unless the test is marked ``every_path``: the protocol's own cases
+(parked waits, batches, cancels, bounded sockets, ...), which run on every path always.
 """
 
 from __future__ import annotations
@@ -25,7 +28,22 @@ os.environ.pop("SSKEYIN", None)
 os.environ.pop("SSKEYOUT", None)
 
 
-@pytest.fixture(scope="module", params=["tcp", "ipc", "unix"])
+#: The ``cluster`` paths that run in the default suite only for ``every_path`` tests.
+ZMQ_ONLY_WHEN_MARKED = ("tcp", "ipc")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m 'not slow'`` deselects
+def pytest_collection_modifyitems(items):
+    """A ``cluster`` test's tcp and ipc variants are ``slow`` unless it is ``every_path``."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("cluster") not in ZMQ_ONLY_WHEN_MARKED:
+            continue
+        if item.get_closest_marker("every_path") is None:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module", params=["unix", "tcp", "ipc"])
 def cluster(request):
     """A 3-shard store on loopback TCP or ipc:// sockets; ``unix``: TCP shards that the
     ``client`` fixture reaches by their Unix sockets (the same-node direct path), where

@@ -41,6 +41,7 @@ def test_tensors_exist_and_delete_tensors_agree_with_the_one_key_calls(client, s
     assert all(not client.tensor_exists(name) for name in asked)
 
 
+@pytest.mark.every_path
 def test_one_request_per_shard_whatever_the_number_of_names(client):
     names = [f"n{i}" for i in range(300)]
     client.put_tensors({name: np.zeros(2) for name in names})

@@ -73,6 +73,7 @@ def same_shard(client) -> tuple[str, str]:
 # -- round trips -----------------------------------------------------------------------------
 
 
+@pytest.mark.every_path
 @server_settings
 @given(array=arrays())
 def test_round_trip_every_dtype_shape_and_order(client, array):
@@ -233,6 +234,7 @@ def test_unpack_tensor(client):
         client.unpack_tensor("u", np.empty((2, 3), dtype=np.float64))
 
 
+@pytest.mark.every_path
 def test_put_tensors_get_tensors_keep_order(client):
     """get_tensors returns arrays in the order asked, whatever shard each lives on."""
     data = {f"b{i}": np.full(i + 1, i, dtype=np.int32) for i in range(30)}
@@ -301,6 +303,7 @@ def test_async_calls_return_futures_and_sync_is_result(client):
     assert isinstance(failing.exception(timeout=10), memstore.KeyNotFound)
 
 
+@pytest.mark.every_path
 def test_many_requests_in_flight_resolve_to_their_own_keys(client):
     """2,000 puts then 2,000 gets in flight at once: each future gets its own key's value."""
     n = 2000
@@ -312,6 +315,7 @@ def test_many_requests_in_flight_resolve_to_their_own_keys(client):
         np.testing.assert_array_equal(get.result(0), [i, -i])
 
 
+@pytest.mark.every_path
 def test_requests_to_one_shard_are_answered_in_order(client):
     """Interleaved puts and gets of one key in flight together see each put in turn."""
     futures = []
@@ -330,6 +334,7 @@ def test_a_future_can_be_awaited_from_another_thread(client):
     np.testing.assert_array_equal(client.get_tensor("x"), np.ones(4))
 
 
+@pytest.mark.every_path
 def test_threads_share_a_client(client):
     """Four threads using one client at once each read back exactly what they wrote."""
     errors: list[BaseException] = []
@@ -367,6 +372,7 @@ def test_db_node_info_and_flush(client, cluster):
     assert all(info["keys"] == 0 and info["bytes"] == 0 for info in client.get_db_node_info())
 
 
+@pytest.mark.every_path
 def test_closed_client_raises_connection_lost(cluster):
     """After close() (or leaving the with-block) every call raises ConnectionLost."""
     with cluster.client(timeout=10) as client:
@@ -375,6 +381,7 @@ def test_closed_client_raises_connection_lost(cluster):
         client.get_tensor("c")
 
 
+@pytest.mark.every_path
 def test_pending_futures_fail_when_the_client_closes(cluster):
     """A future still pending when its client closes fails with ConnectionLost, not a hang."""
     client = cluster.client(timeout=10)
@@ -462,6 +469,7 @@ def test_shard_memory_returns_to_zero(client):
     assert [(info["keys"], info["bytes"]) for info in infos] == [(0, 0)] * len(infos)
 
 
+@pytest.mark.every_path
 def test_got_arrays_wrap_the_received_frame(cluster, monkeypatch):
     """Over the sockets a got array is a view of the received ZeroMQ frame, or of the buffer
     the Unix path received it into, not a copy of it (the shared-memory path maps a file
