@@ -5,7 +5,8 @@ ZeroMQ over TCP and ipc://. It is module-scoped (starting shards costs ~0.5 s) a
 ``client`` flushes it before each test so tests stay independent. The default suite runs
 a test on the Unix path, what a same-node client uses; its ZeroMQ variants are ``slow``
 (``make test-all``) unless the test is marked ``every_path``: the protocol's own cases
-(parked waits, batches, cancels, bounded sockets, ...), which run on every path always.
+(parked waits, batches, cancels, bounded sockets, the frames a reply arrives in), which
+run on every path always.
 """
 
 from __future__ import annotations

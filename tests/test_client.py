@@ -303,7 +303,6 @@ def test_async_calls_return_futures_and_sync_is_result(client):
     assert isinstance(failing.exception(timeout=10), memstore.KeyNotFound)
 
 
-@pytest.mark.every_path
 def test_many_requests_in_flight_resolve_to_their_own_keys(client):
     """2,000 puts then 2,000 gets in flight at once: each future gets its own key's value."""
     n = 2000
@@ -334,7 +333,6 @@ def test_a_future_can_be_awaited_from_another_thread(client):
     np.testing.assert_array_equal(client.get_tensor("x"), np.ones(4))
 
 
-@pytest.mark.every_path
 def test_threads_share_a_client(client):
     """Four threads using one client at once each read back exactly what they wrote."""
     errors: list[BaseException] = []

@@ -148,7 +148,6 @@ def test_strings_and_scalars_do_not_mix():
 # -- datasets in the store -------------------------------------------------------------------
 
 
-@pytest.mark.every_path
 def test_dataset_round_trip(client):
     """Every tensor (dtypes, orders, 0-d, empty) and every metadata field survives the store."""
     ds = memstore.DataSet("full")

@@ -1,12 +1,10 @@
 """The shortest path through the store: put, get, poll, on both transports."""
 
 import numpy as np
-import pytest
 
 import memstore
 
 
-@pytest.mark.every_path
 def test_put_get_round_trip(client):
     data = np.arange(12, dtype=np.float32).reshape(3, 4)
     client.put_tensor("smoke", data)

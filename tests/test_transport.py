@@ -512,7 +512,6 @@ def test_answered_requests_do_not_pile_up_in_the_deadline_heap(client):
     assert len(client._requests.transport._deadlines) <= 2 * 1000 + 1024
 
 
-@pytest.mark.every_path
 def test_async_requests_beyond_the_inflight_cap_wait_for_room(cluster, monkeypatch):
     """MEMSTORE_CLIENT_MAX_INFLIGHT bounds what one client has unanswered: with 4 waits
     parked, a 5th submit waits for room, raises Timeout at the client's timeout without
