@@ -126,20 +126,26 @@ class Reader:
         self.frames: list = []
         self.own: Any = None  # a large frame being received into its own buffer
         self.filled = 0
+        self.drained = False  # the last fill read less than it had room for
 
     def fill(self, flags: int = 0) -> int:
         """One ``recv_into`` (blocking unless ``flags`` say otherwise): the bytes read, 0 at
-        the end of the stream. ``BlockingIOError`` when nothing is there to read."""
+        the end of the stream. ``BlockingIOError`` when nothing is there to read.
+        ``drained`` says whether it read less than it had room for: the socket held no more
+        then, so a poller, not another read, should say when more comes."""
         if self.own is not None and self.filled < len(self.own):
-            n = self.sock.recv_into(memoryview(self.own)[self.filled :], 0, flags)
+            room = memoryview(self.own)[self.filled :]
+            n = self.sock.recv_into(room, 0, flags)
             self.filled += n
-            return n
-        if self.start == self.end:
-            self.start = self.end = 0
-        elif self.end == len(self.buf):
-            self._compact()
-        n = self.sock.recv_into(self.view[self.end :], 0, flags)
-        self.end += n
+        else:
+            if self.start == self.end:
+                self.start = self.end = 0
+            elif self.end == len(self.buf):
+                self._compact()
+            room = self.view[self.end :]
+            n = self.sock.recv_into(room, 0, flags)
+            self.end += n
+        self.drained = n < len(room)
         return n
 
     def message(self) -> list | None:

@@ -65,7 +65,8 @@ _ENVELOPE_BYTES, _ENVELOPE_PER_PART = 64, 5
 _POLLIN = zmq.POLLIN
 _EVENTS, _RCVTIMEO = int(zmq.EVENTS), int(zmq.RCVTIMEO)  # plain ints: no enum on hot paths
 _SLICE_MS = int(_SLICE_S * 1000)
-_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
+# Plain ints: the Unix path tests them per frame, and an enum flag's ``&`` is a Python call.
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 #: How soon the pump looks at the queue again after sending (it is not woken meanwhile).
 _BURST_MS = 1
 
@@ -941,9 +942,9 @@ def _send_frames(socket: zmq.Socket, frames: list, copy: bool) -> None:
     (pyzmq still copies small ones). Once the first part is queued the rest cannot fail:
     the high-water mark is unlimited."""
     last = len(frames) - 1
-    socket.send(frames[0], _NOBLOCK_MORE if last else zmq.NOBLOCK, copy=True)
+    socket.send(frames[0], _NOBLOCK_MORE if last else _NOBLOCK, copy=True)
     for i in range(1, last + 1):
-        socket.send(frames[i], _NOBLOCK_MORE if i < last else zmq.NOBLOCK, copy=copy)
+        socket.send(frames[i], _NOBLOCK_MORE if i < last else _NOBLOCK, copy=copy)
 
 
 def _pollable(conn: Any) -> Any:

@@ -42,6 +42,8 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 #: Reads of one connection per loop turn, so a client sending much cannot starve the rest.
 _READS_PER_TURN = 64
 _DONTWAIT = socket.MSG_DONTWAIT
+# Plain ints: ``event & zmq.POLLIN`` would be an ``enum`` call per event, on every request.
+_POLLIN, _POLLOUT, _POLLERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -112,7 +114,7 @@ class UnixListener:
     def attach(self, poller: zmq.Poller) -> None:
         """Serve from the shard's own poller (it takes raw descriptors beside sockets)."""
         self._poller = poller
-        poller.register(self._sock.fileno(), zmq.POLLIN)
+        poller.register(self._sock.fileno(), _POLLIN)
 
     def serve(self, events: dict) -> None:
         """Handle this turn's events of the listening socket and the connections."""
@@ -125,9 +127,9 @@ class UnixListener:
             conn = self._conns.get(fd)
             if conn is None:
                 continue
-            if event & zmq.POLLOUT:
+            if event & _POLLOUT:
                 self._flush(conn)
-            if event & (zmq.POLLIN | zmq.POLLERR) and fd in self._conns:
+            if event & (_POLLIN | _POLLERR) and fd in self._conns:
                 self._read(conn)
 
     def owns(self, identity: bytes) -> bool:
@@ -157,7 +159,7 @@ class UnixListener:
                                                               self.max_message))  # fmt: skip
             self._conns[conn.fd] = conn
             self._by_identity[identity] = conn
-            self._poller.register(conn.fd, zmq.POLLIN)
+            self._poller.register(conn.fd, _POLLIN)
 
     def _read(self, conn: _Connection) -> None:
         reader = conn.reader
@@ -170,6 +172,8 @@ class UnixListener:
                     self._handle(conn.identity, frames)
                     if conn.fd not in self._conns:  # its reply passed the output limit
                         return
+                if reader.drained:  # no read that can only fail: the poller says when more
+                    return
         except (BlockingIOError, InterruptedError):
             return
         except ProtocolError as exc:
@@ -205,7 +209,7 @@ class UnixListener:
             at, offset = framing.advance(buffers, 0, 0, sent)
             conn.out = [memoryview(buffers[at])[offset:], *buffers[at + 1 :]]
             conn.queued = size - sent
-            self._poller.register(conn.fd, zmq.POLLIN | zmq.POLLOUT)
+            self._poller.register(conn.fd, _POLLIN | _POLLOUT)
 
     def _flush(self, conn: _Connection) -> None:
         try:
@@ -220,7 +224,7 @@ class UnixListener:
         conn.queued -= sent
         if not conn.out:
             conn.queued = 0
-            self._poller.register(conn.fd, zmq.POLLIN)
+            self._poller.register(conn.fd, _POLLIN)
 
     def _evict(self, conn: _Connection, size: int) -> None:
         self.evicted += 1
