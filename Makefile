@@ -89,7 +89,7 @@ bench: $(BENCH_STAMP)  ## the quick benchmark preset (< 5 minutes on 2 cores)
 bench-full: $(BENCH_STAMP)  ## the full benchmark preset
 	$(PY) -m benchmarks --full $(BENCH_ARGS)
 
-bench-transport: $(BENCH_STAMP)  ## issue 11's client-transport targets only (< 2 minutes on 2 cores)
+bench-transport: $(BENCH_STAMP)  ## issues 11 and 24's transport targets only, each path separately (< 2 minutes on 2 cores)
 	$(PY) -m benchmarks --quick --only transport $(BENCH_ARGS)
 
 # The real SmartRedis client (smartredis==0.6.1, the [smartredis] extra) needs numpy<2, so it

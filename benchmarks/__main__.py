@@ -3,7 +3,7 @@
     memstore-bench --quick                  # make bench: under 5 minutes on 2 cores
     memstore-bench --full                   # make bench-full
     memstore-bench --only latency,bandwidth --name laptop
-    memstore-bench --only transport --quick  # issue 11's targets only (~30 s on 2 cores)
+    memstore-bench --only transport --quick  # issues 11 and 24's targets only
     memstore-bench --only gateway            # SmartRedis via the gateway vs redis-server
 
 Writes ``<out>/<name>.json`` (machine, versions, parameters, every raw sample) and
@@ -59,10 +59,10 @@ WORKLOADS = {
 #: Workloads only run when asked for (``--only``, or ``--secure`` for curve; the gateway needs
 #: .venv-smartredis: make test-smartredis)
 OPTIONAL = ("curve", "gateway")
-#: ``--only`` names that stand for several workloads: the workloads, the issue whose targets
+#: ``--only`` names that stand for several workloads: the workloads, the issues whose targets
 #: the report shows, and how the preset is cut down to what those targets read
 GROUPS = {
-    "transport": (("latency", "bandwidth", "throughput", "threads"), 11, Preset.transport),
+    "transport": (("latency", "bandwidth", "throughput", "threads"), (11, 24), Preset.transport),
 }
 _NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*,?\s*)+)\]")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -96,8 +96,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         default="",
-        help=f"comma list of workloads: {','.join(WORKLOADS)}; or 'transport' for issue 11's "
-        "targets alone (1 KiB latency, 64 MiB bandwidth, 1x1 throughput, threads)",
+        help=f"comma list of workloads: {','.join(WORKLOADS)}; or 'transport' for issues 11 "
+        "and 24's targets alone (1 KiB latency, 64 MiB bandwidth, 1x1 throughput, threads)",
     )
     p.add_argument(
         "--secure",
@@ -159,9 +159,9 @@ def _main(argv: list[str] | None) -> int:
     chosen, issues = [], None
     for word in (w.strip() for w in args.only.split(",")):
         if word in GROUPS:
-            workloads, issue, narrow = GROUPS[word]
+            workloads, group_issues, narrow = GROUPS[word]
             chosen += [w for w in workloads if w not in chosen]
-            issues = [*(issues or []), issue]
+            issues = [*(issues or []), *group_issues]
             preset = narrow(preset)
         elif word and word not in chosen:
             chosen.append(word)

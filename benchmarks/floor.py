@@ -7,7 +7,8 @@ floor carries the same bytes in the same direction as memstore's put and get, wi
 memstore's header encoding, validation, futures or routing.
 
 Run one with ``python -m benchmarks.floor --bind tcp://127.0.0.1:0``; it prints
-``floor ready at <address>`` and serves until terminated.
+``floor ready at <address>`` and serves until terminated. ``--bind unix:///path`` serves
+the plain-socket floor instead (:mod:`benchmarks.unix_floor`: the same-node path's floor).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import zlib
 
 import numpy as np
 import zmq
+
+from benchmarks import unix_floor
 
 READY = "floor ready at "
 PUT, GET = b"p", b"g"
@@ -168,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the suite stops us, also after Ctrl-C
-    serve(args.bind)
+    if args.bind.startswith(unix_floor.SCHEME):
+        unix_floor.serve(
+            args.bind[len(unix_floor.SCHEME) :], lambda at: print(READY + at, flush=True)
+        )
+    else:
+        serve(args.bind)
     return 0
 
 

@@ -13,9 +13,11 @@ import contextlib
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -26,7 +28,16 @@ import memstore
 from benchmarks import floor, targets
 from benchmarks.presets import Preset
 from benchmarks.redis_baseline import RedisServer, client_info
-from benchmarks.targets import FLOOR, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS, Spec
+from benchmarks.targets import (
+    FLOOR,
+    MEMSTORE,
+    MEMSTORE_IPC,
+    MEMSTORE_SHM,
+    MEMSTORE_TCP,
+    REDIS,
+    UNIX_FLOOR,
+    Spec,
+)
 
 #: Seconds between handing tasks to worker processes and their common start.
 START_LEAD_S = 0.3
@@ -129,7 +140,7 @@ class Env:
         self.log = log
         self.progress = progress
         self._stack = contextlib.ExitStack()
-        self._floors: dict[int, Spec] = {}
+        self._floors: dict[tuple[str, int], Spec] = {}  # (kind, servers)
         self._clusters: dict[tuple[int, bool], Spec] = {}
         self._shm_spec: Spec | None = None
         self._pool: Any = None
@@ -182,6 +193,11 @@ class Env:
             )
         return self._shm_spec
 
+    def memstore_tcp(self, shards: int = 1) -> Spec:
+        """The TCP cluster of :meth:`memstore`, reached over ZeroMQ (``memstore-tcp``): the
+        path of a client on another node, beside the same-node client's Unix socket."""
+        return Spec(MEMSTORE_TCP, self.memstore(shards).addresses, timeout=self.preset.timeout_s)
+
     def release_memstore(self, shards: int) -> None:
         """Flush a cluster's data (its processes stay until the end of the run)."""
         for (size, _), spec in self._clusters.items():
@@ -190,18 +206,37 @@ class Env:
 
     def floor(self, servers: int = 1) -> Spec:
         """``servers`` floor server processes (started once, reused)."""
-        if servers not in self._floors:
+        if (FLOOR, servers) not in self._floors:
             addresses = []
             for _ in range(servers):
                 process, address = floor.start()
                 self._stack.callback(floor.stop, process)
                 addresses.append(address)
-            self._floors[servers] = Spec(FLOOR, tuple(addresses), timeout=self.preset.timeout_s)
-        return self._floors[servers]
+            self._floors[FLOOR, servers] = Spec(
+                FLOOR, tuple(addresses), timeout=self.preset.timeout_s
+            )
+        return self._floors[FLOOR, servers]
+
+    def unix_floor(self, servers: int = 1) -> Spec:
+        """``servers`` plain Unix-socket floor servers (started once, reused)."""
+        if (UNIX_FLOOR, servers) not in self._floors:
+            folder = tempfile.mkdtemp(prefix="memstore-bench-")
+            self._stack.callback(shutil.rmtree, folder, True)
+            addresses = []
+            for i in range(servers):
+                process, address = floor.start(f"unix://{folder}/floor{i}.sock")
+                self._stack.callback(floor.stop, process)
+                addresses.append(address)
+            self._floors[UNIX_FLOOR, servers] = Spec(
+                UNIX_FLOOR, tuple(addresses), timeout=self.preset.timeout_s
+            )
+        return self._floors[UNIX_FLOOR, servers]
 
     def systems(self, shards: int = 1) -> list[Spec]:
-        """memstore, the floor and (if running) Redis, for a comparison."""
-        specs = [self.memstore(shards), self.floor(shards)]
+        """memstore on its same-node path and over tcp://, each path's floor and (if
+        running) Redis, for a comparison."""
+        specs = [self.memstore(shards), self.memstore_tcp(shards), self.floor(shards),
+                 self.unix_floor(shards)]  # fmt: skip
         if self.redis is not None:
             specs.append(self.redis)
         return specs

@@ -9,13 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.presets import size_label
-from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS
+from benchmarks.targets import (
+    FLOOR,
+    LABELS,
+    MEMSTORE,
+    MEMSTORE_IPC,
+    MEMSTORE_SHM,
+    MEMSTORE_TCP,
+    REDIS,
+    UNIX_FLOOR,
+)
 
 STYLE = {
     MEMSTORE: {"color": "#1f77b4", "marker": "o"},
     MEMSTORE_IPC: {"color": "#17becf", "marker": "D"},
     MEMSTORE_SHM: {"color": "#2ca02c", "marker": "v"},
+    MEMSTORE_TCP: {"color": "#9467bd", "marker": "P"},
     FLOOR: {"color": "#7f7f7f", "marker": "s"},
+    UNIX_FLOOR: {"color": "#bcbd22", "marker": "x"},
     REDIS: {"color": "#d62728", "marker": "^"},
     "memcpy": {"color": "black", "marker": "", "linestyle": "--"},
 }
@@ -59,7 +70,7 @@ def latency(result: dict, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     panels = (("put", "put"), ("get", "get"), ("wake", "poll wake-up (put → parked consumer)"))
     for ax, (op, name) in zip(axes, panels, strict=True):
-        for kind in (MEMSTORE, MEMSTORE_IPC, FLOOR, REDIS):
+        for kind in (MEMSTORE, UNIX_FLOOR, MEMSTORE_IPC, MEMSTORE_TCP, FLOOR, REDIS):
             rows = summary.get(kind, {}).get(op)
             if not rows:
                 continue
@@ -87,7 +98,7 @@ def bandwidth(result: dict, path: Path, title: str) -> None:
     summary = result["summary"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, op in zip(axes, ("put", "get"), strict=True):
-        for kind in (MEMSTORE, MEMSTORE_SHM, FLOOR, REDIS):
+        for kind in (MEMSTORE, MEMSTORE_SHM, UNIX_FLOOR, MEMSTORE_TCP, FLOOR, REDIS):
             rows = summary.get(kind, {}).get(op)
             if rows:
                 ax.plot(
@@ -116,7 +127,8 @@ def throughput(result: dict, path: Path, title: str) -> None:
 
     summary = result["summary"]
     configs = [(s, c) for s in result["params"]["shards"] for c in result["params"]["clients"]]
-    kinds = [k for k in (MEMSTORE, FLOOR, REDIS) if any(r["system"] == k for r in summary)]
+    every = (MEMSTORE, UNIX_FLOOR, MEMSTORE_TCP, FLOOR, REDIS)
+    kinds = [k for k in every if any(r["system"] == k for r in summary)]
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(configs)), 4.2))
     width = 0.8 / (len(kinds) * len(MODES))
     highest = 1.0

@@ -11,7 +11,16 @@ from benchmarks import curve, streams, threads
 from benchmarks.gateway import table as gateway_table
 from benchmarks.goals import ISSUES, Ratio, ratios
 from benchmarks.presets import size_label
-from benchmarks.targets import FLOOR, LABELS, MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, REDIS
+from benchmarks.targets import (
+    FLOOR,
+    LABELS,
+    MEMSTORE,
+    MEMSTORE_IPC,
+    MEMSTORE_SHM,
+    MEMSTORE_TCP,
+    REDIS,
+    UNIX_FLOOR,
+)
 from benchmarks.throughput import PIPELINED, SYNC, lookup
 
 
@@ -49,8 +58,9 @@ def targets_table(rows: list[Ratio]) -> str:
 
 def latency_table(result: dict) -> str:
     summary = result["summary"]
-    kinds = [k for k in (MEMSTORE, MEMSTORE_IPC, FLOOR, REDIS) if k in summary]
-    head = f"{'size':>8} {'op':<5}" + "".join(f" {LABELS[k]:>24}" for k in kinds)
+    paths = (MEMSTORE, UNIX_FLOOR, MEMSTORE_IPC, MEMSTORE_TCP, FLOOR, REDIS)
+    kinds = [k for k in paths if k in summary]
+    head = f"{'size':>8} {'op':<5}" + "".join(f" {LABELS[k]:>22}" for k in kinds)
     lines = ["latency p50 / p99 (us), one client, one shard", head]
     ops = [op for op in ("put", "get", "wake") if any(op in summary[k] for k in kinds)]
     for size in result["params"]["sizes"]:
@@ -59,14 +69,15 @@ def latency_table(result: dict) -> str:
             for kind in kinds:
                 row = summary[kind].get(op, {}).get(str(size))
                 cells.append(f"{row['p50']:.0f} / {row['p99']:.0f}" if row and row["n"] else "-")
-            lines.append(f"{size_label(size):>8} {op:<5}" + "".join(f" {c:>24}" for c in cells))
+            lines.append(f"{size_label(size):>8} {op:<5}" + "".join(f" {c:>22}" for c in cells))
     return "\n".join(lines)
 
 
 def bandwidth_table(result: dict) -> str:
     summary = result["summary"]
-    kinds = [k for k in (MEMSTORE, MEMSTORE_SHM, FLOOR, REDIS) if k in summary]
-    head = f"{'size':>8} {'op':<5}" + "".join(f" {LABELS[k]:>18}" for k in kinds) + "  memcpy"
+    paths = (MEMSTORE, MEMSTORE_SHM, UNIX_FLOOR, MEMSTORE_TCP, FLOOR, REDIS)
+    kinds = [k for k in paths if k in summary]
+    head = f"{'size':>8} {'op':<5}" + "".join(f" {LABELS[k]:>21}" for k in kinds) + "  memcpy"
     lines = ["bandwidth, median GB/s, one client, one shard", head]
     for size in result["params"]["sizes"]:
         copy = summary["memcpy"]["copy"][str(size)]
@@ -74,7 +85,7 @@ def bandwidth_table(result: dict) -> str:
             cells = [f"{summary[k][op][str(size)]['p50']:.3f}" for k in kinds]
             lines.append(
                 f"{size_label(size):>8} {op:<5}"
-                + "".join(f" {c:>18}" for c in cells)
+                + "".join(f" {c:>21}" for c in cells)
                 + f"  {copy['p50']:.2f}"
             )
     return "\n".join(lines)
@@ -83,19 +94,19 @@ def bandwidth_table(result: dict) -> str:
 def throughput_table(result: dict) -> str:
     lines = [
         f"throughput, {result['params']['size']} B puts, ops/s (median over rounds)",
-        f"{'shards':>6} {'clients':>7} {'system':<20} {'sync':>10} {'pipelined':>10} {'gain':>6}",
+        f"{'shards':>6} {'clients':>7} {'system':<22} {'sync':>10} {'pipelined':>10} {'gain':>6}",
     ]
     summary = result["summary"]
     for shards in result["params"]["shards"]:
         for clients in result["params"]["clients"]:
-            for kind in (MEMSTORE, FLOOR, REDIS):
+            for kind in (MEMSTORE, UNIX_FLOOR, MEMSTORE_TCP, FLOOR, REDIS):
                 sync = lookup(summary, shards=shards, clients=clients, system=kind, mode=SYNC)
                 pipe = lookup(summary, shards=shards, clients=clients, system=kind, mode=PIPELINED)
                 if not sync or not pipe:
                     continue
                 gain = pipe["ops_per_s"] / sync["ops_per_s"] if sync["ops_per_s"] else 0.0
                 lines.append(
-                    f"{shards:>6} {clients:>7} {LABELS[kind]:<20} {sync['ops_per_s']:>10,.0f} "
+                    f"{shards:>6} {clients:>7} {LABELS[kind]:<22} {sync['ops_per_s']:>10,.0f} "
                     f"{pipe['ops_per_s']:>10,.0f} {gain:>5.1f}x"
                 )
     return "\n".join(lines)

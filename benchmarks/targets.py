@@ -9,30 +9,42 @@ gives a :class:`Target` with the operations the workloads time:
   for every key, then every future's ``result()``; a raw DEALER sending them all; a redis-py
   pipeline).
 
-memstore runs twice where a workload asks: over ``tcp://`` (``memstore``) and over
-``ipc://`` (``memstore-ipc``, same node), both with the same client and sockets only; the
-bandwidth workload adds ``memstore-shm``: a shard offering, and a client using, the
-same-node shared-memory path.
+memstore runs on each path a client takes, measured separately: ``memstore`` is a
+same-node client on its default path, the shard's Unix socket (issue 24);
+``memstore-tcp`` is the same shards over ZeroMQ ``tcp://`` (what a client on another node
+uses) and ``memstore-ipc`` shards on ZeroMQ ``ipc://`` (both with ``MEMSTORE_UNIX=0``);
+``memstore-shm`` a shard offering, and a client using, the same-node shared-memory path.
+Each path has its floor: raw pyzmq over ``tcp://`` (``floor``), and a Python echo over a
+plain Unix socket (``floor-unix``, :mod:`benchmarks.unix_floor`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import memstore
-from benchmarks import floor
+from benchmarks import floor, unix_floor
+from memstore import config
 
 MEMSTORE, MEMSTORE_IPC, FLOOR, REDIS = "memstore", "memstore-ipc", "floor", "redis"
 MEMSTORE_SHM = "memstore-shm"  # same node, shared-memory path (issue 12)
+MEMSTORE_TCP = "memstore-tcp"  # ZeroMQ over tcp://, as from another node (issue 24)
+UNIX_FLOOR = "floor-unix"  # the plain Unix-socket floor (issue 24)
+#: memstore's systems whose clients stay on ZeroMQ
+ZMQ_ONLY = (MEMSTORE_TCP, MEMSTORE_IPC)
 #: how each system appears in tables and plots
 LABELS = {
-    MEMSTORE: "memstore",
+    MEMSTORE: "memstore unix",
+    MEMSTORE_TCP: "memstore tcp://",
     MEMSTORE_IPC: "memstore ipc://",
     MEMSTORE_SHM: "memstore shm",
-    FLOOR: "raw pyzmq (floor)",
+    FLOOR: "raw pyzmq tcp (floor)",
+    UNIX_FLOOR: "Unix socket (floor)",
     REDIS: "Redis + redis-py",
 }
 DTYPE = np.dtype(np.float32)
@@ -48,10 +60,12 @@ class Spec:
     timeout: float = 60.0
 
     def connect(self) -> Target:
-        if self.kind in (MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM):
+        if self.kind in (MEMSTORE, MEMSTORE_IPC, MEMSTORE_SHM, MEMSTORE_TCP):
             return MemstoreTarget(self)
         if self.kind == FLOOR:
             return FloorTarget(self)
+        if self.kind == UNIX_FLOOR:
+            return UnixFloorTarget(self)
         return RedisTarget(self)
 
 
@@ -80,9 +94,10 @@ class MemstoreTarget(Target):
     kind = MEMSTORE
 
     def __init__(self, spec: Spec):
-        self.client = memstore.Client(
-            ",".join(spec.addresses), timeout=spec.timeout, shm=spec.kind == MEMSTORE_SHM
-        )
+        with _unix_path(spec.kind not in ZMQ_ONLY):
+            self.client = memstore.Client(
+                ",".join(spec.addresses), timeout=spec.timeout, shm=spec.kind == MEMSTORE_SHM
+            )
         self.timeout = spec.timeout
 
     def put(self, key: str, array: np.ndarray) -> None:
@@ -123,6 +138,27 @@ class FloorTarget(Target):
 
     def close(self) -> None:
         self.client.close()
+
+
+class UnixFloorTarget(FloorTarget):
+    kind = UNIX_FLOOR
+
+    def __init__(self, spec: Spec):
+        self.client = unix_floor.UnixFloorClient(list(spec.addresses), timeout=spec.timeout)
+
+
+@contextlib.contextmanager
+def _unix_path(wanted: bool):
+    """``MEMSTORE_UNIX`` as ``wanted`` while a client is made (it reads it then)."""
+    before = os.environ.get(config.ENV_UNIX)
+    os.environ[config.ENV_UNIX] = "1" if wanted else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(config.ENV_UNIX, None)
+        else:
+            os.environ[config.ENV_UNIX] = before
 
 
 class RedisTarget(Target):

@@ -95,6 +95,9 @@ SHM_SWEEP_INTERVAL = 2.0
 #: would (1 MiB: a write into allocated pages 111 us, into new ones 249 us with the unlink).
 SHM_SPARE_MIN = 4 << 20
 
+#: The same-node direct path: a shard's Unix stream socket (``memstore/server/unix.py``).
+ENV_UNIX = "MEMSTORE_UNIX"
+
 #: CURVE keys of clients (``memstore/auth.py``, docs/security.md).
 ENV_CURVE_DIR = "MEMSTORE_CURVE_DIR"
 ENV_CURVE_SERVER_KEY = "MEMSTORE_CURVE_SERVER_KEY"
@@ -226,6 +229,12 @@ def shm_pool_bytes() -> int:
 def shm_spare_bytes() -> int:
     """Bytes of freed files a shard keeps for clients' next puts (0: none)."""
     return _setting("MEMSTORE_SHM_SPARE", 256 << 20, parse_size, "a size (0: none)")
+
+
+def unix_enabled() -> bool:
+    """Whether clients and shards on one node talk over the shard's Unix stream socket
+    (``memstore/client/unix.py``): ``MEMSTORE_UNIX=0`` keeps them on ZeroMQ."""
+    return os.environ.get(ENV_UNIX, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def shm_spare_ttl() -> float:

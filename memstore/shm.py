@@ -55,7 +55,7 @@ from memstore.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 #: ``memstore-<shard|client>-<pid namespace>-<pid>-<token>``: what a sweep may remove.
-_DIR = re.compile(r"memstore-(shard|client)-(\d+)-(\d+)-([0-9a-f]{32})\Z")
+_DIR = re.compile(r"memstore-(shard|client|unix)-(\d+)-(\d+)-([0-9a-f]{32})\Z")
 #: Names of files inside an area: short hexadecimal counters, never a path.
 FILE_NAME = re.compile(r"[0-9a-f]{1,32}\Z")
 PROBE = "probe"

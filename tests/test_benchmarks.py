@@ -35,18 +35,22 @@ def test_latency_and_bandwidth_json(tmp_path, capsys):
     assert run["machine"]["cores"] >= 1
     assert run["versions"]["pyzmq"] and run["versions"]["memstore"]
     latency = run["results"]["latency"]
-    assert set(latency["samples"]) == {"memstore", "memstore-ipc", "floor"}  # no Redis
+    paths = {"memstore", "memstore-tcp", "memstore-ipc", "floor", "floor-unix"}
+    assert set(latency["samples"]) == paths  # each path, each floor, no Redis
     for op in ("put", "get", "wake"):
         _positive_samples(latency["samples"]["memstore"][op])
-    _positive_samples(latency["samples"]["floor"]["get"])
-    _positive_samples(latency["samples"]["memstore-ipc"]["get"])
+    for kind in paths:
+        _positive_samples(latency["samples"][kind]["get"])
     get_1k = latency["summary"]["memstore"]["get"]["1024"]
     assert 0 < get_1k["min"] <= get_1k["p50"] <= get_1k["p99"] <= get_1k["max"]
     bandwidth = run["results"]["bandwidth"]
     for kind, op in (
         ("memstore", "put"),
         ("memstore", "get"),
+        ("memstore-tcp", "get"),
         ("floor", "get"),
+        ("floor-unix", "put"),
+        ("floor-unix", "get"),
         ("memcpy", "copy"),
         ("memstore-shm", "put"),
         ("memstore-shm", "get"),
@@ -55,10 +59,11 @@ def test_latency_and_bandwidth_json(tmp_path, capsys):
     targets = {t["name"]: t for t in run["targets"]}
     assert targets["1 KiB get p50, tcp, vs raw pyzmq floor"]["ratio"] > 0
     assert targets["1 KiB get p50, ipc://, vs Redis on loopback"]["ratio"] is None  # no Redis
-    assert {t["issue"] for t in run["targets"]} == {6, 11, 12}
+    assert targets["1 KiB get p50, same node (unix), vs Unix-socket floor"]["ratio"] > 0
+    assert {t["issue"] for t in run["targets"]} == {6, 11, 12, 24}
     assert targets["1 MiB get, shm vs socket path"]["ratio"] > 0
     out = capsys.readouterr().out
-    assert "memstore shm" in out
+    assert "memstore shm" in out and "Unix socket (floor)" in out and "memstore tcp://" in out
     assert "targets" in out and "vs raw pyzmq floor" in out and "issue 11" in out
 
 
@@ -87,20 +92,23 @@ def test_transport_targets_with_redis_and_plots(tmp_path, capsys):
     assert set(run["results"]) == {"latency", "bandwidth", "throughput", "threads"}
     latency = run["results"]["latency"]
     assert latency["params"]["sizes"] == [1024]
-    for kind in ("memstore", "memstore-ipc", "floor", "redis"):
+    for kind in ("memstore", "memstore-tcp", "memstore-ipc", "floor", "floor-unix", "redis"):
         assert set(latency["samples"][kind]) == {"put", "get"}  # no wake-ups here
         _positive_samples(latency["samples"][kind]["get"])
     rows = run["results"]["throughput"]["summary"]
     assert {(r["system"], r["mode"]) for r in rows} == {
-        (kind, mode) for kind in ("memstore", "floor", "redis") for mode in ("sync", "pipelined")
+        (kind, mode)
+        for kind in ("memstore", "memstore-tcp", "floor", "floor-unix", "redis")
+        for mode in ("sync", "pipelined")
     }
     assert all(r["ops_per_s"] > 0 for r in rows)
     targets = run["targets"]
-    assert len(targets) == 7 and {t["issue"] for t in targets} == {11}
+    assert len(targets) == 11 and {t["issue"] for t in targets} == {11, 24}
     assert all(t["ratio"] > 0 and t["met"] in (True, False) for t in targets), targets
-    assert [t["name"] for t in targets] == [r.name for r in ratios(run["results"], [11])]
+    assert [t["name"] for t in targets] == [r.name for r in ratios(run["results"], [11, 24])]
     out = capsys.readouterr().out
     assert "issue 11 (client transport)" in out and "issue 6" not in out
+    assert "issue 24 (same-node Unix socket)" in out
     for name in ("latency", "bandwidth", "throughput"):
         png = tmp_path / f"tiny-transport-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

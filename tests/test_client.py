@@ -73,6 +73,7 @@ def same_shard(client) -> tuple[str, str]:
 # -- round trips -----------------------------------------------------------------------------
 
 
+@pytest.mark.every_path
 @server_settings
 @given(array=arrays())
 def test_round_trip_every_dtype_shape_and_order(client, array):
@@ -233,6 +234,7 @@ def test_unpack_tensor(client):
         client.unpack_tensor("u", np.empty((2, 3), dtype=np.float64))
 
 
+@pytest.mark.every_path
 def test_put_tensors_get_tensors_keep_order(client):
     """get_tensors returns arrays in the order asked, whatever shard each lives on."""
     data = {f"b{i}": np.full(i + 1, i, dtype=np.int32) for i in range(30)}
@@ -312,6 +314,7 @@ def test_many_requests_in_flight_resolve_to_their_own_keys(client):
         np.testing.assert_array_equal(get.result(0), [i, -i])
 
 
+@pytest.mark.every_path
 def test_requests_to_one_shard_are_answered_in_order(client):
     """Interleaved puts and gets of one key in flight together see each put in turn."""
     futures = []
@@ -367,6 +370,7 @@ def test_db_node_info_and_flush(client, cluster):
     assert all(info["keys"] == 0 and info["bytes"] == 0 for info in client.get_db_node_info())
 
 
+@pytest.mark.every_path
 def test_closed_client_raises_connection_lost(cluster):
     """After close() (or leaving the with-block) every call raises ConnectionLost."""
     with cluster.client(timeout=10) as client:
@@ -375,6 +379,7 @@ def test_closed_client_raises_connection_lost(cluster):
         client.get_tensor("c")
 
 
+@pytest.mark.every_path
 def test_pending_futures_fail_when_the_client_closes(cluster):
     """A future still pending when its client closes fails with ConnectionLost, not a hang."""
     client = cluster.client(timeout=10)
@@ -462,18 +467,25 @@ def test_shard_memory_returns_to_zero(client):
     assert [(info["keys"], info["bytes"]) for info in infos] == [(0, 0)] * len(infos)
 
 
+@pytest.mark.every_path
 def test_got_arrays_wrap_the_received_frame(cluster, monkeypatch):
-    """Over the sockets a got array is a view of the received ZeroMQ frame, not a copy of
-    it (the shared-memory path maps a file instead: tests/test_shm.py)."""
+    """Over the sockets a got array is a view of the received ZeroMQ frame, or of the buffer
+    the Unix path received it into, not a copy of it (the shared-memory path maps a file
+    instead: tests/test_shm.py)."""
     zmq = pytest.importorskip("zmq")
     monkeypatch.setenv("MEMSTORE_SHM", "0")
+    monkeypatch.setenv("MEMSTORE_UNIX", "1" if cluster.path == "unix" else "0")
     with cluster.client(timeout=10) as client:
         client.put_tensor("big", np.ones(1 << 18))
         array = client.get_tensor("big")
     owner = array
     while isinstance(owner, np.ndarray):
         owner = owner.base
-    assert isinstance(owner, zmq.Frame)
+    if cluster.path == "unix":
+        assert isinstance(owner, memoryview) and isinstance(owner.obj, bytearray)
+        assert owner.obj.__len__() == array.nbytes  # its own buffer, the whole frame
+    else:
+        assert isinstance(owner, zmq.Frame)
 
 
 def test_smartredis_argument_order(cluster):

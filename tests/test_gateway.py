@@ -125,6 +125,22 @@ def test_keys(r, client):
     assert r.dbsize() == 0 and "db0" in r.info() and r.flushdb()
 
 
+def test_del_and_exists_of_many_keys_ask_each_shard_once(r, client):
+    """DEL / EXISTS of many keys are bulk requests: one per shard, whatever the count;
+    duplicates count as in Redis (EXISTS twice, DEL once)."""
+    names = [f"many{i}" for i in range(50)]
+    client.put_tensors({name: np.zeros(1) for name in names})
+
+    def ops() -> list[int]:
+        return [info["ops"] for info in client.get_db_node_info()]
+
+    for command, answer in ((r.exists, 51), (r.delete, 50), (r.exists, 0)):
+        before = ops()
+        assert command(*names, names[0], "absent") == answer
+        # Per shard: the bulk request, and the info request that counted it.
+        assert [a - b for a, b in zip(ops(), before, strict=True)] == [2, 2]
+
+
 def test_hashes_and_lists(r, client):
     assert r.hset("{ds}.meta", mapping={"f": b"\x00\xffbin", "g": "1"}) == 2
     assert r.hgetall("{ds}.meta") == {b"f": b"\x00\xffbin", b"g": b"1"}

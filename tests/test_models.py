@@ -64,7 +64,7 @@ def names_on_both_shards(client) -> tuple[str, str]:
     return first, other
 
 
-def test_torchscript_model_round_trip(mc):
+def test_torchscript_model_round_trip(same_node_path, mc):
     model = torch.jit.script(MLP())
     mc.set_model("mlp", model)
     assert mc.model_exists("mlp")
@@ -73,6 +73,7 @@ def test_torchscript_model_round_trip(mc):
     mc.run_model("mlp", inputs="x", outputs="y")
     expected = model(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(mc.get_tensor("y"), expected, rtol=1e-6)
+    assert same_node_path in mc.paths()
 
 
 def test_model_bytes_and_file_and_get_model(mc, tmp_path):
@@ -155,7 +156,7 @@ def test_script_and_function(mc):
     np.testing.assert_array_equal(mc.get_tensor("tripled"), x * 3)
 
 
-def test_inputs_on_other_shards_and_outputs_where_they_hash(mc):
+def test_inputs_on_other_shards_and_outputs_where_they_hash(same_node_path, mc):
     first, other = names_on_both_shards(mc)
     mc.set_script("ops", "def add(a, b):\n    return a + b\n")
     mc.put_tensor(first, np.ones(4, np.float32))
@@ -166,6 +167,7 @@ def test_inputs_on_other_shards_and_outputs_where_they_hash(mc):
         mc.run_script("ops", "add", [first, other], [out])
     for out in outputs:
         np.testing.assert_array_equal(mc.get_tensor(out), np.full(4, 3, np.float32))
+    assert mc.paths() == [same_node_path] * 2
 
 
 def test_model_cannot_corrupt_its_stored_input(mc):

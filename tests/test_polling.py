@@ -54,6 +54,7 @@ def other(cluster):
 # -- wake-up ---------------------------------------------------------------------------------
 
 
+@pytest.mark.every_path
 def test_poll_tensor_wakes_when_another_thread_puts(client, cluster):
     """A parked poll_tensor answers True as soon as a put from another client in another
     thread stores the key, long before its deadline."""
@@ -85,6 +86,7 @@ def test_poll_tensor_is_true_at_once_when_present(client):
     assert time.monotonic() - start < LONG_S / 3
 
 
+@pytest.mark.every_path
 def test_poll_returns_false_at_the_deadline(client):
     """A poll for a key that never comes answers False once poll_frequency_ms * num_tries
     has passed, not before."""
@@ -103,6 +105,7 @@ def test_poll_with_zero_deadline_answers_now(client):
     assert client.poll_tensor("present", 100, 0) is True
 
 
+@pytest.mark.every_path
 def test_poll_longer_than_the_client_timeout_is_not_connection_lost(cluster):
     """A poll may outlast the client's timeout: the client waits for the shard's deadline."""
     with cluster.client(timeout=0.5) as short:
@@ -264,6 +267,7 @@ def test_wait_tensor_raises_timeout(client):
 # -- a parked poll blocks nothing ------------------------------------------------------------
 
 
+@pytest.mark.every_path
 def test_parked_poll_does_not_block_its_shard(client, other):
     """While a long poll is parked on a shard, puts and gets of other keys on that shard,
     from the same client and from another one, are answered."""
@@ -310,6 +314,7 @@ def test_non_finite_waits_are_refused_and_the_shard_survives(client, call):
     assert client.poll_tensor("never", 10, 1) is True
 
 
+@pytest.mark.every_path
 def test_many_wait_tensors_on_one_key_all_get_the_array(client, other):
     """Every parked wait_tensor on a key receives the array from its one put."""
     waits = [client.wait_tensor_async("shared", timeout=LONG_S) for _ in range(10)]

@@ -140,9 +140,11 @@ def _requests(address: str, save_dir: str) -> list[tuple[str, dict, list, str]]:
         ("put", {"keys": ["t"], "metas": [META]}, [b"abcd"], "ok"),
         ("get", {"keys": ["t"]}, [], "ok"),
         ("exists", {"key": "t"}, [], "ok"),
+        ("exists_keys", {"keys": ["t", "u"], "kind": "tensor"}, [], "ok"),
         ("copy", {"src": "t", "dst": "t2"}, [], "ok"),
         ("rename", {"src": "t2", "dst": "t3"}, [], "ok"),
         ("delete", {"key": "t3"}, [], "ok"),
+        ("delete_keys", {"keys": ["t", "nothing"], "kind": "tensor"}, [], "ok"),
         ("put_dataset", {"key": "d", "dataset": dataset}, [b"abcd"], "ok"),
         ("get_dataset", {"key": "d"}, [], "ok"),
         ("list_push", {"key": "l", "items": ["d"]}, [], "ok"),
@@ -242,6 +244,9 @@ def test_documented_reply_fields_of_hello_and_info(raw):
     hello, _ = raw.ask("hello")
     info, _ = raw.ask("info")
     envelope = {"v", "id", "ok"}
+    if "unix" in hello["features"]:  # the Unix socket's offer: exactly its table's fields
+        unix_fields = {name for row in _rows("unix offer field") for name in _names(row[0])}
+        assert unix_fields == set(hello["unix"])
     assert set(hello) - envelope - doc_reply_fields("hello") == set()
     assert set(info) - envelope - doc_reply_fields("info") == set()
     if "shm" not in hello["features"]:

@@ -19,8 +19,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
         r"## Ten lines\n\n```python\n(.*?)```",
         r"## Streams\n.*?```python\n(.*?)```",
         r"\*\*Producers and trainers\.\*\*.*?```python\n(.*?)```",
+        r"### Which path a client takes\n.*?```python\n(.*?)```",
     ],
-    ids=["ten-lines", "streams", "torch"],
+    ids=["ten-lines", "streams", "torch", "paths"],
 )
 def test_readme_example_runs(pattern):
     """README's short examples run as written (at most 12 lines each)."""

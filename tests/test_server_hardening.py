@@ -3,12 +3,7 @@ and shared-memory adoption, each against real shard processes and raw sockets.""
 
 from __future__ import annotations
 
-import json
 import os
-import pwd
-import shutil
-import signal
-import subprocess
 import time
 
 import numpy as np
@@ -188,55 +183,11 @@ def _attack(address: str, area: str, names: list[str], meta: dict) -> list[dict]
     return answers
 
 
-def _as_user(uid: int, gid: int, work, timeout_s: float = 60.0):
-    """``work()`` run in a forked child as ``uid``/``gid``: its JSON result."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop to the other account, do the work, report, exit
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            os.write(write_end, json.dumps(work()).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout_s
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("the other user's process did not finish")
-        time.sleep(0.05)
-    with os.fdopen(read_end, "rb") as out:
-        data = out.read()
-    assert data, "the other user's process failed"
-    return json.loads(data)
-
-
-@pytest.fixture
-def other_user():
-    """A second Unix account made for the test (removed after): (uid, gid)."""
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to make a second Unix account")
-    name = f"mst{os.getpid() % 100000}"
-    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True, timeout=30)
-    try:
-        entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid
-    finally:
-        subprocess.run(["userdel", name], check=False, timeout=30)
-
-
 def test_another_user_cannot_adopt_a_clients_upload_files(shm_root, other_user):
     """Before: a put from another Unix account over TCP naming the victim's area and file
     numbers was accepted: it stored the victim's unsent ``client.empty()`` buffer under its
     own key, read it back, and the victim's next put failed. Now it needs the area's
     secret, which only the area's owner can read."""
-    uid, gid = other_user
     with memstore.LocalCluster(shards=1) as running, running.client(timeout=10) as victim:
         victim._shm.threshold = 1
         array = victim.empty("mine", 1 << 16, np.uint8)
@@ -245,7 +196,7 @@ def test_another_user_cannot_adopt_a_clients_upload_files(shm_root, other_user):
         names = sorted(n for n in os.listdir(area.path) if n != "key")
         assert names, "the victim's buffer has a file"
         meta = {"dtype": "|u1", "shape": [1 << 16], "order": "C"}
-        answers = _as_user(uid, gid, lambda: _attack(running.addresses[0], area.name, names, meta))
+        answers = other_user.run(lambda: _attack(running.addresses[0], area.name, names, meta))
         assert not any(a.get("ok") for a in answers), answers
         assert "area_key" in answers[0]["msg"], answers[0]
         assert all(os.path.exists(os.path.join(area.path, n)) for n in names)

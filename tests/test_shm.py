@@ -81,7 +81,7 @@ def _mapped(array) -> bool:
     return type(owner).__name__ == "mmap"
 
 
-def test_negotiated_and_used(client, shm_root):
+def test_negotiated_and_used(same_node_path, client, shm_root):
     assert client._shm.links[0] is not None
     assert os.path.dirname(_shard_dir(client)) == str(shm_root)
     assert os.stat(_shard_dir(client)).st_mode & 0o777 == 0o700
@@ -91,6 +91,7 @@ def test_negotiated_and_used(client, shm_root):
     got = client.get_tensor("x")
     assert _mapped(got)
     np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
+    assert client.paths() == [same_node_path]  # the hand-off went over that path
 
 
 @settings(
@@ -366,7 +367,7 @@ def test_empty_is_adopted_without_a_copy_and_the_put_is_a_snapshot(client, shm_r
     np.testing.assert_array_equal(client.get_tensor("e"), expected)
 
 
-def test_empty_async_put_and_put_tensors_adopt_it(client, shm_root):
+def test_empty_async_put_and_put_tensors_adopt_it(same_node_path, client, shm_root):
     a, b = client.empty("a", 50_000), client.empty("b", (100, 100), np.int16)
     a[:], b[:] = 1.5, 7
     future = client.put_tensor_async("a", a)
@@ -379,6 +380,7 @@ def test_empty_async_put_and_put_tensors_adopt_it(client, shm_root):
     assert all(_mapped(x) for x in (got_a, got_b, got_c))
     assert got_a.max() == 1.5 and got_b.max() == 7 and got_c.sum() == 40_000
     assert _upload_files(shm_root) == []
+    assert client.paths() == [same_node_path]
 
 
 def test_an_empty_array_dropped_unput_leaves_no_file(client, shm_root):
@@ -741,7 +743,7 @@ def _shm_bytes(client) -> int:
     return client.get_db_node_info()[0]["shm_bytes"]
 
 
-def test_a_run_output_is_a_file_and_its_get_maps_it(client):
+def test_a_run_output_is_a_file_and_its_get_maps_it(same_node_path, client):
     _with_ops(client)
     assert _stored_files(client, 0) == [] and _shm_bytes(client) == 0
     client.run_script("ops", "tile", ["x"], ["y"])
@@ -754,6 +756,7 @@ def test_a_run_output_is_a_file_and_its_get_maps_it(client):
     assert got.dtype == np.float32 and got.shape == _TILED.shape
     np.testing.assert_array_equal(got, _TILED)
     assert _mapped(client.get_tensors(["y"])[0])
+    assert client.paths() == [same_node_path]
 
 
 def test_a_got_run_output_is_writable_and_private(client):

@@ -117,6 +117,7 @@ def test_async_twins_return_futures(client):
     assert [step for step, _ in s.window_async(2).result(10)] == [1, 2]
 
 
+@pytest.mark.every_path
 def test_wait_is_answered_by_the_append(client):
     s = client.stream("waited", maxlen=8)
     assert s.wait(0, timeout=0.1) is False
@@ -266,6 +267,7 @@ def test_latest_policy_keeps_one_step(client):
         s.read(3)
 
 
+@pytest.mark.every_path
 def test_block_parks_the_appender_until_every_group_acked(client, cluster):
     s = client.stream("blocking", maxlen=2, policy="block")
     train, _ = s.group("train"), s.group("ckpt")
@@ -336,6 +338,7 @@ def test_groups_read_independently(client):
     assert late.take(timeout=5)[0] == 3
 
 
+@pytest.mark.every_path
 def test_take_waits_on_the_shard_for_the_next_append(client):
     s = client.stream("parked", maxlen=4)
     g = s.group("g")
@@ -375,6 +378,7 @@ sys.stdin.read()  # holds the step, unacked, until killed
 """
 
 
+@pytest.mark.every_path
 def test_step_of_a_killed_member_is_redelivered(client, cluster, tmp_path):
     import os
     import select
@@ -411,6 +415,7 @@ def test_step_of_a_killed_member_is_redelivered(client, cluster, tmp_path):
 # -- 4. close -----------------------------------------------------------------------------------
 
 
+@pytest.mark.every_path
 def test_close_ends_readers_iterators_and_takes_after_the_last_step(client):
     s = client.stream("ending", maxlen=8)
     g = s.group("g")
@@ -458,6 +463,7 @@ def test_steps_spread_over_the_shards(client):
     assert client.keys.exists("spread", "stream")
 
 
+@pytest.mark.every_path
 def test_a_large_step_goes_by_shared_memory(client):
     infos = client.get_db_node_info()
     if not all(info["shm_dir"] for info in infos):
@@ -860,6 +866,7 @@ def test_a_take_answers_with_the_tensor_over_sockets_and_shared_memory(single, s
         assert step == 3 and isinstance(item, torch.Tensor) and item.tolist() == [1.0] * 3
 
 
+@pytest.mark.every_path
 def test_a_take_whose_data_is_on_another_shard_fetches_it(client):
     s = client.stream("away", maxlen=64)
     g = s.group("g")

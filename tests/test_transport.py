@@ -72,6 +72,7 @@ def test_two_threads_waiting_on_each_others_chained_futures_do_not_deadlock(clie
     assert sorted(results["a"]) == sorted(results["b"]) == list(range(1, 51))
 
 
+@pytest.mark.every_path
 def test_more_threads_than_sockets_share_one_client_with_bounded_sockets(client):
     """More threads at once than the fast-path pool each read back what they wrote,
     and the client never holds more than its fixed sockets per shard."""
@@ -97,6 +98,7 @@ def test_more_threads_than_sockets_share_one_client_with_bounded_sockets(client)
     assert all(made <= client_sockets() for made in client._requests.transport._made)
 
 
+@pytest.mark.every_path
 def test_short_lived_threads_do_not_leak_sockets(client):
     """Sockets are per client and shard, not per thread: 60 threads that each make one call
     leave the process's descriptor count where a handful of threads leave it."""
@@ -116,6 +118,7 @@ def test_short_lived_threads_do_not_leak_sockets(client):
 # -- futures ---------------------------------------------------------------------------------
 
 
+@pytest.mark.every_path
 def test_cancel_really_cancels_and_the_late_reply_breaks_nothing(client):
     """A cancelled wait's answer, when it comes, is dropped: the next calls work."""
     waiting = client.wait_tensor_async("later", timeout=10)
@@ -168,6 +171,7 @@ def test_a_blocking_call_inside_a_done_callback_completes(client):
     assert len(got[1]) == 2
 
 
+@pytest.mark.every_path
 def test_pipelined_requests_are_coalesced_in_order(client):
     """A window of async puts and gets of one key travels in a few batch messages, and each
     get sees the put before it."""
@@ -188,6 +192,7 @@ def test_pipelined_requests_are_coalesced_in_order(client):
     assert messages_after - messages_before < 600 / 2  # coalesced: was one message each
 
 
+@pytest.mark.every_path
 def test_a_failing_request_in_a_batch_fails_alone(client):
     futures = [client.put_tensor_async(f"b{i}", np.ones(1)) for i in range(10)]
     bad = client.get_tensor_async("missing")
@@ -200,6 +205,7 @@ def test_a_failing_request_in_a_batch_fails_alone(client):
 # -- dropped clients -------------------------------------------------------------------------
 
 
+@pytest.mark.every_path
 def test_clients_dropped_without_close_release_their_sockets(cluster):
     """Twenty clients made, used and dropped without close(): new clients keep working
     (the seventh used to fail with 'Address already in use') and descriptors come back."""
@@ -471,6 +477,7 @@ def test_interleavings_from_threads(interleaving_cluster):
     run().runTest()
 
 
+@pytest.mark.every_path
 def test_close_fails_a_blocking_wait_in_another_thread(cluster):
     """close() ends another thread's blocking call on the fast path with ConnectionLost,
     well before that call's own 60 s wait would end."""

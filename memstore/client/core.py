@@ -38,6 +38,14 @@ from memstore.kinds import DATASET, LIST, MODEL, TENSOR
 log = logging.getLogger(__name__)
 
 
+def _listed(names: Any) -> list:
+    """``names`` of a bulk call, refused unless a list or tuple (a lone string would be
+    taken letter by letter)."""
+    if not isinstance(names, (list, tuple)):
+        raise TypeError(f"names must be a list of strings, got {names!r:.80}")
+    return list(names)
+
+
 def _header_fields(header: dict, payload: list) -> dict:
     """A reply's own fields, without the envelope."""
     return {k: v for k, v in header.items() if k not in ("v", "id", "ok")}
@@ -132,6 +140,12 @@ class Client(DatasetCalls, ModelCalls):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def paths(self) -> list[str]:
+        """How this client reaches each shard, in the order of ``addresses``: ``"unix"``
+        (the shard's Unix socket: same node, same user), ``"zmq"``, or ``"unasked"`` (no
+        request went to that shard yet)."""
+        return self._requests.transport.paths()
 
     def close(self) -> None:
         """Close the sockets; pending futures fail with ``ConnectionLost``. Dropping the
@@ -262,11 +276,8 @@ class Client(DatasetCalls, ModelCalls):
     def get_tensors_async(self, names: list[str], as_torch: bool = False) -> Future:
         """Several tensors, in the order of ``names``: one message per shard (mapped from
         shared memory on the same node, as :meth:`get_tensor`)."""
-        keys = [self._key(name, TENSOR, read=True) for name in names]
-        per_shard: dict[int, list[int]] = {}
-        for i, key in enumerate(keys):
-            per_shard.setdefault(self._shard(key), []).append(i)
-
+        keys = [self._key(name, TENSOR, read=True) for name in _listed(names)]
+        per_shard = self._requests.by_shard(keys)
         order = list(per_shard.values())
         calls = [
             lambda s=s, pos=pos: self._get(s, [keys[i] for i in pos], as_torch)
@@ -285,6 +296,18 @@ class Client(DatasetCalls, ModelCalls):
     def delete_tensor_async(self, name: str) -> Future:
         """Delete tensor ``name``; ``KeyNotFound`` if it does not exist."""
         return self.keys.delete_async(self._key(name, TENSOR, read=True), TENSOR)
+
+    def delete_tensors_async(self, names: list[str]) -> Future:
+        """Delete those of the tensors ``names`` that exist, one request per shard (the fast
+        way to delete many); how many were deleted (a missing name is no error, as Redis's
+        DEL). A name holding a dataset is ``WrongType``; its shard then deletes none."""
+        keys = [self._key(name, TENSOR, read=True) for name in _listed(names)]
+        return self.keys.delete_many_async(keys, TENSOR)
+
+    def tensors_exist_async(self, names: list[str]) -> Future:
+        """Per name, in order, whether tensor ``name`` exists: one request per shard."""
+        keys = [self._key(name, TENSOR, read=True) for name in _listed(names)]
+        return self.keys.exists_many_async(keys, TENSOR)
 
     def copy_tensor_async(self, src_name: str, dest_name: str) -> Future:
         """Copy tensor ``src_name`` to ``dest_name`` (across shards if they differ)."""
@@ -314,9 +337,11 @@ class Client(DatasetCalls, ModelCalls):
     put_tensors = blocking(put_tensors_async)
     get_tensors = blocking(get_tensors_async)
     delete_tensor = blocking(delete_tensor_async)
+    delete_tensors = blocking(delete_tensors_async)
     copy_tensor = blocking(copy_tensor_async)
     rename_tensor = blocking(rename_tensor_async)
     tensor_exists = blocking(tensor_exists_async)
+    tensors_exist = blocking(tensors_exist_async)
     dataset_exists = blocking(dataset_exists_async)
     key_exists = blocking(key_exists_async)
 

@@ -2,9 +2,10 @@
 
 :class:`memstore.Client` takes *names* and prefixes them as SmartRedis does (``SSKEYIN`` /
 ``SSKEYOUT``). Code that already speaks in stored keys (the RESP gateway, tools) uses these
-instead. Few on purpose: exists, delete, copy, rename, a dataset in and out, and a list's
-push, range and length (the requests the named methods are built on). Each ``x_async``
-returns a :class:`memstore.Future`; ``x`` blocks and returns its result.
+instead. Few on purpose: exists and delete (of one key, or of many: one request per shard),
+copy, rename, a dataset in and out, and a list's push, range and length (the requests the
+named methods are built on). Each ``x_async`` returns a :class:`memstore.Future`; ``x``
+blocks and returns its result.
 """
 
 from __future__ import annotations
@@ -45,6 +46,43 @@ class RawKeys:
     def delete_async(self, key: str, kind: str | None = None) -> Future:
         """Delete ``key`` (if it holds ``kind``, if given); ``KeyNotFound`` if there is none."""
         return self._requests.to_key("delete", key, {"kind": kind})
+
+    def delete_many_async(self, keys: list[str], kind: str | None = None) -> Future:
+        """Delete those of ``keys`` that exist (of ``kind``, if given): one request per
+        shard; how many were deleted. A key holding another kind is ``WrongType`` and its
+        shard deletes none of its keys."""
+        return self._per_shard(
+            "delete_keys", keys, kind, "deleted", lambda parts: sum(n for _, n in parts)
+        )
+
+    def exists_many_async(self, keys: list[str], kind: str | None = None) -> Future:
+        """Per key, in order, whether it holds anything (of ``kind``): one request per shard."""
+
+        def in_order(parts: list) -> list[bool]:
+            found = [False] * len(keys)
+            for positions, answers in parts:
+                for i, answer in zip(positions, answers, strict=True):
+                    found[i] = bool(answer)
+            return found
+
+        return self._per_shard("exists_keys", keys, kind, "exists", in_order)
+
+    def _per_shard(self, op: str, keys: list[str], kind: str | None, field: str, combine) -> Any:
+        """``op`` of each shard's share of ``keys``, all in flight at once; ``combine`` gets
+        (positions in ``keys``, the reply's ``field``) per shard."""
+        if not isinstance(keys, (list, tuple)):
+            raise TypeError(f"{op}: keys must be a list of strings, got {type(keys).__name__}")
+        requests = self._requests
+
+        def ask(shard: int, positions: list[int]) -> Any:
+            share = [keys[i] for i in positions]
+            return requests.to_shard(
+                shard, op, {"keys": share, "kind": kind},
+                decode=lambda header, payload: (positions, header[field]), what=(op, share[0]),
+            )  # fmt: skip
+
+        shares = requests.by_shard(list(keys)).items()
+        return requests.fan_out([lambda s=s, p=p: ask(s, p) for s, p in shares], combine)
 
     def copy_async(self, src: str, dst: str, kind: str) -> Future:
         """Copy ``src`` (of ``kind``) to ``dst``, across shards if they differ: a tensor as
@@ -126,6 +164,8 @@ class RawKeys:
 
     exists = blocking(exists_async)
     delete = blocking(delete_async)
+    delete_many = blocking(delete_many_async)
+    exists_many = blocking(exists_many_async)
     copy = blocking(copy_async)
     rename = blocking(rename_async)
     get_dataset = blocking(get_dataset_async)

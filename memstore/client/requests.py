@@ -158,6 +158,13 @@ class Requests:
             self.shard_of(key), op, {"key": key, **(fields or {})}, payload, decode, wait, (op, key)
         )
 
+    def by_shard(self, keys: list[str]) -> dict[int, list[int]]:
+        """The positions in ``keys`` of each shard's keys (a bulk call's one request each)."""
+        positions: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            positions.setdefault(self.shard_of(key), []).append(i)
+        return positions
+
     def check_size(self, payload: list, what: Any) -> None:
         """Refuse here what the shard's ``--max-message`` would cut off (it drops the
         connection of a peer sending an oversized frame, failing everything in flight)."""

@@ -40,7 +40,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from memstore import wire
-from memstore.config import MAX_FRAMES, heartbeat_options
+from memstore.client import unix
+from memstore.config import MAX_FRAMES, heartbeat_options, unix_enabled
 from memstore.errors import (
     AuthError,
     ConnectionLost,
@@ -64,7 +65,8 @@ _ENVELOPE_BYTES, _ENVELOPE_PER_PART = 64, 5
 _POLLIN = zmq.POLLIN
 _EVENTS, _RCVTIMEO = int(zmq.EVENTS), int(zmq.RCVTIMEO)  # plain ints: no enum on hot paths
 _SLICE_MS = int(_SLICE_S * 1000)
-_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
+# Plain ints: the Unix path tests them per frame, and an enum flag's ``&`` is a Python call.
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 #: How soon the pump looks at the queue again after sending (it is not woken meanwhile).
 _BURST_MS = 1
 
@@ -275,6 +277,8 @@ class _Unavailable:
 
 
 UNAVAILABLE = _Unavailable()
+#: A shard not asked yet whether this client may use its Unix socket (``client/unix.py``).
+UNASKED = _Unavailable()
 
 
 class Transport:
@@ -312,6 +316,10 @@ class Transport:
         self._down = [False] * n  # a send found the shard disconnected, or it dropped
         self._heartbeat = heartbeat_options()  # read once: a silent shard is dropped
         self._pump_conns: list[_Connection | None] = [None] * n
+        # -- the same-node direct path (client/unix.py): per shard, its Unix socket's offer,
+        # None (ZeroMQ only: inproc, CURVE, MEMSTORE_UNIX=0, another node) or UNASKED.
+        wanted = curve is None and unix_enabled()
+        self._unix: list[Any] = [UNASKED if wanted and not c else None for c in self._copy]
         self._open_locks = [threading.Lock() for _ in range(n)]
         self._lock = threading.Lock()  # counters, the pump's start and close; never held long
         self._max_inflight = max(0, max_inflight)
@@ -358,6 +366,8 @@ class Transport:
             self.check_process()
         if self._busy[shard] or self._closed:
             return UNAVAILABLE
+        if self._unix[shard] is UNASKED:
+            self._ask_unix(shard, time.monotonic() + timeout, what)
         conn = self._checkout(shard)
         if conn is None:
             return UNAVAILABLE
@@ -388,8 +398,38 @@ class Transport:
             raise
 
     def _connection(self, shard: int) -> _Connection:
+        offer = self._unix[shard]
+        if offer is not None and offer is not UNASKED:
+            try:
+                return unix.UnixConnection(offer, shard, _SLICE_MS)
+            except OSError as exc:  # the shard stopped or restarted: ask again, via ZeroMQ
+                log.debug("no Unix socket to %s (%s)", self.addresses[shard], exc)
+                self._unix[shard] = UNASKED
         address = self.addresses[shard]
         return _Connection(self._context, address, shard, self._curve, self._heartbeat)
+
+    def _ask_unix(self, shard: int, deadline: float, what: What) -> None:
+        """Ask ``shard`` (a ``hello`` over ZeroMQ) whether this client may use its Unix
+        socket; a shard found down is asked once it is up again (ZeroMQ fails fast meanwhile).
+
+        Raises:
+            ConnectionLost, AuthError: as the request ``what`` would have.
+        """
+        if self._down[shard]:
+            return
+        conn = self._connection(shard)
+        try:
+            req_id = next(self._ids)
+            hello = self._exchange(conn, req_id, wire.request(req_id, "hello"), _fields,
+                                   deadline, what)  # fmt: skip
+        finally:
+            conn.close()
+        self._unix[shard] = unix.usable(hello)
+
+    def paths(self) -> list[str]:
+        """How this client reaches each shard: ``unix`` (the same-node direct path),
+        ``zmq``, or ``unasked`` (no request went to it yet)."""
+        return ["unasked" if o is UNASKED else "zmq" if o is None else "unix" for o in self._unix]
 
     def _checkin(self, conn: _Connection) -> None:
         """Back to the pool, or closed if an exception (a signal: ``KeyboardInterrupt``)
@@ -527,6 +567,8 @@ class Transport:
             raise _closed(what)
         req_id = next(self._ids)
         frames = wire.request(req_id, op, fields, payload)  # may raise: nothing pending yet
+        if self._unix[shard] is UNASKED:
+            self._ask_unix(shard, time.monotonic() + timeout, what)
         if self._pump_conns[shard] is None:
             self._open_pump_connection(shard, time.monotonic() + timeout, what)
         reply = Reply(shard, req_id, decode, what)
@@ -583,7 +625,9 @@ class Transport:
                 return
             conn = self._connection(shard)
             try:
-                connected = not self._down[shard] and self._await_connection(conn, deadline, what)
+                connected = conn.monitor is None or (  # a Unix socket is connected when made
+                    not self._down[shard] and self._await_connection(conn, deadline, what)
+                )
             except BaseException:
                 conn.close()  # a refused key (or a signal): the next submit tries anew
                 raise
@@ -657,14 +701,29 @@ class Transport:
                     self._fail_shard(conn.shard)
             else:
                 self._receive(conn)
+                if conn.monitor is None and conn.dropped():  # a Unix socket's shard closed it
+                    self._retire(conn)
         self._expire(time.monotonic())
 
     def _register_new(self) -> None:
         for conn in self._pump_conns:
-            if conn is not None and conn.socket not in self._polled:
-                self._polled[conn.socket] = self._polled[conn.monitor] = conn
-                self._poller.register(conn.socket, _POLLIN)
-                self._poller.register(conn.monitor, _POLLIN)
+            if conn is not None and _pollable(conn) not in self._polled:
+                self._polled[_pollable(conn)] = conn
+                self._poller.register(_pollable(conn), _POLLIN)
+                if conn.monitor is not None:  # a Unix connection has none
+                    self._polled[conn.monitor] = conn
+                    self._poller.register(conn.monitor, _POLLIN)
+
+    def _retire(self, conn: Any) -> None:
+        """A Unix connection the shard closed: fail what it had in flight and let the next
+        submit connect anew (to a restarted shard's new socket, or by ZeroMQ)."""
+        self._fail_shard(conn.shard)
+        self._poller.unregister(_pollable(conn))
+        del self._polled[_pollable(conn)]
+        with self._open_locks[conn.shard]:
+            if self._pump_conns[conn.shard] is conn:
+                self._pump_conns[conn.shard] = None
+        conn.close()
 
     def _wait_ms(self, max_wait: float) -> int:
         wait = max_wait
@@ -715,6 +774,8 @@ class Transport:
                 frames.extend(part)
         conn = self._pump_conns[shard]
         try:
+            if conn is None:  # a Unix connection retired since these were queued
+                raise self._lost(shard, items[0][0].what)
             self._send(conn, frames, items[0][2], items[0][0].what)
         except ConnectionLost as exc:
             for reply, _, _ in items:
@@ -881,9 +942,20 @@ def _send_frames(socket: zmq.Socket, frames: list, copy: bool) -> None:
     (pyzmq still copies small ones). Once the first part is queued the rest cannot fail:
     the high-water mark is unlimited."""
     last = len(frames) - 1
-    socket.send(frames[0], _NOBLOCK_MORE if last else zmq.NOBLOCK, copy=True)
+    socket.send(frames[0], _NOBLOCK_MORE if last else _NOBLOCK, copy=True)
     for i in range(1, last + 1):
-        socket.send(frames[i], _NOBLOCK_MORE if i < last else zmq.NOBLOCK, copy=copy)
+        socket.send(frames[i], _NOBLOCK_MORE if i < last else _NOBLOCK, copy=copy)
+
+
+def _pollable(conn: Any) -> Any:
+    """What the pump's poller watches, and reports, for ``conn``: its ZeroMQ socket, or a
+    Unix connection's descriptor (a poller reports descriptors, not the objects that had them)."""
+    return conn.socket if conn.monitor is not None else conn.socket.fileno()
+
+
+def _fields(header: dict, payload: list) -> dict:
+    """The decoder of a reply whose header is its answer (the transport's own ``hello``)."""
+    return header
 
 
 def _header(frame: Any, source: str) -> dict | None:

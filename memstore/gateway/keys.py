@@ -28,14 +28,16 @@ def _delete(ctx: Context, key: str) -> bool:
 
 @command("DEL", "UNLINK")
 def _del(ctx: Context, args: list) -> Any:
+    """One request per shard (a bulk delete); a key named twice is deleted once, as Redis."""
     arity(args, 1, None, "del")
-    return sum(_delete(ctx, text(k)) for k in args)
+    return ctx.client.keys.delete_many([text(k) for k in args])
 
 
 @command("EXISTS")
 def _exists(ctx: Context, args: list) -> Any:
+    """One request per shard; a key named twice counts twice, as Redis."""
     arity(args, 1, None, "exists")
-    return sum(bool(ctx.client.key_exists(text(k))) for k in args)
+    return sum(ctx.client.keys.exists_many([text(k) for k in args]))
 
 
 def _kind_of(ctx: Context, key: str) -> str:

@@ -34,10 +34,16 @@ class AdminOps(ShardHost):
                 "pid": os.getpid(),
                 "max_message": self.max_message,
                 # what a client may use beyond the version's basics
-                "features": ["batch", "shm"] if self.shm is not None else ["batch"],
+                "features": self._features(),
                 "shm": self.shm.offer() if self.shm is not None else None,
+                "unix": self.unix.offer() if self.unix is not None else None,
             },
         )
+
+    def _features(self) -> list[str]:
+        """What a client may use beyond the version's basics."""
+        return ["batch", *(["shm"] if self.shm is not None else []),
+                *(["unix"] if self.unix is not None else [])]  # fmt: skip
 
     def _op_cluster(self, request, identity):
         """Learn the shard list once, at startup; no client can rewrite it later."""
@@ -87,10 +93,14 @@ class AdminOps(ShardHost):
             "address": self.address, "keys": len(store), "bytes": store.used,
             "max_memory": store.max_memory, "max_message": self.max_message,
             "rss": rss(), "rss_peak": rss_peak(), "ops": self.ops, "messages": self.messages,
-            "clients": self.clients,
+            "clients": self.clients + (self.unix.clients if self.unix is not None else 0),
             "parked": store.parked, "parked_clients": store.parked_clients,
             "max_waiters": store.max_waiters, "max_client_waiters": store.max_client_waiters,
-            "client_output_limit": self.output.limit, "clients_evicted": self.output.evicted,
+            "client_output_limit": self.output.limit,
+            "clients_evicted": self.output.evicted + (self.unix.evicted if self.unix else 0),
+            "unix": self.unix.path if self.unix is not None else None,
+            "unix_clients": self.unix.clients if self.unix is not None else 0,
+            "unix_refused": self.unix.refused if self.unix is not None else 0,
             "models": self.models, "uptime": time.time() - self.started,
             "pid": os.getpid(), "index": self.index, "shards": len(self.cluster) or 1,
             "shm_bytes": store.shm_used, "shm_dir": self.shm.path if self.shm else None,

@@ -120,6 +120,34 @@ class DataOps(ShardHost):
             request.id, {"exists": self.store.exists(self._key(request), self._kind(request))}
         )
 
+    def _op_delete_keys(self, request, identity):
+        """Delete those of ``keys`` that exist (a bulk delete: one request per shard); a key
+        of another kind refuses the whole request before anything is deleted."""
+        kind = self._kind(request)
+        keys = self._keys_of(request, kind)
+        found = [k for k in dict.fromkeys(keys) if self.store.exists(k)]  # once each
+        for key in found:
+            self.store.get(key, kind)  # WrongType names the key: nothing deleted yet
+        for key in found:
+            self.store.delete(key, kind)
+            if kind in REPLICATED:
+                self.executor.discard(key)
+        return wire.reply(request.id, {"deleted": len(found)})
+
+    def _op_exists_keys(self, request, identity):
+        """Per key of ``keys``, whether it holds anything (of ``kind``, if given)."""
+        kind = self._kind(request)
+        exists = self.store.exists
+        return wire.reply(
+            request.id, {"exists": [exists(k, kind) for k in self._keys_of(request, kind)]}
+        )
+
+    def _keys_of(self, request, kind: str | None) -> list[str]:
+        """The request's ``keys``, each checked (owned here unless ``kind`` is replicated)."""
+        owned = kind not in REPLICATED
+        keys = wire.field(request.header, "keys", list)
+        return [self._check_key(k, request.op, owned=owned) for k in keys]
+
     def _op_copy(self, request, identity):
         self.store.copy(self._key(request, "src"), self._key(request, "dst"), self._kind(request))
         return wire.reply(request.id)

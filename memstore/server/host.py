@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from memstore.server.executor import Executor
     from memstore.server.output import OutputLimits
     from memstore.server.store import Entry, Store
+    from memstore.server.unix import UnixListener
 
 #: An operation's handler: the request and the caller's routing id in, the reply's frames
 #: out (None: answered later, e.g. a parked ``wait`` or a model run).
@@ -49,6 +50,7 @@ class ShardHost:
     started: float  # time.time() at start
     output: OutputLimits
     shm: shm.ShardArea | None
+    unix: UnixListener | None  # the same-node direct path (server/unix.py)
     shm_gets: int  # tensors a get answered with a shared-memory file name
     _running: bool  # False ends the loop after this turn
 

@@ -32,6 +32,7 @@ from memstore.config import (
     MODEL_POLICIES,
     MODELS_ALL,
     heartbeat_options,
+    unix_enabled,
 )
 from memstore.errors import AuthError, MemstoreError, ProtocolError, RemoteError
 from memstore.kinds import DATASET, LIST, REPLICATED, STREAM, TENSOR
@@ -46,6 +47,8 @@ from memstore.server.peers import Peers
 from memstore.server.persist_ops import BEFORE_RESTORE, PersistOps
 from memstore.server.store import Store
 from memstore.server.stream_ops import StreamOps
+from memstore.server.unix import IDENTITY_BYTES as UNIX_IDENTITY_BYTES
+from memstore.server.unix import UnixListener
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
         self.address = self._bind_first(address)
         self.output = OutputLimits(client_output_limit, self.address)
         self.shm = _shm_area(shm, self._room)
+        self.unix = self._open_unix(curve, client_output_limit)
         self._handlers = self._handler_table()
 
     def _make_executor(
@@ -172,6 +176,19 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
         self._source = None
         self._source_identity = b""
 
+    def _open_unix(self, curve: auth.ServerKeys | None, output_limit: int) -> UnixListener | None:
+        """The same-node direct path (``server/unix.py``), unless ``MEMSTORE_UNIX=0``, the
+        shard is in-process (``inproc://``) or speaks CURVE: its admin rules go by the
+        client's key, which a Unix socket does not carry."""
+        if curve is not None or not unix_enabled() or self.address.startswith("inproc://"):
+            return None
+        try:
+            return UnixListener(self.address, self._answer, self._client_left, MAX_FRAMES + 1,
+                                self.max_message, output_limit)  # fmt: skip
+        except OSError as exc:
+            log.info("no Unix socket (%s): clients use ZeroMQ", exc)
+            return None
+
     def _bind_first(self, address: str) -> str:
         """Bind the shard's own address; the address bound (a free port filled in)."""
         if address.startswith("tcp://") and address.rsplit(":", 1)[1] in ("0", "*"):
@@ -196,6 +213,8 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
             "get": self._op_get,
             "delete": self._op_delete,
             "exists": self._op_exists,
+            "delete_keys": self._op_delete_keys,
+            "exists_keys": self._op_exists_keys,
             "copy": self._op_copy,
             "rename": self._op_rename,
             "put_dataset": self._op_put_dataset,
@@ -238,6 +257,8 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
         poller.register(self.executor.wake_fd, zmq.POLLIN)
+        if self.unix is not None:
+            self.unix.attach(poller)
         log.info("shard %s serving (pid %d)", self.address, os.getpid())
         try:
             while self._running:
@@ -252,6 +273,8 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
                     self._drain()
                 if self.executor.wake_fd in events:
                     self.executor.run_completions()
+                if self.unix is not None:
+                    self.unix.serve(events)
                 self.store.expire()
                 self._maybe_autosave(time.monotonic())
                 if self.shm is not None:
@@ -289,6 +312,8 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
                 self.shm.close()
             if self._guard is not None:
                 self._guard.release()
+            if self.unix is not None:
+                self.unix.close()
             log.info("shard %s closed", self.address)
 
     def _poll_timeout_ms(self, next_model_deadline: float | None) -> int:
@@ -306,19 +331,25 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
             if not socket.get(zmq.EVENTS) & zmq.POLLIN:  # cheaper than a recv raising Again
                 return
             frames, part_headers = self._recv()
-            self.messages += 1
             identity = frames[0].bytes
             self._source_identity = identity
             if len(frames) > MAX_FRAMES + 1:
+                self.messages += 1
                 error = ProtocolError(
                     f"a message of more than {MAX_FRAMES} frames was refused by shard "
                     f"{self.address}: send fewer tensors per request"
                 )
-                reply = _refusal(frames[1], part_headers, error)
+                self._send(identity, _refusal(frames[1], part_headers, error))
             else:
-                reply = self._handle(identity, frames[1:])
-            if reply is not None:
-                self._send(identity, reply)
+                self._answer(identity, frames[1:])
+
+    def _answer(self, identity: bytes, frames: list) -> None:
+        """Handle one request message and send its reply, if it has one now (ZeroMQ and
+        Unix connections alike)."""
+        self.messages += 1
+        reply = self._handle(identity, frames)
+        if reply is not None:
+            self._send(identity, reply)
 
     def _recv(self) -> tuple[list, list]:
         """One message's frames; past :data:`MAX_FRAMES` the rest are read and dropped, so a
@@ -343,7 +374,11 @@ class Shard(AdminOps, DataOps, ModelOps, PersistOps, StreamOps):
 
     def _send(self, identity: bytes, frames: list) -> None:
         """One reply: the routing id, then its frames (stored payloads go without a copy);
-        nothing to a client disconnected for leaving too many replies unread."""
+        nothing to a client disconnected for leaving too many replies unread. A Unix
+        connection's reply goes to it (its routing id says so: ``server/unix.py``)."""
+        if len(identity) == UNIX_IDENTITY_BYTES:
+            self.unix.send(identity, frames)
+            return
         source = (
             self._source if identity == self._source_identity else self._peer_fd.get(identity, -1)
         )
