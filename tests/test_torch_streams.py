@@ -279,26 +279,33 @@ def test_stream_writer_raises_a_failed_append_and_ends_the_stream(client, reques
         StreamWriter(stream, max_in_flight=0)
 
 
-@pytest.mark.parametrize("shm", [True, False], ids=["shm", "wire"])
-def test_steps_reach_the_loop_as_torch_without_a_copy(store, request, shm):
-    """8 MiB of steps read through the dataset allocate well under one step in Python,
-    whether the same-node shared-memory path or the socket carries them: tracemalloc sees
-    any bytes or numpy copy (not torch's allocator: the tensors wrap the arrays through
-    ``torch.from_numpy``, memstore/tensors.py)."""
+@pytest.mark.parametrize(
+    ("shm", "unix"), [(True, "1"), (False, "0"), (False, "1")], ids=["shm", "zmq", "unix"]
+)
+def test_steps_reach_the_loop_as_torch_without_a_copy(store, request, shm, unix, monkeypatch):
+    """8 MiB of steps read through the dataset are not copied in Python, whichever path
+    carries them: tracemalloc sees any bytes or numpy copy (not torch's allocator: the
+    tensors wrap the arrays through ``torch.from_numpy``, memstore/tensors.py). Over shared
+    memory and ZeroMQ the bytes live outside Python (a mapping, libzmq's message); the Unix
+    socket receives each step into one buffer of its own, which the tensor then wraps: the
+    two steps' buffers and nothing more."""
     tracemalloc = pytest.importorskip("tracemalloc")
+    monkeypatch.setenv("MEMSTORE_UNIX", unix)
     with store.client(timeout=30, shm=shm) as client:
         stream = client.stream(request.node.name, maxlen=4)
         big = np.arange(2**20, dtype=np.float32)  # 4 MiB a step
         stream.append({"x": big})
         stream.append({"x": big + 1})
         stream.close()
+        assert set(client.paths()) == {"unix" if unix == "1" else "zmq"}
         tracemalloc.start()
         try:
             got = list(StreamDataset(stream, "group", with_step=True, timeout=10))
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    assert peak < 2**20, f"{peak} bytes allocated while reading two 4 MiB steps"
+    received = 2 * big.nbytes if (unix == "1" and not shm) else 0
+    assert peak < received + 2**20, f"{peak} bytes allocated while reading two 4 MiB steps"
     assert [step for step, _ in got] == [0, 1]
     for step, item in got:
         assert isinstance(item["x"], torch.Tensor) and item["x"].dtype == torch.float32
