@@ -62,7 +62,8 @@ class AdminOps(ShardHost):
 
         Raises:
             ProtocolError: a malformed list, an index that does not name this shard, a
-                different list than the one already set, or keys stored already.
+                different list than the one already set, or keys stored already (unless
+                the list is this shard alone: it places every key here, as before).
         """
         if not shards or len(shards) > MAX_SHARDS:
             raise ProtocolError(f"cluster: field 'shards' must list 1 to {MAX_SHARDS} addresses")
@@ -79,7 +80,9 @@ class AdminOps(ShardHost):
                 f"cluster: shard {self.address} already serves a cluster of "
                 f"{len(self.cluster)}; its topology is fixed after start"
             )
-        if len(self.store):
+        if len(self.store) and len(shards) > 1:
+            # A list of this shard alone places every key here, as before: a client may
+            # have stored some between the shard's start and this call (a restart)
             raise ProtocolError(
                 f"cluster: shard {self.address} already holds {len(self.store)} keys placed "
                 "for a single shard; the shard list must be set before any data is stored"
