@@ -191,9 +191,10 @@ def test_separate_jobs_address_file_and_gateways(vc, out):
         job.stdout.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def slurm(vc):
-    """Slurm with a slurmd in each virtual node (installed with apt-get when missing)."""
+    """Slurm with a slurmd in each virtual node (installed with apt-get when missing); one
+    per test: ``out`` ends every process of the nodes after a test, slurmd among them."""
     cluster = NodesSlurm(vc)
     try:
         cluster.start()
@@ -217,7 +218,7 @@ def test_srun_pmi2_spmd_across_three_nodes(vc, slurm, out):
     check_shm_path(report, vc)
 
 
-def test_shipped_sbatch_across_three_nodes(vc, slurm, out):
+def test_shipped_sbatch_across_three_nodes(vc, slurm):
     """``launch/slurm.sbatch`` as shipped on 3 nodes: the store on node1 (bound to its
     address), the simulation on node2, training, inference and monitor on node3; the
     example's checks all pass and the job leaves no address file."""

@@ -11,6 +11,7 @@ collected.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -84,6 +85,7 @@ class NodesSlurm:
 
     def _write_config(self) -> None:
         r = self.root
+        shutil.rmtree(r, ignore_errors=True)  # an earlier test's cluster: start afresh
         for sub in ("state", *(f"spool-{n.name}" for n in self.vc.nodes)):
             (r / sub).mkdir(parents=True)
         key = r / "munge.key"
