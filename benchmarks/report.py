@@ -21,7 +21,7 @@ from benchmarks.targets import (
     REDIS,
     UNIX_FLOOR,
 )
-from benchmarks.throughput import PIPELINED, SYNC, lookup
+from benchmarks.throughput import BULK_MODES, PIPELINED, SYNC, lookup
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -109,6 +109,14 @@ def throughput_table(result: dict) -> str:
                     f"{shards:>6} {clients:>7} {LABELS[kind]:<22} {sync['ops_per_s']:>10,.0f} "
                     f"{pipe['ops_per_s']:>10,.0f} {gain:>5.1f}x"
                 )
+                bulk = [lookup(summary, shards=shards, clients=clients, system=kind, mode=m)
+                        for m in BULK_MODES]  # fmt: skip
+                if all(bulk):
+                    label = "  bulk put / get" + (" (x_tensors)" if kind == MEMSTORE else "")
+                    lines.append(
+                        f"{'':>6} {'':>7} {label:<22} {bulk[0]['ops_per_s']:>10,.0f} "
+                        f"{bulk[1]['ops_per_s']:>10,.0f}"
+                    )
     return "\n".join(lines)
 
 

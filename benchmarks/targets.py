@@ -83,6 +83,13 @@ class Target:
     def put_many(self, keys: list[str], array: np.ndarray) -> None:
         raise NotImplementedError
 
+    def put_bulk(self, keys: list[str], array: np.ndarray) -> None:
+        """Many puts in one call: the system's own bulk form (memstore and Redis only)."""
+        raise NotImplementedError
+
+    def get_bulk(self, keys: list[str]) -> list:
+        raise NotImplementedError
+
     def flush(self) -> None:
         raise NotImplementedError
 
@@ -110,6 +117,12 @@ class MemstoreTarget(Target):
         futures = [self.client.put_tensor_async(k, array) for k in keys]
         for future in futures:
             future.result(self.timeout)
+
+    def put_bulk(self, keys: list[str], array: np.ndarray) -> None:
+        self.client.put_tensors(dict.fromkeys(keys, array))
+
+    def get_bulk(self, keys: list[str]) -> list:
+        return self.client.get_tensors(keys)
 
     def flush(self) -> None:
         self.client.flush_db()
@@ -183,6 +196,14 @@ class RedisTarget(Target):
         for key in keys:
             pipe.set(key, view)
         pipe.execute()
+
+    put_bulk = put_many  # a pipeline of SETs is Redis's bulk form too
+
+    def get_bulk(self, keys: list[str]) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return [np.frombuffer(v, dtype=DTYPE) for v in pipe.execute()]
 
     def flush(self) -> None:
         self.client.flushall()

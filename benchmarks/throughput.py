@@ -19,7 +19,12 @@ from benchmarks.targets import Spec
 
 NAME = "throughput"
 SYNC, PIPELINED = "sync", "pipelined"
+BULK_PUT, BULK_GET = "bulk put", "bulk get"
 MODES = (SYNC, PIPELINED)
+#: memstore's put_tensors / get_tensors of a window (one request per shard) against a
+#: redis-py pipeline of the same SETs / GETs: measured on the same-node path and Redis only.
+BULK_MODES = (BULK_PUT, BULK_GET)
+BULK_SYSTEMS = (targets.MEMSTORE, targets.REDIS)
 
 
 def steps(preset) -> int:
@@ -34,7 +39,8 @@ def run(env: Env) -> dict:
         for clients in p.throughput_clients:
             for turn in range(p.throughput_rounds):
                 for spec in rotated(specs, turn):
-                    for mode in rotated(MODES, turn):
+                    bulk = BULK_MODES if spec.kind in BULK_SYSTEMS else ()
+                    for mode in rotated((*MODES, *bulk), turn):
                         record = measure(env, spec, mode, clients, p.small_size, p.throughput_s)
                         records.append({"shards": shards, "round": turn, **record})
             env.step()
@@ -80,11 +86,13 @@ def put_loop(
     seconds: float,
     max_ops: int,
 ) -> dict:
-    """Worker process: put small tensors under this client's keys until ``seconds`` pass
-    or ``max_ops`` puts are done."""
+    """Worker process: put (``bulk get``: get) small tensors under this client's keys until
+    ``seconds`` pass or ``max_ops`` are done."""
     conn = targets.cached(spec)
     data = targets.payload(size, seed=client_id)
     keys = [f"tp.{client_id}.{i}" for i in range(nkeys)]
+    if mode == BULK_GET:
+        conn.put_bulk(keys, data)  # what it reads, before the clock starts
     ops = 0
     sleep_until(at)
     t0 = time.monotonic()
@@ -95,10 +103,14 @@ def put_loop(
             put(keys[ops % nkeys], data)
             ops += 1
     else:
+        call = {PIPELINED: conn.put_many, BULK_PUT: conn.put_bulk}.get(mode)
         while ops < max_ops and time.monotonic() < end:
             start = ops % nkeys
             batch = keys[start : start + window]
-            conn.put_many(batch, data)
+            if call is None:
+                conn.get_bulk(batch)
+            else:
+                call(batch, data)
             ops += len(batch)
     return {"ops": ops, "bytes": ops * size, "t0": t0, "t1": time.monotonic()}
 

@@ -100,10 +100,10 @@ def test_transport_targets_with_redis_and_plots(tmp_path, capsys):
         (kind, mode)
         for kind in ("memstore", "memstore-tcp", "floor", "floor-unix", "redis")
         for mode in ("sync", "pipelined")
-    }
+    } | {(kind, mode) for kind in ("memstore", "redis") for mode in ("bulk put", "bulk get")}
     assert all(r["ops_per_s"] > 0 for r in rows)
     targets = run["targets"]
-    assert len(targets) == 11 and {t["issue"] for t in targets} == {11, 24}
+    assert len(targets) == 13 and {t["issue"] for t in targets} == {11, 24}
     assert all(t["ratio"] > 0 and t["met"] in (True, False) for t in targets), targets
     assert [t["name"] for t in targets] == [r.name for r in ratios(run["results"], [11, 24])]
     out = capsys.readouterr().out
