@@ -720,18 +720,24 @@ def test_a_missed_deadline_is_no_answer_both_timeout_and_connection_lost(silent_
             client.tensor_exists("x")
 
 
-def _bare_shard() -> tuple[subprocess.Popen, str]:
-    """A shard process no launcher has told its cluster yet (as right after a restart)."""
+@pytest.fixture
+def bare_shard():
+    """The address of a shard process no launcher has told its cluster yet (as right after
+    a restart); killed after the test."""
     from memstore.config import READY_LINE
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "memstore.server", "--bind", "tcp://127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    for line in proc.stdout:  # the shard prints its ready line once it serves, or exits
-        if line.startswith(READY_LINE):
-            return proc, line[len(READY_LINE) :].strip()
-    raise AssertionError(f"the shard exited with {proc.wait(10)} before serving")
+    try:  # the shard prints its ready line once it serves, or exits
+        ready = (line for line in proc.stdout if line.startswith(READY_LINE))
+        line = next(ready, None)
+        assert line is not None, f"the shard exited with {proc.wait(10)} before serving"
+        yield line[len(READY_LINE) :].strip()
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def request(address: str, op: str, **fields) -> tuple[dict, list]:
@@ -744,27 +750,18 @@ def request(address: str, op: str, **fields) -> tuple[dict, list]:
         sock.close()
 
 
-def test_keys_stored_before_the_cluster_call_stay_when_the_list_is_that_shard_alone():
+@pytest.mark.parametrize("others", [[], ["tcp://127.0.0.1:1"]], ids=["alone", "longer"])
+def test_keys_stored_before_the_cluster_call_stay_when_the_list_is_that_shard_alone(
+    bare_shard, others
+):
     """A client may reach a restarted shard before its launcher's ``cluster`` call: a list
     of that shard alone places every key where it is and is taken; a longer list, which
     would place them elsewhere, is refused naming the keys held."""
-    proc, address = _bare_shard()
-    try:
-        with memstore.Client(address, timeout=10) as client:
-            client.put_tensor("early", np.arange(3.0))
-            alone, _ = request(address, "cluster", shards=[address], index=0)
-            assert alone["ok"] is True, alone
-            np.testing.assert_array_equal(client.get_tensor("early"), np.arange(3.0))
-    finally:
-        proc.kill()
-        proc.wait(10)
-    proc, address = _bare_shard()
-    try:
-        with memstore.Client(address, timeout=10) as client:
-            client.put_tensor("early", np.arange(3.0))
-            two, _ = request(address, "cluster", shards=[address, "tcp://127.0.0.1:1"], index=0)
-            assert two["ok"] is False and "already holds 1 keys" in two["msg"], two
-            np.testing.assert_array_equal(client.get_tensor("early"), np.arange(3.0))
-    finally:
-        proc.kill()
-        proc.wait(10)
+    with memstore.Client(bare_shard, timeout=10) as client:
+        client.put_tensor("early", np.arange(3.0))
+        reply, _ = request(bare_shard, "cluster", shards=[bare_shard, *others], index=0)
+        if others:
+            assert reply["ok"] is False and "already holds 1 keys" in reply["msg"], reply
+        else:
+            assert reply["ok"] is True, reply
+        np.testing.assert_array_equal(client.get_tensor("early"), np.arange(3.0))
