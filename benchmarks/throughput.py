@@ -103,14 +103,15 @@ def put_loop(
             put(keys[ops % nkeys], data)
             ops += 1
     else:
-        call = {PIPELINED: conn.put_many, BULK_PUT: conn.put_bulk}.get(mode)
+        call = {
+            PIPELINED: lambda batch: conn.put_many(batch, data),
+            BULK_PUT: lambda batch: conn.put_bulk(batch, data),
+            BULK_GET: conn.get_bulk,
+        }[mode]
         while ops < max_ops and time.monotonic() < end:
             start = ops % nkeys
             batch = keys[start : start + window]
-            if call is None:
-                conn.get_bulk(batch)
-            else:
-                call(batch, data)
+            call(batch)
             ops += len(batch)
     return {"ops": ops, "bytes": ops * size, "t0": t0, "t1": time.monotonic()}
 
