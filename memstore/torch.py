@@ -76,7 +76,8 @@ class StreamDataset(IterableDataset):
             (its ack rides on the take issued once it is batched), so the next step is
             there when the training step asks for it.
         timeout: seconds to wait for a step (for the first one, in replay mode), then
-            ``Timeout`` naming the stream.
+            ``Timeout`` naming the stream; a replay of a closed stream that holds no step
+            raises ``StreamClosed`` at once.
         seed: replay mode: the samples are drawn from ``(seed, rank, worker)``.
         client_factory: makes a worker's client (default: ``Client(stream's addresses,
             timeout=stream's timeout)``, with the CURVE keys of the environment).
